@@ -1,0 +1,147 @@
+"""Run an ONNX face model in onnxruntime, its input contract read from the file."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from fetoolkit.backends.common import batches, l2_normalize
+from fetoolkit.types import InputContract
+
+log = logging.getLogger(__name__)
+
+#: ``metadata_props`` keys written by ``fetoolkit.backends.export``.
+META_CONTRACT = "fetoolkit.contract"
+META_MODEL = "fetoolkit.model"
+META_SOURCE_SHA256 = "fetoolkit.source_sha256"
+
+
+class OnnxModelError(ValueError):
+    """The ONNX file is missing, unreadable, or does not fit the contract."""
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The ``metadata_props`` of an ONNX file as a dict."""
+    return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+
+
+def prune_unused_inputs(model: onnx.ModelProto) -> list[str]:
+    """Drop graph inputs that no node reads (in place); returns their names.
+
+    The block-quantised SFace file keeps its float weights' names as dangling inputs, which
+    onnxruntime would otherwise demand in every feed.
+    """
+    consumed = {name for node in model.graph.node for name in node.input}
+    consumed.update(o.name for o in model.graph.output)
+    unused = [i.name for i in model.graph.input if i.name not in consumed]
+    if unused:
+        kept = [i for i in model.graph.input if i.name in consumed]
+        del model.graph.input[:]
+        model.graph.input.extend(kept)
+    return unused
+
+
+def session_options(num_threads: int | None = None) -> ort.SessionOptions:
+    """Session options: ``num_threads`` intra-op threads, no spinning (MTCNN shares the cores)."""
+    so = ort.SessionOptions()
+    if num_threads:
+        so.intra_op_num_threads = int(num_threads)
+        so.inter_op_num_threads = 1
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    so.log_severity_level = 3
+    return so
+
+
+class OnnxEmbedder:
+    """Embeds aligned uint8 RGB faces with onnxruntime.
+
+    The contract comes from the file's ``metadata_props`` (files we export) or, for vendor files
+    that have none, from the caller (the model registry). A file whose input does not fit the
+    contract is refused when it is opened, not on the first face.
+    """
+
+    backend = "onnx"
+
+    def __init__(self, path: str | Path, contract: InputContract | None = None, *, name: str | None = None,
+                 weights_sha256: str | None = None, num_threads: int | None = None, batch_size: int = 32) -> None:
+        path = Path(path)
+        if not path.is_file():
+            raise OnnxModelError(f"ONNX file not found: {path}")
+        try:
+            model = onnx.load(str(path))
+        except Exception as e:  # onnx raises several types for a bad protobuf
+            raise OnnxModelError(f"{path} is not a readable ONNX model: {e}") from None
+        meta = {p.key: p.value for p in model.metadata_props}
+        weight_names = {t.name for t in model.graph.initializer}
+        source: str | bytes = str(path)
+        if prune_unused_inputs(model):
+            source = model.SerializeToString()
+        del model
+        if META_CONTRACT in meta:
+            file_contract = InputContract.from_dict(json.loads(meta[META_CONTRACT]))
+            if contract is not None and contract != file_contract:
+                log.warning("%s: contract given %s differs from the file's %s; using the file's", path, contract, file_contract)
+            contract = file_contract
+        if contract is None:
+            raise OnnxModelError(
+                f"{path} carries no fetoolkit contract in metadata_props; export it with "
+                f"`python -m fetoolkit.export` or register it with a declared contract"
+            )
+        self.path = path
+        self.contract = contract
+        self.name = name or meta.get(META_MODEL, path.stem)
+        self.weights_sha256 = weights_sha256 or meta.get(META_SOURCE_SHA256)
+        self.batch_size = batch_size
+        try:
+            self.session = ort.InferenceSession(source, session_options(num_threads), providers=["CPUExecutionProvider"])
+        except Exception as e:
+            raise OnnxModelError(f"onnxruntime cannot load {path}: {e}") from None
+        self._check_io(weight_names)
+
+    def _check_io(self, weights: set[str]) -> None:
+        # Old exporters list the initializers as graph inputs too: the data input is the one that is not one.
+        inputs = [i for i in self.session.get_inputs() if i.name not in weights]
+        outputs = self.session.get_outputs()
+        if len(inputs) != 1:
+            raise OnnxModelError(f"{self.path}: expected one input, found {[i.name for i in inputs]}")
+        inp = inputs[0]
+        h, w = self.contract.size
+        want = [3, h, w] if self.contract.layout == "NCHW" else [h, w, 3]
+        got = list(inp.shape[1:]) if len(inp.shape) == 4 else None
+        if got is None or any(isinstance(g, int) and g != x for g, x in zip(got, want)):
+            raise OnnxModelError(
+                f"{self.path}: input {inp.name!r} has shape {inp.shape}, the contract needs "
+                f"[N, {', '.join(map(str, want))}] ({self.contract.layout})"
+            )
+        out_shape = outputs[0].shape
+        if len(out_shape) < 2 or (isinstance(out_shape[-1], int) and out_shape[-1] != self.contract.embed_dim):
+            raise OnnxModelError(
+                f"{self.path}: output {outputs[0].name!r} has shape {out_shape}, expected [N, {self.contract.embed_dim}]"
+            )
+        self.input_name = inp.name
+        self.output_name = outputs[0].name
+        self.fixed_batch = inp.shape[0] if isinstance(inp.shape[0], int) else None
+
+    def embed_raw(self, faces: np.ndarray) -> np.ndarray:
+        """uint8 RGB ``[N, H, W, 3]`` -> float32 ``[N, D]`` before normalisation."""
+        x = self.contract.preprocess(faces)
+        n = len(x)
+        step = self.fixed_batch or self.batch_size
+        out = np.empty((n, self.contract.embed_dim), dtype=np.float32)
+        for s in batches(n, step):
+            chunk = x[s]
+            if self.fixed_batch and len(chunk) < self.fixed_batch:  # pad a fixed-batch model's last chunk
+                pad = np.zeros((self.fixed_batch - len(chunk), *chunk.shape[1:]), chunk.dtype)
+                chunk = np.concatenate([chunk, pad])
+            y = self.session.run([self.output_name], {self.input_name: chunk})[0]
+            out[s] = y.reshape(len(chunk), -1)[: s.stop - s.start]
+        return out
+
+    def embed(self, faces: np.ndarray) -> np.ndarray:
+        """uint8 RGB ``[N, H, W, 3]`` -> L2-normalised float32 ``[N, D]``."""
+        return l2_normalize(self.embed_raw(faces))

@@ -1,0 +1,94 @@
+"""Verification protocols: which image pairs are compared, their labels and folds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class PairProtocol:
+    """Pairs of image indices with labels and fold ids.
+
+    Attributes:
+        idx_a: int64 ``[P]`` index of the first image of each pair.
+        idx_b: int64 ``[P]`` index of the second image.
+        labels: bool ``[P]``, True for a genuine (same identity) pair.
+        folds: int64 ``[P]`` fold id in ``0..n_folds-1`` (all 0 when there are no folds).
+    """
+
+    idx_a: np.ndarray
+    idx_b: np.ndarray
+    labels: np.ndarray
+    folds: np.ndarray
+
+    def __post_init__(self) -> None:
+        n = len(self.idx_a)
+        if not (len(self.idx_b) == len(self.labels) == len(self.folds) == n):
+            raise ValueError("idx_a, idx_b, labels and folds must have the same length")
+
+    def __len__(self) -> int:
+        return len(self.idx_a)
+
+    @property
+    def n_genuine(self) -> int:
+        return int(self.labels.sum())
+
+    @property
+    def n_impostor(self) -> int:
+        return int((~self.labels).sum())
+
+    def subset(self, keep: np.ndarray) -> "PairProtocol":
+        """The pairs where bool ``keep`` ``[P]`` is True."""
+        return PairProtocol(self.idx_a[keep], self.idx_b[keep], self.labels[keep], self.folds[keep])
+
+
+def _pairs_within(members: np.ndarray, identities: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All unordered pairs among the image indices ``members``: (a, b, genuine)."""
+    ia, ib = np.triu_indices(len(members), k=1)
+    a, b = members[ia], members[ib]
+    return a, b, identities[a] == identities[b]
+
+
+def kfold_pairs(identities: np.ndarray, n_folds: int = 10, seed: int = 0) -> PairProtocol:
+    """Subject-disjoint folds: every genuine pair of a fold plus as many impostor pairs.
+
+    Subjects are shuffled with ``seed`` and split into ``n_folds`` groups; each fold holds all
+    genuine pairs of its subjects and the same number of impostor pairs sampled (without
+    replacement, fixed seed) among its subjects' images.
+
+    Args:
+        identities: int ``[N]`` identity id of each image.
+        n_folds: number of folds (10 for the LFW-style protocol).
+        seed: seed of the subject shuffle and impostor sampling.
+    """
+    identities = np.asarray(identities)
+    subjects = np.unique(identities)
+    if len(subjects) < 2 * n_folds:
+        raise ValueError(f"{len(subjects)} identities cannot make {n_folds} folds with impostors (need >= {2 * n_folds})")
+    rng = np.random.default_rng(seed)
+    groups = np.array_split(rng.permutation(subjects), n_folds)
+    parts: list[tuple[np.ndarray, ...]] = []
+    for k, group in enumerate(groups):
+        members = np.flatnonzero(np.isin(identities, group))
+        a, b, gen = _pairs_within(members, identities)
+        imp = np.flatnonzero(~gen)
+        n_gen = int(gen.sum())
+        if n_gen == 0:
+            raise ValueError(f"fold {k} has no genuine pair (one image per identity?)")
+        pick = np.sort(rng.choice(imp, size=min(n_gen, len(imp)), replace=False))
+        sel = np.concatenate([np.flatnonzero(gen), pick])
+        parts.append((a[sel], b[sel], gen[sel], np.full(len(sel), k)))
+    a, b, lab, fold = (np.concatenate(x) for x in zip(*parts))
+    return PairProtocol(a.astype(np.int64), b.astype(np.int64), lab.astype(bool), fold.astype(np.int64))
+
+
+def all_pairs(identities: np.ndarray, max_pairs: int = 50_000_000) -> PairProtocol:
+    """Every unordered pair of images (for the ROC); one fold."""
+    identities = np.asarray(identities)
+    n = len(identities)
+    if n * (n - 1) // 2 > max_pairs:
+        raise ValueError(f"{n} images make {n * (n - 1) // 2} pairs, more than max_pairs={max_pairs}")
+    a, b, gen = _pairs_within(np.arange(n), identities)
+    return PairProtocol(a.astype(np.int64), b.astype(np.int64), gen, np.zeros(len(a), np.int64))

