@@ -748,7 +748,6 @@ def _kfold_core(p: _Sorted, f: np.ndarray, n_folds: int,
         sk = _padcumsum(signed[:, pos], dt)  # [B, n_k + 1]
         off = sk[:, stop]  # [B, T]: d_fold on the boundaries (h[t], h[t+1]]
         if w is None:
-            tk = None
             trw = (starts[h + 1] - starts[h]) - (stop - first)
             sp_valid = np.broadcast_to(trw > 0, (b, h.size))
             tot_k = np.full(b, float(pos.size))
@@ -1110,6 +1109,11 @@ def verification_report(scores: np.ndarray, labels: np.ndarray, folds: np.ndarra
             :func:`tar_at_far_ci` (class-stratified, without folds) with the same seed; the
             accuracy interval equals :func:`accuracy_ci`.
         level: interval coverage.
+
+    Cost: the figures take one argsort plus O(P) passes (about 5 s for 10 million pairs on
+    one core). Each bootstrap resample costs a few O(P) passes for EER/TAR and about one
+    O(P) pass per fold for the accuracy (about 7 s in all for 1000 resamples of 80k pairs,
+    but seconds per resample at 10 million pairs, where the intervals are tiny anyway).
 
     Returns:
         :class:`VerificationReport` (``.to_dict()`` for JSON).

