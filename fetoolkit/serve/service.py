@@ -1,0 +1,372 @@
+"""The service's work, without HTTP: base64 -> image -> (detect, select, align) -> embed.
+
+``EmbeddingService`` owns the embedder, the MTCNN detector and the micro-batcher. Its methods
+block; the HTTP layer runs them in a thread pool, never on the event loop. Every stage is the
+project's own function (``decode_image``, ``MTCNNDetector.detect``, ``select_face``, ``align``,
+``crop_image``, the embedder's ``embed_raw``, ``l2_normalize``, ``face_quality``); this module only
+composes them and turns their failures into typed ``ServiceError`` s.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import queue
+import re
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from fetoolkit.backends.common import l2_normalize
+from fetoolkit.detect.align import align, resize_whole
+from fetoolkit.detect.mtcnn import MTCNNDetector, select_face
+from fetoolkit.imageio import ImageDecodeError, decode_image
+from fetoolkit.pipeline import PipelineCfg, crop_image
+from fetoolkit.serve.batcher import MicroBatcher
+from fetoolkit.serve.errors import (
+    AlignmentFailed,
+    ImageDecodeFailed,
+    ModelInferenceFailed,
+    ModelNotLoaded,
+    ServiceError,
+)
+from fetoolkit.serve.settings import ServeSettings
+from fetoolkit.types import Detection, Embedder
+
+log = logging.getLogger(__name__)
+
+QualityFn = Callable[[np.ndarray], np.ndarray]
+#: PIL names the in-memory file in its messages ("<_io.BytesIO object at 0x...>"): not for users.
+_PIL_OBJECT = re.compile(r"<_io\.BytesIO object at 0x[0-9a-fA-F]+>")
+
+
+@dataclass(frozen=True)
+class FaceResult:
+    """One embedded face.
+
+    Attributes:
+        embedding: float32 ``[D]``, L2-normalised.
+        quality: ``face_quality`` of the raw embedding, in [0, 1] (``None`` if unavailable).
+        confidence: MTCNN score of the kept face; ``None`` when no detection ran.
+        detection_ran: False for aligned input.
+        box: float32 ``[4]`` x1, y1, x2, y2 (``None`` without detection).
+        landmarks: float32 ``[5, 2]`` (``None`` without detection).
+        faces_found: faces MTCNN found (``None`` without detection).
+    """
+
+    embedding: np.ndarray
+    quality: float | None
+    confidence: float | None
+    detection_ran: bool
+    box: np.ndarray | None = None
+    landmarks: np.ndarray | None = None
+    faces_found: int | None = None
+
+
+@dataclass(frozen=True)
+class _Crop:
+    face: np.ndarray
+    confidence: float | None
+    box: np.ndarray | None
+    landmarks: np.ndarray | None
+    faces_found: int | None
+
+
+def decode_base64(data: str) -> bytes:
+    """Base64 text (optionally a ``data:...;base64,`` URL, with line breaks, URL-safe alphabet or
+    missing padding) -> bytes. Raises ``ImageDecodeFailed``."""
+    if data.startswith("data:"):
+        comma = data.find(",", 0, 256)
+        if comma < 0 or ";base64" not in data[:comma].lower():
+            raise ImageDecodeFailed("a data URL image must look like data:image/...;base64,<data>")
+        data = data[comma + 1:]
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        pass
+    cleaned = "".join(data.split())
+    if "-" in cleaned or "_" in cleaned:
+        cleaned = cleaned.translate(str.maketrans("-_", "+/"))
+    cleaned += "=" * (-len(cleaned) % 4)
+    try:
+        return base64.b64decode(cleaned, validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise ImageDecodeFailed(f"image is not valid base64: {e}") from None
+
+
+def detect_scaled(detector: MTCNNDetector, image: np.ndarray, max_side: int | None) -> list[Detection]:
+    """``detector.detect`` on ``image`` shrunk (``resize_whole``, area interpolation) so that its longer
+    side is at most ``max_side``; boxes and landmarks come back in ``image``'s own pixels.
+
+    MTCNN's cost and memory grow with the pixel count (a 3-megapixel photo: about a second and
+    several hundred MB); the landmarks of a face that stays larger than ONet's 48-pixel input are
+    as good at the smaller size. The crop is then aligned on the full-resolution image. ``None``:
+    detect at full resolution.
+    """
+    h, w = image.shape[:2]
+    if max_side is None or max(h, w) <= max_side:
+        return detector.detect(image)
+    scale = max_side / max(h, w)
+    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    small = resize_whole(image, size)
+    sx, sy = w / size[1], h / size[0]
+    box_scale = np.array([sx, sy, sx, sy], np.float32)
+    pt_scale = np.array([sx, sy], np.float32)
+    return [Detection(box=d.box * box_scale, score=d.score, landmarks=d.landmarks * pt_scale)
+            for d in detector.detect(small)]
+
+
+def load_quality_fn() -> QualityFn | None:
+    """``fetoolkit.metrics.quality.face_quality`` if it can be imported, else ``None`` (logged)."""
+    try:
+        from fetoolkit.metrics.quality import face_quality
+    except ImportError as e:
+        log.error("face quality is unavailable (%s): responses will carry quality=null", e)
+        return None
+    return face_quality
+
+
+class EmbeddingService:
+    """Model, detector and batcher behind the HTTP API.
+
+    Args:
+        settings: the service settings.
+        embedder: an embedder to use instead of ``create_embedder(settings.model, ...)``.
+        detector: a detector to use instead of ``MTCNNDetector(settings.detector)``.
+    """
+
+    def __init__(self, settings: ServeSettings, *, embedder: Embedder | None = None,
+                 detector: MTCNNDetector | None = None) -> None:
+        self.settings = settings
+        self.embedder: Embedder | None = embedder
+        self.detector: MTCNNDetector | None = detector
+        self.model_error: str | None = None
+        self.detector_error: str | None = None
+        self.quality_fn: QualityFn | None = None
+        self.batcher: MicroBatcher | None = None
+        self._load_lock = threading.Lock()
+        self._image_slots = threading.BoundedSemaphore(settings.inference_workers)
+        self._detectors: queue.SimpleQueue[MTCNNDetector] = queue.SimpleQueue()
+
+    # ---------------------------------------------------------------- loading
+    def load(self) -> None:
+        """Create the embedder and the detector (once); failures are kept in ``model_error`` /
+        ``detector_error`` and answered with ``MODEL_LOAD_ERROR``, the process keeps running."""
+        with self._load_lock:
+            s = self.settings
+            if s.torch_threads:
+                import torch
+
+                torch.set_num_threads(int(s.torch_threads))
+            if self.embedder is None and self.model_error is None:
+                try:
+                    from fetoolkit.models.factory import create_embedder
+
+                    self.embedder = create_embedder(s.model, weights=s.weights, backend=s.backend,
+                                                    num_threads=s.num_threads, batch_size=32)
+                except Exception as e:  # any failure to load is reported, not fatal
+                    self.model_error = f"{type(e).__name__}: {e}"
+                    log.error("model %s (%s) did not load: %s", s.model, s.backend, self.model_error)
+            if self.detector is None and self.detector_error is None:
+                try:
+                    self.detector = MTCNNDetector(s.detector)
+                except Exception as e:
+                    self.detector_error = f"{type(e).__name__}: {e}"
+                    log.error("MTCNN did not load: %s", self.detector_error)
+            if self.detector is not None and self._detectors.empty():
+                # One MTCNN per worker (each serialises its own calls; a few MB of weights each), so
+                # that full images are detected in parallel on single-threaded torch.
+                self._detectors.put(self.detector)
+                for _ in range(s.inference_workers - 1):
+                    self._detectors.put(MTCNNDetector(s.detector))
+            self.quality_fn = load_quality_fn()
+            if self.embedder is not None and self.batcher is None:
+                self.batcher = MicroBatcher(self._embed_batch, max_batch=s.max_batch, workers=s.inference_workers,
+                                            name="embed")
+            if s.warmup:
+                self._warmup()
+            if self.ready:
+                log.info("loaded %s (%s, %d-d, weights sha256 %s); %d inference workers, max_batch %d",
+                         self.embedder.name, self.embedder.backend, self.embedder.contract.embed_dim,  # type: ignore[union-attr]
+                         (getattr(self.embedder, "weights_sha256", None) or "-")[:12], s.inference_workers, s.max_batch)
+
+    def _warmup(self) -> None:
+        """One model call and one detection so that the first request is not the slow one."""
+        if self.embedder is not None and self.batcher is not None:
+            h, w = self.embedder.contract.size
+            try:
+                for _ in range(2):
+                    self.batcher(np.zeros((1, h, w, 3), np.uint8))
+            except Exception as e:
+                self.model_error = f"model loaded but failed its first run: {type(e).__name__}: {e}"
+                log.error("%s", self.model_error)
+        for _ in range(self._detectors.qsize()):
+            with self._detector() as det:
+                det.detect(np.full((160, 160, 3), 128, np.uint8))
+
+    @property
+    def ready(self) -> bool:
+        """Model and detector both loaded."""
+        return self.embedder is not None and self.detector is not None and self.model_error is None
+
+    def close(self) -> None:
+        """Stop the batcher's threads."""
+        if self.batcher is not None:
+            self.batcher.close()
+
+    def model_status(self) -> dict[str, Any]:
+        """The ``model_status`` part of /api/health."""
+        e = self.embedder
+        s = self.settings
+        if e is None:
+            return {"loaded": False, "model_name": s.model, "backend": s.backend, "input_shape": None,
+                    "embedding_dim": None, "contract": None, "weights_sha256": None,
+                    "detector_loaded": self.detector is not None, "error": self.model_error or self.detector_error}
+        c = e.contract
+        shape: list[int | None] = [None, 3, *c.size] if c.layout == "NCHW" else [None, *c.size, 3]
+        return {"loaded": self.model_error is None, "model_name": e.name, "backend": e.backend, "input_shape": shape,
+                "embedding_dim": c.embed_dim, "contract": c.to_dict(),
+                "weights_sha256": getattr(e, "weights_sha256", None), "detector_loaded": self.detector is not None,
+                "error": self.model_error or self.detector_error}
+
+    # ---------------------------------------------------------------- stages
+    def _embed_batch(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Batcher function: crops -> (L2-normalised embeddings [N, D], quality [N] or NaN).
+
+        The model runs once (``embed_raw``); the normalised embedding and the quality score both
+        come from that one raw output.
+        """
+        assert self.embedder is not None
+        raw = self.embedder.embed_raw(crops)
+        emb = l2_normalize(raw)
+        if self.quality_fn is None:
+            quality = np.full(len(raw), np.nan, np.float32)
+        else:
+            quality = np.asarray(self.quality_fn(raw), dtype=np.float32).reshape(len(raw))
+        return emb, quality
+
+    def _require_model(self) -> Embedder:
+        if self.embedder is None or self.batcher is None or self.model_error is not None:
+            raise ModelNotLoaded(f"model {self.settings.model!r} is not loaded: {self.model_error or 'still loading'}")
+        return self.embedder
+
+    def decode(self, image_b64: str) -> np.ndarray:
+        """Base64 image -> uint8 ``[H, W, 3]`` RGB (EXIF orientation applied; grey, RGBA and 16-bit
+        converted by ``decode_image``). Raises ``ImageDecodeFailed``."""
+        data = decode_base64(image_b64)
+        try:
+            return decode_image(data, max_pixels=self.settings.max_pixels)
+        except ImageDecodeError as e:
+            raise ImageDecodeFailed(_PIL_OBJECT.sub("the data", str(e))) from None
+        except MemoryError:
+            raise ImageDecodeFailed("image is too large to decode") from None
+        except Exception as e:  # a decoder tripping on hostile bytes is still a bad image, not a 500
+            log.debug("decoder raised %s on %d bytes", type(e).__name__, len(data), exc_info=True)
+            raise ImageDecodeFailed(f"corrupt image data ({type(e).__name__}: {e})") from None
+
+    def crop(self, image: np.ndarray, aligned: bool) -> _Crop:
+        """An image -> the aligned crop to embed, with what detection found.
+
+        ``aligned``: the image already is a template-aligned crop (``crop_image`` without
+        alignment resizes it to the model's size). Otherwise: MTCNN (on a copy no larger than
+        ``detect_max_side``, see ``detect_scaled``), ``select_face`` by the configured policy, and
+        ``align`` on the full-resolution image.
+        """
+        embedder = self._require_model()
+        size = embedder.contract.size
+        if aligned:
+            face, _, _, _ = crop_image(image, None, PipelineCfg(align=False), size)
+            return _Crop(face, None, None, None, None)
+        if self.detector is None:
+            raise ModelNotLoaded(f"the face detector is not loaded: {self.detector_error}; send aligned crops "
+                                 f"with \"aligned\": true")
+        try:
+            with self._detector() as detector:
+                dets = detect_scaled(detector, image, self.settings.detect_max_side)
+        except ValueError as e:  # too small for MTCNN
+            raise AlignmentFailed(f"cannot search this image for faces: {e}") from None
+        if not dets:
+            raise AlignmentFailed(f"no face found in the {image.shape[1]}x{image.shape[0]} image; send a photo with "
+                                  f"a visible face, or an aligned crop with \"aligned\": true")
+        det = select_face(dets, image.shape, self.settings.face_select)
+        try:
+            face = align(image, det.landmarks, size)
+        except ValueError as e:
+            raise AlignmentFailed(f"alignment failed: {e}") from None
+        return _Crop(face, det.score, det.box, det.landmarks, len(dets))
+
+    def prepare(self, image_b64: str, aligned: bool) -> _Crop:
+        """``decode`` then ``crop``, at most ``inference_workers`` images at a time: a decoded photo
+        can be tens of MB, so requests waiting for the cores hold only their encoded bytes."""
+        with self._image_slots:
+            return self.crop(self.decode(image_b64), aligned)
+
+    @contextmanager
+    def _detector(self) -> Iterator[MTCNNDetector]:
+        """Borrow one of the detectors (waits while all are busy)."""
+        det = self._detectors.get()
+        try:
+            yield det
+        finally:
+            self._detectors.put(det)
+
+    def embed(self, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Aligned crops ``[N, H, W, 3]`` -> (embeddings ``[N, D]``, quality ``[N]``) through the batcher."""
+        self._require_model()
+        assert self.batcher is not None
+        try:
+            emb, quality = self.batcher(faces)
+        except ServiceError:
+            raise
+        except Exception as e:
+            log.exception("model inference failed on %d faces", len(faces))
+            raise ModelInferenceFailed(f"model inference failed: {type(e).__name__}: {e}") from None
+        return emb, quality
+
+    # ---------------------------------------------------------------- requests
+    def extract(self, image_b64: str, aligned: bool) -> FaceResult:
+        """One base64 image -> one ``FaceResult`` (raises a ``ServiceError``)."""
+        self._require_model()
+        c = self.prepare(image_b64, aligned)
+        emb, quality = self.embed(c.face[None])
+        return _result(c, emb[0], quality[0])
+
+    def extract_many(self, images: list[str], aligned: bool) -> list[FaceResult | ServiceError]:
+        """Several images -> one result or one typed error each; the good crops are embedded together."""
+        self._require_model()
+        crops: list[_Crop | ServiceError] = []
+        for b64 in images:
+            try:
+                crops.append(self.prepare(b64, aligned))
+            except ServiceError as e:
+                if isinstance(e, ModelNotLoaded):
+                    raise
+                crops.append(e)
+        ok = [i for i, c in enumerate(crops) if isinstance(c, _Crop)]
+        out: list[FaceResult | ServiceError] = [c for c in crops]  # type: ignore[misc]
+        if ok:
+            emb, quality = self.embed(np.stack([crops[i].face for i in ok]))  # type: ignore[union-attr]
+            for row, i in enumerate(ok):
+                out[i] = _result(crops[i], emb[row], quality[row])  # type: ignore[arg-type]
+        return out
+
+    def verify(self, image1: str, image2: str, aligned: bool) -> tuple[float, FaceResult, FaceResult]:
+        """Two base64 images -> (cosine score, face 1, face 2); both faces run in one model call."""
+        self._require_model()
+        c1 = self.prepare(image1, aligned)
+        c2 = self.prepare(image2, aligned)
+        emb, quality = self.embed(np.stack([c1.face, c2.face]))
+        score = float(np.clip(emb[0] @ emb[1], -1.0, 1.0))
+        return score, _result(c1, emb[0], quality[0]), _result(c2, emb[1], quality[1])
+
+
+def _result(c: _Crop, emb: np.ndarray, quality: float) -> FaceResult:
+    q = float(quality)
+    return FaceResult(embedding=emb, quality=None if np.isnan(q) else q, confidence=c.confidence,
+                      detection_ran=c.confidence is not None, box=c.box, landmarks=c.landmarks,
+                      faces_found=c.faces_found)
