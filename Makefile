@@ -6,13 +6,20 @@ PY     := $(BIN)/python
 STAMP  := $(VENV)/.installed
 PIP    := $(BIN)/pip install --disable-pip-version-check -q -c constraints.txt
 
-.PHONY: setup fetch eval test test-slow test-all bench clean-venv help
+.PHONY: setup fetch eval test test-slow test-all bench bench-serve serve gate gate-update notebooks clean-venv help bench-metrics compare
 
 help:
 	@echo "make eval       set up .venv, fetch weights + ORL, run python -m fetoolkit.eval model=arcface"
 	@echo "make test       set up .venv and run the default test suite"
 	@echo "make test-slow  run the slow tests too"
 	@echo "make bench      write bench.json"
+	@echo "make bench-metrics  time the metric functions on 10 million pairs, write bench_metrics.json"
+	@echo "make compare DIR=multirun/eval/...  collect a sweep into comparison.md/.csv + roc_overlay.png"
+	@echo "make gate       accuracy regression gate against eval/baselines (CI runs it after the tests)"
+	@echo "make gate-update REASON=\"...\"  rewrite the baselines, recording why"
+	@echo "make notebooks  execute every notebook headless"
+	@echo "make serve      run the HTTP embedding service (PORT, default 8002)"
+	@echo "make bench-serve  benchmark the service on loopback, write bench_serve.json"
 
 # The venv is rebuilt only when the dependency pins change; a ready machine takes seconds.
 $(STAMP): pyproject.toml constraints.txt
@@ -41,6 +48,30 @@ test-all: setup
 
 bench: setup
 	$(PY) -m fetoolkit.bench --out bench.json
+
+bench-metrics: setup
+	$(PY) -m fetoolkit.bench_metrics --pairs 10000000 --out bench_metrics.json
+
+compare: setup
+	$(PY) -m fetoolkit.compare $(DIR)
+
+serve: setup
+	$(PY) -m fetoolkit.serve model=arcface
+
+# Loopback only; about 2-3 minutes (each load phase is bounded in time).
+bench-serve: setup
+	$(PY) -m fetoolkit.bench_serve --out bench_serve.json
+
+gate: setup
+	$(PY) -m fetoolkit.gate
+
+gate-update: setup
+	@test -n "$(REASON)" || { echo 'usage: make gate-update REASON="why the baselines change"'; exit 2; }
+	$(PY) -m fetoolkit.gate --update --reason "$(REASON)"
+
+# Executes in a scratch copy: the notebooks in git stay without outputs.
+notebooks: setup
+	for nb in notebooks/*.ipynb; do $(BIN)/jupyter-execute "$$nb" --output="$$(mktemp -d)/$$(basename $$nb)" || exit 1; done
 
 clean-venv:
 	rm -rf $(VENV)

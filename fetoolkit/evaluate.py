@@ -1,27 +1,78 @@
-"""The evaluation: a dataset + an embedder -> verification figures (no Hydra, no files)."""
+"""The evaluation: a dataset + an embedder -> verification figures (no Hydra, no files).
+
+Figures, all from :mod:`fetoolkit.metrics`:
+
+* k-fold accuracy (LFW protocol) on the ``kfold`` pairs, with a bootstrap interval;
+* ROC, AUC, EER, TAR@FAR (1e-1 .. the finest decade the impostor count supports, never
+  extrapolated), the thresholds at those FARs, with bootstrap intervals, on the ``roc`` pairs;
+* embedding quality: raw-norm statistics, error-versus-reject curves of every quality score,
+  and the spread of genuine scores per subject.
+
+Failures to enrol follow ``fte_policy``: ``drop`` leaves out every pair that uses an image
+that did not enrol and reports the images and pair counts; ``fail`` raises. Nothing is skipped
+silently.
+"""
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from fetoolkit.cache import EmbeddingCache
 from fetoolkit.data import EvalData, PairProtocol
 from fetoolkit.detect.mtcnn import DetectorCfg, MTCNNDetector
+from fetoolkit.metrics import quality as qm
 from fetoolkit.metrics import verification as vm
-from fetoolkit.pipeline import Crops, PipelineCfg, crop_images, embed_crops
+from fetoolkit.pipeline import EmbeddedSet, PipelineCfg, detector_settings, embed_dataset
 from fetoolkit.types import Embedder
 
 log = logging.getLogger(__name__)
 
+#: The FARs whose TAR results.json always lists (None with a reason when not measurable).
 FARS = (1e-1, 1e-2, 1e-3)
+FTE_POLICIES = ("drop", "fail")
+#: Reject fractions whose FNMR results.json lists for every quality score.
+ERC_POINTS = (0.05, 0.1, 0.2)
 
 
 class EnrolmentError(RuntimeError):
-    """Images failed to enrol and the policy is ``fail``."""
+    """Images failed to enrol and the policy is ``fail`` (or nothing usable is left)."""
+
+
+@dataclass(frozen=True)
+class StatsCfg:
+    """Bootstrap settings (``stats`` in ``configs/eval.yaml``).
+
+    Attributes:
+        n_boot: resamples for the 95% intervals; 0 = no intervals.
+        level: interval coverage.
+        seed: bootstrap seed.
+    """
+
+    n_boot: int = 1000
+    level: float = 0.95
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class QualityCfg:
+    """Quality settings (``quality`` in ``configs/eval.yaml``).
+
+    Attributes:
+        flip: embed mirrored crops too (one more forward pass) for the flip-consistency score.
+        erc_far: the FAR whose threshold is held fixed in the error-versus-reject curves (the
+            finest supported decade is used when the data cannot measure it).
+        max_reject: the ERC area is averaged over reject fractions ``0..max_reject``.
+    """
+
+    flip: bool = True
+    erc_far: float = 1e-3
+    max_reject: float = 0.2
 
 
 @dataclass
@@ -30,23 +81,31 @@ class Evaluation:
 
     Attributes:
         summary: the JSON-ready figures (``results.json``).
-        embeddings: float32 ``[N, D]`` (NaN rows for failures to enrol).
-        crops: the aligned crops and detection details.
+        data: the data set evaluated.
+        embedded: raw embeddings and enrolment details.
+        embeddings: float32 ``[N, D]`` L2-normalised (NaN rows for failures to enrol).
         roc_scores: float64 ``[P]`` cosine of each kept ROC pair.
         roc_pairs: the kept ROC pairs.
         kfold_scores: float64 ``[Q]`` cosine of each kept k-fold pair.
         kfold_pairs: the kept k-fold pairs.
         curve: the ROC curve over ``roc_pairs``.
+        det: the DET curve over ``roc_pairs``.
+        erc: quality-score name -> error-versus-reject curve.
+        qualities: quality-score name -> float32 ``[N]`` (NaN for failures to enrol).
     """
 
     summary: dict[str, Any]
+    data: EvalData
+    embedded: EmbeddedSet
     embeddings: np.ndarray
-    crops: Crops
     roc_scores: np.ndarray
     roc_pairs: PairProtocol
     kfold_scores: np.ndarray
     kfold_pairs: PairProtocol
-    curve: Any = field(default=None)
+    curve: vm.RocCurve
+    det: vm.DetCurve
+    erc: dict[str, qm.ErcCurve] = field(default_factory=dict)
+    qualities: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def pair_scores(emb: np.ndarray, pairs: PairProtocol) -> np.ndarray:
@@ -60,9 +119,33 @@ def keep_enrolled(pairs: PairProtocol, ok: np.ndarray) -> tuple[PairProtocol, in
     return pairs.subset(keep), int((~keep).sum())
 
 
+def _consecutive_folds(p: PairProtocol) -> PairProtocol:
+    """Renumber fold ids to 0..K-1 (a fold can vanish when its pairs are dropped)."""
+    folds = np.unique(p.folds, return_inverse=True)[1].astype(np.int64)
+    return PairProtocol(p.idx_a, p.idx_b, p.labels, folds)
+
+
+def _check_usable(p: PairProtocol, what: str, dropped: int) -> None:
+    if p.n_genuine == 0 or p.n_impostor == 0:
+        raise EnrolmentError(
+            f"the {what} pairs left after dropping {dropped} pairs with images that did not enrol hold "
+            f"{p.n_genuine} genuine and {p.n_impostor} impostor pairs; both are needed. Check the "
+            "fte_images in the log (wrong dataset.root? no face found?) or relax the detector "
+            "(detector.min_face_size, detector.thresholds).")
+
+
+def _f(x: float | None) -> float | None:
+    return None if x is None or not math.isfinite(x) else float(x)
+
+
+def _pair(p: tuple[float, float] | None) -> list[float | None] | None:
+    return None if p is None else [_f(p[0]), _f(p[1])]
+
+
 def evaluate(data: EvalData, embedder: Embedder, *, pipeline: PipelineCfg | None = None,
              detector: MTCNNDetector | None = None, detector_cfg: DetectorCfg | None = None,
-             fte_policy: str = "drop") -> Evaluation:
+             fte_policy: str = "drop", cache: EmbeddingCache | None = None, cache_crops: bool = True,
+             stats: StatsCfg | None = None, quality: QualityCfg | None = None) -> Evaluation:
     """Detect, align, embed and score every pair of ``data``; compute the figures.
 
     Args:
@@ -73,38 +156,70 @@ def evaluate(data: EvalData, embedder: Embedder, *, pipeline: PipelineCfg | None
         detector_cfg: MTCNN settings.
         fte_policy: ``drop`` (pairs using an image that did not enrol are dropped and
             counted) or ``fail`` (raise ``EnrolmentError``).
+        cache: embedding cache (None: recompute everything).
+        cache_crops: cache the aligned crops too.
+        stats: bootstrap settings.
+        quality: quality settings.
     """
-    if fte_policy not in ("drop", "fail"):
-        raise ValueError(f"fte_policy must be 'drop' or 'fail', got {fte_policy!r}")
+    if fte_policy not in FTE_POLICIES:
+        raise ValueError(f"fte_policy must be one of {FTE_POLICIES}, got {fte_policy!r}")
     pipeline = pipeline or PipelineCfg()
-    needs_detector = pipeline.align and not data.aligned
-    if needs_detector and detector is None:
-        detector = MTCNNDetector(detector_cfg)
-    t0 = time.perf_counter()
-    crops = crop_images(data.paths, detector, pipeline, size=embedder.contract.size, aligned=data.aligned)
-    t1 = time.perf_counter()
-    if crops.failures and fte_policy == "fail":
-        raise EnrolmentError(f"{len(crops.failures)} images did not enrol: " + "; ".join(list(crops.failures.values())[:5]))
-    emb = np.full((len(data.paths), embedder.contract.embed_dim), np.nan, np.float32)
-    emb[crops.ok] = embed_crops(crops.faces[crops.ok], embedder, pipeline)
-    t2 = time.perf_counter()
+    stats = stats or StatsCfg()
+    quality = quality or QualityCfg()
+    dcfg = detector_cfg or DetectorCfg(select=pipeline.select)
+    det_settings = detector_settings(dcfg)
+    es = embed_dataset(data.paths, embedder, pipeline, images=data.images, aligned=data.aligned,
+                       detector=detector if detector is not None else (lambda: MTCNNDetector(dcfg)),
+                       detector_settings=det_settings, flip=quality.flip, cache=cache, cache_crops=cache_crops)
+    n = len(data.paths)
+    if es.failures:
+        msg = f"{len(es.failures)} of {n} images did not enrol: " + "; ".join(list(es.failures.values())[:5])
+        if fte_policy == "fail":
+            raise EnrolmentError(msg + ". Set fte_policy=drop to leave out the pairs that use them (they are "
+                                 "counted in results.json), or fix the images.")
+        log.warning("%s (fte_policy=drop: their pairs are left out and counted)", msg)
+    if not es.ok.any():
+        raise EnrolmentError(f"none of the {n} images enrolled (first: {next(iter(es.failures.values()))})")
+    emb = es.normalized()
 
-    kfold, kfold_dropped = keep_enrolled(data.kfold, crops.ok)
-    roc, roc_dropped = keep_enrolled(data.roc, crops.ok)
+    t0 = time.perf_counter()
+    kfold, kfold_dropped = keep_enrolled(data.kfold, es.ok)
+    roc, roc_dropped = keep_enrolled(data.roc, es.ok)
+    _check_usable(kfold, "k-fold", kfold_dropped)
+    _check_usable(roc, "ROC", roc_dropped)
+    kfold = _consecutive_folds(kfold)
     ks, rs = pair_scores(emb, kfold), pair_scores(emb, roc)
+    # Four sorts of the scores in all (k-fold, ROC, EER, decades): at 10 million pairs each costs
+    # seconds (see fetoolkit.bench_metrics, whose "suite" case makes these same calls).
     acc = vm.kfold_accuracy(ks, kfold.labels, kfold.folds)
     curve = vm.roc_curve(rs, roc.labels)
+    det = vm.DetCurve(far=curve.far, frr=1.0 - curve.tar, thresholds=curve.thresholds)  # = det_curve(rs, labels)
     eer = vm.eer(rs, roc.labels)
-    tars = {f"{far:.0e}".replace("e-0", "e-"): vm.tar_at_far(rs, roc.labels, far) for far in FARS}
+    decades = vm.tar_at_far_decades(rs, roc.labels)
+    tars = {vm.far_key(far): decades.get(vm.far_key(far)) or vm.tar_at_far(rs, roc.labels, far) for far in FARS}
+    t1 = time.perf_counter()
+
+    ci: dict[str, Any] = {}
+    if stats.n_boot > 0:
+        kw = {"n_boot": stats.n_boot, "level": stats.level, "seed": stats.seed}
+        ci["accuracy_ci"] = _pair(vm.accuracy_ci(ks, kfold.labels, kfold.folds, **kw))
+        all_tars = {**tars, **decades}
+        eer_int, tar_int = vm.roc_cis(rs, roc.labels, [t.far for t in all_tars.values()], **kw)
+        ci["eer_ci"] = _pair(eer_int)
+        ci["tar_at_far_ci"] = {k: _pair(tar_int[k]) if t.reason is None else None for k, t in all_tars.items()}
+    t2 = time.perf_counter()
+    qsum, erc, qualities = _quality(es, roc, rs, decades, data, quality)
+    t3 = time.perf_counter()
 
     summary: dict[str, Any] = {
         "dataset": data.name,
-        "n_images": len(data.paths),
-        "fte": len(crops.failures),
-        "fte_rate": len(crops.failures) / max(len(data.paths), 1),
-        "fte_images": sorted(crops.failures.values()),
+        "n_images": n,
+        "fte": len(es.failures),
+        "fte_rate": len(es.failures) / max(n, 1),
+        "fte_images": sorted(es.failures.values()),
         "fte_policy": fte_policy,
         "n_pairs_dropped": {"kfold": kfold_dropped, "roc": roc_dropped},
+        "n_pairs": {"kfold": len(data.kfold), "roc": len(data.roc)},
         "n_genuine": roc.n_genuine,
         "n_impostor": roc.n_impostor,
         "kfold": {"n_folds": int(len(np.unique(kfold.folds))), "n_genuine": kfold.n_genuine,
@@ -116,13 +231,87 @@ def evaluate(data: EvalData, embedder: Embedder, *, pipeline: PipelineCfg | None
         "auc": vm.auc(curve),
         "eer": eer.eer,
         "eer_threshold": eer.threshold,
-        "tar_at_far": {k: _nan_to_none(t.tar) for k, t in tars.items()},
-        "tar_at_far_threshold": {k: _nan_to_none(t.threshold) for k, t in tars.items()},
+        "tar_at_far": {k: _f(t.tar) for k, t in tars.items()},
+        "tar_at_far_threshold": {k: _f(t.threshold) for k, t in tars.items()},
         "tar_at_far_reasons": {k: t.reason for k, t in tars.items() if t.reason},
-        "timing_s": {"detect_align": round(t1 - t0, 3), "embed": round(t2 - t1, 3)},
+        "finest_far": vm.finest_far(roc.n_impostor),
+        "tar_at_far_decades": {k: _f(t.tar) for k, t in decades.items()},
+        "threshold_at_far": {k: _f(t.threshold) for k, t in decades.items()},
+        "achieved_far": {k: _f(t.achieved_far) for k, t in decades.items()},
+        **ci,
+        "stats": {"n_boot": stats.n_boot, "level": stats.level, "seed": stats.seed,
+                  "method": "percentile bootstrap; genuine and impostor pairs resampled separately "
+                            "(accuracy: within each fold); pairs treated as independent, so intervals "
+                            "are optimistic when pairs share images"},
+        "quality": qsum,
+        "n_degraded": int((es.degraded >= 0).sum()) if es.degraded is not None else 0,
+        "cache": es.cache,
+        "cache_detail": {"embeddings": es.cache, "crops": es.crops_cache, "key": es.key},
+        "timing_s": {**es.timing_s, "metrics": round(t1 - t0, 3), "bootstrap": round(t2 - t1, 3),
+                     "quality": round(t3 - t2, 3)},
+        "data": data.meta,
     }
-    return Evaluation(summary, emb, crops, rs, roc, ks, kfold, curve)
+    return Evaluation(summary, data, es, emb, rs, roc, ks, kfold, curve, det, erc, qualities)
 
 
-def _nan_to_none(x: float) -> float | None:
-    return None if x is None or not np.isfinite(x) else float(x)
+def _quality(es: EmbeddedSet, roc: PairProtocol, rs: np.ndarray, decades: dict[str, vm.TarAtFar],
+             data: EvalData, cfg: QualityCfg) -> tuple[dict[str, Any], dict[str, qm.ErcCurve], dict[str, np.ndarray]]:
+    """Norm statistics, every quality score's ERC, and the genuine-score spread per subject."""
+    ok = es.ok
+    raw = es.raw[ok]
+    scores: dict[str, np.ndarray] = {
+        "norm": qm.quality_norm(raw),
+        "magnitude_diversity": qm.quality_magnitude_diversity(raw),
+        "diversity": qm.diversity(raw),
+        "centroid_distance": qm.quality_centroid_distance(raw),
+    }
+    if es.raw_flip is not None:
+        scores["flip_consistency"] = qm.quality_flip_consistency(raw, es.raw_flip[ok])
+    det = es.det_scores[ok]
+    if np.isfinite(det).all():
+        scores["detector_confidence"] = det.astype(np.float32)
+    full = {}
+    for k, v in scores.items():
+        q = np.full(len(ok), np.nan, np.float32)
+        q[ok] = v
+        full[k] = q
+
+    out: dict[str, Any] = {"default": "norm", "norms": qm.norm_summary(raw).to_dict()}
+    erc: dict[str, qm.ErcCurve] = {}
+    far = cfg.erc_far
+    t = decades.get(vm.far_key(far)) or vm.tar_at_far(rs, roc.labels, far)
+    if t.reason is not None or not math.isfinite(t.threshold):
+        finite = [d for d in decades.values() if math.isfinite(d.threshold)]
+        t = finite[-1] if finite else t
+        far = t.far
+    if math.isfinite(t.threshold):
+        remap = np.full(len(ok), -1, np.int64)
+        remap[ok] = np.arange(int(ok.sum()))
+        a, b = remap[roc.idx_a], remap[roc.idx_b]
+        table: dict[str, Any] = {}
+        for name, q in scores.items():
+            c = qm.error_vs_reject(rs, roc.labels, a, b, q, t.threshold)
+            erc[name] = c
+            at = {f"{r:g}": _f(float(c.fnmr[np.argmin(np.abs(c.reject - r))])) for r in ERC_POINTS}
+            table[name] = {"erc_area": _f(qm.erc_area(c, cfg.max_reject)), "fnmr_at_reject": at}
+        first = next(iter(erc.values()))
+        out["erc"] = {"far": far, "threshold": float(t.threshold), "fnmr_no_reject": _f(float(first.fnmr[0])),
+                      "max_reject": cfg.max_reject,
+                      "note": "erc_area = mean FNMR over reject fractions 0..max_reject; lower is better; "
+                              "a random score stays near fnmr_no_reject",
+                      "scores": table}
+        ranked = sorted((v["erc_area"], k) for k, v in table.items() if v["erc_area"] is not None)
+        out["erc"]["best"] = ranked[0][1] if ranked else None
+    else:
+        out["erc"] = None
+        out["erc_reason"] = f"no finite threshold at FAR {cfg.erc_far:g} or any coarser decade"
+    if data.identities is not None:
+        subject = data.identities[roc.idx_a]
+        spread = qm.genuine_spread(rs, roc.labels, subject).summary()
+        if data.identity_names is not None:
+            for w in spread["worst"]:
+                w["name"] = data.identity_names[w["subject"]]
+        spread["note"] = ("per subject: std of its genuine-pair scores (ORL: lighting, expression and glasses "
+                          "vary within a subject); worst = largest spread")
+        out["genuine_spread"] = spread
+    return out, erc, full

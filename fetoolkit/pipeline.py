@@ -1,23 +1,30 @@
-"""detect -> align -> embed over a list of images, with progress bars.
+"""detect -> align -> embed over a list of images, with progress bars and an on-disk cache.
 
 The eval job, the gate, the parity job, the service and the notebooks all go through these
-functions; none re-implements a stage.
+functions; none re-implements a stage. :func:`embed_dataset` is the cached whole-data-set
+version (see :mod:`fetoolkit.cache` for what the keys hold).
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from fetoolkit.backends.common import batches
 from fetoolkit.detect.align import align, resize_whole
-from fetoolkit.detect.mtcnn import MTCNNDetector, SelectPolicy, select_face
-from fetoolkit.imageio import ImageDecodeError, read_image
+from fetoolkit.detect.mtcnn import DetectorCfg, MTCNNDetector, SelectPolicy, select_face
+from fetoolkit.cache import EmbeddingCache, content_digest, decode_failures, digest, encode_failures
+from fetoolkit.detect.align import ARCFACE_TEMPLATE
+from fetoolkit.imageio import ImageDecodeError, decode_image, read_image
 from fetoolkit.types import Embedder
+from fetoolkit.versions import library_versions
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +39,9 @@ class PipelineCfg:
         swap_rb: swap red and blue before embedding (a perturbation: feeds BGR to an RGB model).
         batch_size: faces per embedding call.
         progress: show progress bars.
+        degrade: fraction of the crops degraded before embedding (a perturbation for quality
+            studies: Gaussian blur, noise, darkening and 16-pixel resolution in turn, on a
+            seeded random choice of images; see :func:`degrade_crops`).
     """
 
     align: bool = True
@@ -39,6 +49,7 @@ class PipelineCfg:
     swap_rb: bool = False
     batch_size: int = 32
     progress: bool = True
+    degrade: float = 0.0
 
 
 @dataclass
@@ -80,17 +91,21 @@ def crop_image(image: np.ndarray, detector: MTCNNDetector | None, cfg: PipelineC
     return align(image, det.landmarks, size), det.score, len(dets), det.landmarks
 
 
-def crop_images(paths: list[Path], detector: MTCNNDetector | None, cfg: PipelineCfg, *,
-                size: tuple[int, int] = (112, 112), aligned: bool = False) -> Crops:
+def crop_images(paths: Sequence[Path], detector: MTCNNDetector | None, cfg: PipelineCfg, *,
+                size: tuple[int, int] = (112, 112), aligned: bool = False,
+                images: Sequence[bytes] | None = None) -> Crops:
     """Read, detect and align every image; failures are recorded, never dropped silently.
 
     Args:
-        paths: image files.
+        paths: image files (labels only when ``images`` is given).
         detector: MTCNN (unused when ``aligned`` or ``cfg.align`` is False).
         cfg: pipeline settings.
         size: crop size (the model contract's).
         aligned: the images are already aligned crops (resized to ``size`` if they differ).
+        images: encoded images in memory, one per path, decoded instead of reading ``paths``.
     """
+    if images is not None and len(images) != len(paths):
+        raise ValueError(f"{len(images)} images for {len(paths)} paths")
     n = len(paths)
     out = Crops(np.zeros((n, *size, 3), np.uint8), np.zeros(n, bool), np.full(n, np.nan, np.float32),
                 np.full(n, -1, np.int32), np.full((n, 5, 2), np.nan, np.float32))
@@ -98,7 +113,10 @@ def crop_images(paths: list[Path], detector: MTCNNDetector | None, cfg: Pipeline
     desc = "align" if step_cfg.align else "load"
     for i, path in enumerate(tqdm(paths, desc=desc, unit="img", disable=not cfg.progress, leave=False)):
         try:
-            image = read_image(path)
+            if images is None:
+                image = read_image(path)
+            else:
+                image = decode_image(images[i])
             crop, score, nf, lm = crop_image(image, detector, step_cfg, size)
         except (LookupError, ImageDecodeError, FileNotFoundError, ValueError) as e:
             out.failures[i] = f"{path}: {e}"
@@ -110,6 +128,49 @@ def crop_images(paths: list[Path], detector: MTCNNDetector | None, cfg: Pipeline
     if out.failures:
         log.warning("%d of %d images did not enrol (first: %s)", len(out.failures), n, next(iter(out.failures.values())))
     return out
+
+
+DEGRADATIONS = ("blur", "noise", "dark", "lowres")
+
+
+def degrade(faces: np.ndarray, kind: str, seed: int = 0) -> np.ndarray:
+    """A degraded copy of uint8 ``[N, H, W, 3]`` crops.
+
+    ``blur``: Gaussian, sigma 3 px; ``noise``: Gaussian, sigma 40 grey levels; ``dark``: x0.25;
+    ``lowres``: down to 16x16 and back up.
+    """
+    import cv2
+
+    if kind == "blur":
+        return np.stack([cv2.GaussianBlur(f, (0, 0), 3) for f in faces])
+    if kind == "noise":
+        noise = np.random.default_rng(seed).normal(0, 40, faces.shape)
+        return np.clip(faces + noise, 0, 255).astype(np.uint8)
+    if kind == "dark":
+        return (faces * 0.25).astype(np.uint8)
+    if kind == "lowres":
+        h, w = faces.shape[1:3]
+        return np.stack([cv2.resize(cv2.resize(f, (16, 16), interpolation=cv2.INTER_AREA), (w, h)) for f in faces])
+    raise ValueError(f"unknown degradation {kind!r}; known: {DEGRADATIONS}")
+
+
+def degrade_crops(faces: np.ndarray, fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Degrade ``floor(fraction * N)`` crops chosen at random (seeded), cycling through :data:`DEGRADATIONS`.
+
+    Returns:
+        (uint8 ``[N, H, W, 3]`` crops, int8 ``[N]`` degradation index per crop, -1 = untouched).
+    """
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"pipeline.degrade must be in [0, 1], got {fraction}")
+    out = faces.copy()
+    kind = np.full(len(faces), -1, np.int8)
+    pick = np.random.default_rng(seed).permutation(len(faces))[: int(fraction * len(faces))]
+    for k, name in enumerate(DEGRADATIONS):
+        sel = pick[k :: len(DEGRADATIONS)]
+        if sel.size:
+            out[sel] = degrade(faces[sel], name, seed)
+            kind[sel] = k
+    return out, kind
 
 
 def embed_crops(crops: np.ndarray, embedder: Embedder, cfg: PipelineCfg, *, raw: bool = False) -> np.ndarray:
@@ -125,3 +186,180 @@ def embed_crops(crops: np.ndarray, embedder: Embedder, cfg: PipelineCfg, *, raw:
                   disable=not cfg.progress, leave=False):
         out[s] = fn(crops[s])
     return out
+
+
+@dataclass
+class EmbeddedSet:
+    """Raw embeddings of a data set and how each image fared.
+
+    Attributes:
+        raw: float32 ``[N, D]`` embeddings before L2 normalisation (NaN rows where ``ok`` is False).
+        raw_flip: float32 ``[N, D]`` embeddings of the mirrored crops, or None when not asked for.
+        ok: bool ``[N]``, False for failures to enrol.
+        det_scores: float32 ``[N]`` detector confidence of the kept face (NaN: none, or no detection).
+        n_faces: int32 ``[N]`` faces found (-1 when detection did not run).
+        landmarks: float32 ``[N, 5, 2]`` (NaN where none).
+        failures: ``{index: reason}`` for every image that did not enrol.
+        cache: ``"hit"`` (embeddings read from the cache), ``"miss"`` (computed and stored) or
+            ``"off"``.
+        crops_cache: the same for the aligned crops (``"skipped"`` when embeddings hit).
+        timing_s: seconds spent hashing, detecting + aligning and embedding.
+        key: the embedding cache key (None when the cache is off).
+        degraded: int8 ``[N]`` index into :data:`DEGRADATIONS` of each degraded crop, -1 = untouched
+            (see ``PipelineCfg.degrade``); None = all untouched.
+    """
+
+    raw: np.ndarray
+    raw_flip: np.ndarray | None
+    ok: np.ndarray
+    det_scores: np.ndarray
+    n_faces: np.ndarray
+    landmarks: np.ndarray
+    failures: dict[int, str]
+    cache: str = "off"
+    crops_cache: str = "off"
+    timing_s: dict[str, float] = field(default_factory=dict)
+    key: str | None = None
+    degraded: np.ndarray | None = None
+
+    def normalized(self) -> np.ndarray:
+        """float32 ``[N, D]`` L2-normalised embeddings (NaN rows where ``ok`` is False)."""
+        n = np.linalg.norm(self.raw, axis=1, keepdims=True)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return (self.raw / np.maximum(n, 1e-12)).astype(np.float32)
+
+
+def detector_settings(cfg: DetectorCfg) -> dict[str, Any]:
+    """The detector settings that change crops, for cache keys (``select`` is the pipeline's)."""
+    return {"min_face_size": int(cfg.min_face_size), "thresholds": [float(t) for t in cfg.thresholds],
+            "factor": float(cfg.factor)}
+
+
+def crops_key(content: str, cfg: PipelineCfg, detector_settings: dict[str, Any], size: tuple[int, int],
+              aligned: bool) -> str:
+    """Cache key of the aligned crops (see :mod:`fetoolkit.cache`)."""
+    v = library_versions()
+    step_align = cfg.align and not aligned
+    return digest({
+        "what": "crops", "content": content, "aligned_input": aligned, "align": cfg.align,
+        "select": cfg.select if step_align else None, "detector": detector_settings if step_align else None,
+        "size": list(size), "template": ARCFACE_TEMPLATE.tolist() if step_align else None,
+        "libs": {k: v.get(k) for k in ("pillow", "opencv-python-headless", "numpy")}
+        | ({k: v.get(k) for k in ("torch", "facenet-pytorch")} if step_align else {}),
+    })
+
+
+def embeddings_key(crops: str, embedder: Embedder, cfg: PipelineCfg, flip: bool) -> str:
+    """Cache key of the embeddings: the crops' key plus weights, backend, contract and swap_rb."""
+    v = library_versions()
+    return digest({
+        "what": "embeddings", "crops": crops, "model": embedder.name, "backend": embedder.backend,
+        "weights_sha256": getattr(embedder, "weights_sha256", None), "contract": embedder.contract.to_dict(),
+        "swap_rb": cfg.swap_rb, "flip": flip, "degrade": cfg.degrade,
+        "lib": v.get("onnxruntime") if embedder.backend == "onnx" else v.get("torch"),
+    })
+
+
+def embed_dataset(paths: Sequence[Path], embedder: Embedder, cfg: PipelineCfg, *,
+                  images: Sequence[bytes] | None = None, aligned: bool = False,
+                  detector: MTCNNDetector | Callable[[], MTCNNDetector] | None = None,
+                  detector_settings: dict[str, Any] | None = None, flip: bool = False,
+                  cache: EmbeddingCache | None = None, cache_crops: bool = True) -> EmbeddedSet:
+    """Detect, align and embed every image of a data set, through the on-disk cache.
+
+    Args:
+        paths: image files ``N`` (labels when ``images`` holds the encoded images).
+        embedder: the model.
+        cfg: pipeline settings.
+        images: encoded images in memory (``.bin``), or None.
+        aligned: the images are aligned crops already (no detection).
+        detector: a detector, or a zero-argument factory called only when detection must run.
+        detector_settings: the detector's settings, for the cache key (required with a cache
+            when detection runs).
+        flip: also embed the mirrored crops (for the flip-consistency quality score).
+        cache: where to look up and store results; None = compute everything.
+        cache_crops: also cache the aligned crops (shared by every model of a sweep).
+
+    Returns:
+        :class:`EmbeddedSet`; its ``cache`` field says whether the embeddings were recomputed.
+    """
+    size = embedder.contract.size
+    timing: dict[str, float] = {}
+    ekey = ckey = None
+    if cache is not None:
+        t = time.perf_counter()
+        content = content_digest(paths, images)
+        timing["hash"] = round(time.perf_counter() - t, 3)
+        ckey = crops_key(content, cfg, detector_settings or {}, size, aligned)
+        ekey = embeddings_key(ckey, embedder, cfg, flip)
+        hit = cache.load("emb", ekey)
+        if hit is not None:
+            log.info("embedding cache hit: %s (%s/%s, %d images)", cache.path("emb", ekey), embedder.name,
+                     embedder.backend, len(paths))
+            return EmbeddedSet(hit["raw"], hit["raw_flip"] if flip else None, hit["ok"], hit["det_scores"],
+                               hit["n_faces"], hit["landmarks"], decode_failures(hit, paths), "hit", "skipped",
+                               timing, ekey, hit.get("degraded"))
+    t = time.perf_counter()
+    crops, crops_state = cached_crops(paths, cfg, images=images, aligned=aligned, detector=detector, size=size,
+                                      key=ckey, cache=cache if cache_crops else None)
+    timing["detect_align"] = round(time.perf_counter() - t, 3)
+    t = time.perf_counter()
+    d = embedder.contract.embed_dim
+    faces = crops.faces
+    degraded = np.full(len(paths), -1, np.int8)
+    if cfg.degrade:
+        faces, degraded = degrade_crops(faces, cfg.degrade)
+        degraded[~crops.ok] = -1
+        log.info("degraded %d of %d crops (pipeline.degrade=%g)", int((degraded >= 0).sum()), len(paths), cfg.degrade)
+    raw = np.full((len(paths), d), np.nan, np.float32)
+    raw[crops.ok] = embed_crops(faces[crops.ok], embedder, cfg, raw=True)
+    raw_flip = None
+    if flip:
+        raw_flip = np.full((len(paths), d), np.nan, np.float32)
+        mirrored = np.ascontiguousarray(faces[crops.ok][:, :, ::-1])
+        raw_flip[crops.ok] = embed_crops(mirrored, embedder, cfg, raw=True)
+    timing["embed"] = round(time.perf_counter() - t, 3)
+    out = EmbeddedSet(raw, raw_flip, crops.ok, crops.det_scores, crops.n_faces, crops.landmarks,
+                      dict(crops.failures), "off" if cache is None else "miss", crops_state, timing, ekey, degraded)
+    if cache is not None and ekey is not None:
+        arrays = {"raw": raw, "ok": crops.ok, "det_scores": crops.det_scores, "n_faces": crops.n_faces,
+                  "landmarks": crops.landmarks, "degraded": degraded, **encode_failures(crops.failures, paths)}
+        if raw_flip is not None:
+            arrays["raw_flip"] = raw_flip
+        log.info("embedding cache miss: stored %s", cache.save("emb", ekey, arrays))
+    return out
+
+
+def cached_crops(paths: Sequence[Path], cfg: PipelineCfg, *, images: Sequence[bytes] | None = None,
+                 aligned: bool = False, detector: MTCNNDetector | Callable[[], MTCNNDetector] | None = None,
+                 size: tuple[int, int] = (112, 112), key: str | None = None,
+                 cache: EmbeddingCache | None = None,
+                 detector_settings: dict[str, Any] | None = None) -> tuple[Crops, str]:
+    """Aligned crops of a data set through the crops cache: ``(crops, "hit" | "miss" | "off")``.
+
+    Args:
+        paths, images, aligned: the images (see :func:`embed_dataset`).
+        cfg: pipeline settings.
+        detector: a detector or a factory, called only when detection must run.
+        size: crop size.
+        key: the crops key (computed from the images and settings when None and a cache is given).
+        cache: None = no cache.
+        detector_settings: for the key, when ``key`` is None.
+    """
+    if cache is not None and key is None:
+        key = crops_key(content_digest(paths, images), cfg, detector_settings or {}, size, aligned)
+    if cache is not None and key is not None:
+        c = cache.load("crops", key)
+        if c is not None:
+            log.info("crops cache hit: %s", cache.path("crops", key))
+            return Crops(c["faces"], c["ok"], c["det_scores"], c["n_faces"], c["landmarks"], decode_failures(c, paths)), "hit"
+    det = None
+    if cfg.align and not aligned:
+        det = detector() if callable(detector) else detector
+    crops = crop_images(paths, det, cfg, size=size, aligned=aligned, images=images)
+    if cache is None or key is None:
+        return crops, "off"
+    cache.save("crops", key, {"faces": crops.faces, "ok": crops.ok, "det_scores": crops.det_scores,
+                              "n_faces": crops.n_faces, "landmarks": crops.landmarks,
+                              **encode_failures(crops.failures, paths)})
+    return crops, "miss"

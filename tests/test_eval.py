@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
 
@@ -70,3 +71,116 @@ def test_second_run_identical(cli_run: tuple[Path, str], tmp_path: Path) -> None
 def test_no_alignment_is_much_worse(tmp_path: Path) -> None:
     res = run(compose_eval(["model=arcface", "pipeline.align=false", "pipeline.progress=false"]), tmp_path)
     assert res["accuracy_mean"] < 0.97 and res["eer"] > 0.03
+
+
+# --------------------------------------------------------------------------------------------
+# Issue #4: intervals, decades, reports, cache, failures to enrol
+# --------------------------------------------------------------------------------------------
+
+NEW_KEYS = {"accuracy_ci", "eer_ci", "tar_at_far_ci", "tar_at_far_decades", "threshold_at_far", "finest_far",
+            "quality", "cache", "pairs_file", "stats", "fte_policy", "n_pairs_dropped"}
+
+
+def test_intervals_decades_and_reports(cli_run: tuple[Path, str]) -> None:
+    out, log = cli_run
+    res = json.loads((out / "results.json").read_text())
+    assert NEW_KEYS <= set(res), NEW_KEYS - set(res)
+    for f in ("pairs.parquet", "summary.md", "det.png", "scores.png", "erc.png"):
+        assert (out / f).stat().st_size > 1000, f
+    lo, hi = res["accuracy_ci"]
+    assert 0.98 <= lo <= res["accuracy_mean"] <= hi <= 1.0
+    lo, hi = res["eer_ci"]
+    assert 0.0 <= lo <= res["eer"] <= hi <= 0.02
+    # Decades down to the finest FAR 78,000 impostor pairs support: 1e-4 (7.8 impostors), not 1e-5.
+    assert list(res["tar_at_far_decades"]) == ["1e-1", "1e-2", "1e-3", "1e-4"]
+    assert res["finest_far"] == pytest.approx(1 / 78000)
+    assert set(res["threshold_at_far"]) == set(res["tar_at_far_decades"]) <= set(res["tar_at_far_ci"])
+    for k, tar in res["tar_at_far_decades"].items():
+        lo, hi = res["tar_at_far_ci"][k]
+        assert 0.0 <= lo <= hi <= 1.0 and res["achieved_far"][k] <= float(k)
+        if k in res["tar_at_far"]:
+            assert res["tar_at_far"][k] == tar and res["tar_at_far_threshold"][k] == res["threshold_at_far"][k]
+    thr = list(res["threshold_at_far"].values())
+    assert thr == sorted(thr)  # stricter FAR, higher threshold
+    assert res["stats"]["n_boot"] == 1000 and res["cache"] in ("hit", "miss")
+    q = res["quality"]
+    assert q["default"] == "norm" and q["norms"]["n"] == 400 and q["norms"]["min"] > 0
+    assert set(q["erc"]["scores"]) >= {"norm", "magnitude_diversity", "flip_consistency", "detector_confidence"}
+    assert q["genuine_spread"]["n_subjects"] == 40 and len(q["genuine_spread"]["worst"]) == 5
+    assert "[" in log and "embedding cache" in log
+
+
+def test_second_run_is_served_from_the_cache(cli_run: tuple[Path, str], tmp_path: Path) -> None:
+    res = run(compose_eval(["model=arcface", "dataset=orl", "pipeline.progress=false"]), tmp_path)
+    assert res["cache"] == "hit" and "detect_align" not in res["timing_s"] and "embed" not in res["timing_s"]
+    first = json.loads((cli_run[0] / "results.json").read_text())
+    for key in ("accuracy_ci", "eer_ci", "tar_at_far_ci", "tar_at_far_decades", "quality"):
+        assert res[key] == first[key], key
+
+
+@pytest.fixture(scope="module")
+def folder_with_failures(tmp_path_factory: pytest.TempPathFactory, orl) -> tuple[Path, list[str], Path]:
+    """8 ORL subjects x 3 photos, plus a face-less image and a corrupt file in two subjects' folders."""
+    import shutil
+
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("fte")
+    for p, i in zip(orl.paths, orl.identities):
+        if i < 8 and p.stem in {"1", "2", "3"}:
+            (root / orl.names[i]).mkdir(exist_ok=True)
+            shutil.copy(p, root / orl.names[i] / p.name)
+    Image.fromarray(np.full((112, 92), 128, np.uint8)).save(root / orl.names[0] / "9_blank.png")
+    (root / orl.names[1] / "9_corrupt.jpg").write_bytes(b"\xff\xd8 truncated")
+    return root, ["9_blank.png", "9_corrupt.jpg"], root.parent / f"{root.name}_cache"
+
+
+def test_failures_to_enrol_are_dropped_and_counted(folder_with_failures, tmp_path: Path) -> None:
+    from fetoolkit.data import load_eval_data
+
+    root, bad, cache = folder_with_failures
+    cfg = compose_eval(["dataset=folder", f"dataset.root={root}", "dataset.n_folds=2", "pipeline.progress=false",
+                        "stats.n_boot=100", f"cache.dir={cache}"])
+    res = run(cfg, tmp_path / "out")
+    assert res["n_images"] == 26 and res["fte"] == 2 and res["fte_policy"] == "drop"
+    assert [Path(m.split(":")[0]).name for m in res["fte_images"]] == bad
+    assert "no face" in res["fte_images"][0] and "decodable" in res["fte_images"][1]
+    data = load_eval_data(cfg.dataset)
+    failed = {i for i, p in enumerate(data.paths) if p.name in bad}
+    for name, prot in (("roc", data.roc), ("kfold", data.kfold)):
+        touching = sum(int(a) in failed or int(b) in failed for a, b in zip(prot.idx_a, prot.idx_b))
+        assert res["n_pairs_dropped"][name] == touching > 0
+    assert res["n_genuine"] + res["n_impostor"] == len(data.roc) - res["n_pairs_dropped"]["roc"]
+    pairs = pd.read_parquet(tmp_path / "out" / "pairs.parquet")
+    assert int((~pairs["enrolled"]).sum()) == sum(res["n_pairs_dropped"].values())
+    assert pairs.loc[~pairs["enrolled"], "score"].isna().all()
+    assert "Failures to enrol" in (tmp_path / "out" / "summary.md").read_text()
+
+
+def test_failures_to_enrol_fail_policy(folder_with_failures, tmp_path: Path) -> None:
+    from fetoolkit.evaluate import EnrolmentError
+
+    root, _, cache = folder_with_failures
+    cfg = compose_eval(["dataset=folder", f"dataset.root={root}", "dataset.n_folds=2", "pipeline.progress=false",
+                        "fte_policy=fail", f"cache.dir={cache}"])  # crops cached by the test above
+    with pytest.raises(EnrolmentError, match=r"2 of 26 images did not enrol.*fte_policy=drop"):
+        run(cfg, tmp_path)
+    with pytest.raises(ValueError, match="fte_policy must be one of"):
+        run(compose_eval(["fte_policy=skip"]), tmp_path)
+
+
+def test_roc_cis_equal_the_single_intervals() -> None:
+    """The shared-resample interval helper gives exactly eer_ci / tar_at_far_ci (same seed)."""
+    import numpy as np
+
+    from fetoolkit.metrics import verification as vm
+
+    rng = np.random.default_rng(3)
+    y = rng.random(3000) < 0.3
+    s = rng.normal(np.where(y, 2.0, 0.0), 1.0)
+    e, t = vm.roc_cis(s, y, [1e-1, 1e-2, 1e-4], n_boot=150, seed=5)
+    assert e == vm.eer_ci(s, y, n_boot=150, seed=5)
+    assert t["1e-1"] == vm.tar_at_far_ci(s, y, 1e-1, n_boot=150, seed=5)
+    assert t["1e-2"] == vm.tar_at_far_ci(s, y, 1e-2, n_boot=150, seed=5)
+    assert all(np.isnan(t["1e-4"]))  # 2,100 impostors cannot measure 1e-4

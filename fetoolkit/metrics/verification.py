@@ -51,6 +51,7 @@ __all__ = [
     "far_key",
     "finest_far",
     "kfold_accuracy",
+    "roc_cis",
     "roc_curve",
     "tar_at_far",
     "tar_at_far_ci",
@@ -1087,6 +1088,28 @@ def tar_at_far_ci(scores: np.ndarray, labels: np.ndarray, far: float, *, n_boot:
     """Stratified percentile bootstrap interval of TAR@``far``; ``(nan, nan)`` when not measurable."""
     return bootstrap_ci(scores, labels, "tar_at_far", n_boot=n_boot, level=level, seed=seed,
                         folds=folds, far=far)
+
+
+def roc_cis(scores: np.ndarray, labels: np.ndarray, fars: Sequence[float], *, n_boot: int = 1000,
+            level: float = 0.95, seed: int = 0, folds: np.ndarray | None = None,
+            ) -> tuple[tuple[float, float], dict[str, tuple[float, float]]]:
+    """EER and TAR@FAR intervals from one set of bootstrap resamples.
+
+    Equal to :func:`eer_ci` and :func:`tar_at_far_ci` called one by one with the same
+    ``seed`` (the resamples do not depend on the statistics asked for), at the cost of one of
+    them: drawing the resamples dominates.
+
+    Returns:
+        ``(eer_interval, {far_key(far): tar_interval})``; ``(nan, nan)`` for a FAR the impostor
+        count cannot measure.
+    """
+    n_boot, level = _check_boot(n_boot, level)
+    fars = [_check_far(x) for x in fars]
+    p = _prepare(scores, labels)
+    _require_both(p.n_genuine, p.n_impostor, "roc_cis")
+    f_sorted = None if folds is None else _check_folds(folds, p.n)[0][p.order]
+    st = _boot_roc(p, n_boot, seed, f_sorted, fars)
+    return _percentile(st["eer"], level), {far_key(x): _percentile(st[far_key(x)], level) for x in fars}
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,15 +1,16 @@
-"""Plots of verification results. The only module that imports matplotlib."""
+"""Plots of verification results. The only module that imports matplotlib.
+
+Figures are built with ``matplotlib.figure.Figure`` (no pyplot): writing a report never changes
+the caller's matplotlib backend, so a notebook that runs an evaluation keeps its inline plots.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
+from matplotlib.figure import Figure
 
 
 def plot_roc(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: str | Path, *,
@@ -22,14 +23,17 @@ def plot_roc(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: str | Pa
         title: plot title.
         min_far: left end of the FAR axis (default: the finest non-zero FAR among the curves).
     """
-    fig, ax = plt.subplots(figsize=(6, 4.5), dpi=120)
+    fig = Figure(figsize=(6, 4.5), dpi=120)
+    ax = fig.subplots()
     finest = 1.0
-    for label, (far, tar) in curves.items():
+    styles = ("-", "--", "-.", ":")  # overlaid curves that coincide (torch vs onnx) stay visible
+    for k, (label, (far, tar)) in enumerate(curves.items()):
         far, tar = np.asarray(far), np.asarray(tar)
         pos = far > 0
         if pos.any():
             finest = min(finest, float(far[pos].min()))
-        ax.step(np.where(pos, far, np.nan), tar, where="post", label=label, lw=1.5)
+        ax.step(np.where(pos, far, np.nan), tar, where="post", label=label, lw=1.5 + 0.8 * (k % 2 == 0),
+                ls=styles[(k // 2) % len(styles)] if len(curves) > 1 else "-", alpha=0.9)
     ax.set_xscale("log")
     ax.set_xlim(min_far or finest, 1.0)
     ax.set_ylim(min(0.9, ax.get_ylim()[0]), 1.001)
@@ -41,5 +45,121 @@ def plot_roc(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: str | Pa
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path)
-    plt.close(fig)
+    return path
+
+
+def _probit(p: np.ndarray) -> np.ndarray:
+    """Inverse standard normal CDF, elementwise (NaN outside (0, 1))."""
+    from statistics import NormalDist
+
+    inv = np.frompyfunc(NormalDist().inv_cdf, 1, 1)
+    p = np.asarray(p, np.float64)
+    out = np.full(p.shape, np.nan)
+    ok = (p > 0) & (p < 1)
+    out[ok] = inv(p[ok]).astype(np.float64)
+    return out
+
+
+_DET_TICKS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 0.05, 0.2, 0.5, 0.8, 0.95)
+
+
+def _tick_label(p: float) -> str:
+    return f"{p * 100:g}%"
+
+
+def plot_det(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: str | Path, *,
+             title: str = "DET") -> Path:
+    """DET curves (FRR against FAR) on normal-deviate axes, one line per label.
+
+    Args:
+        curves: label -> (far ``[K]``, frr ``[K]``) fractions; points with a rate of exactly 0
+            or 1 cannot be drawn on these axes and are left out.
+        path: PNG to write.
+        title: plot title.
+    """
+    fig = Figure(figsize=(5.5, 5), dpi=120)
+    ax = fig.subplots()
+    lo = 0.5
+    for label, (far, frr) in curves.items():
+        far, frr = np.asarray(far, np.float64), np.asarray(frr, np.float64)
+        ok = (far > 0) & (far < 1) & (frr > 0) & (frr < 1)
+        if not ok.any():
+            continue
+        lo = min(lo, float(far[ok].min()), float(frr[ok].min()))
+        ax.plot(_probit(far[ok]), _probit(frr[ok]), label=label, lw=1.5)
+    ticks = [t for t in _DET_TICKS if t >= lo / 2]
+    lim = (float(_probit(np.array([max(lo / 2, 1e-7)]))[0]), float(_probit(np.array([0.6]))[0]))
+    for setter, lim_setter in ((ax.set_xticks, ax.set_xlim), (ax.set_yticks, ax.set_ylim)):
+        setter(_probit(np.array(ticks)), [_tick_label(t) for t in ticks])
+        lim_setter(*lim)
+    ax.plot(lim, lim, ls=":", color="grey", lw=1, label="FAR = FRR")
+    ax.set_xlabel("false accept rate (FAR)")
+    ax.set_ylabel("false reject rate (FRR)")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    return path
+
+
+def plot_score_hist(genuine: np.ndarray, impostor: np.ndarray, path: str | Path, *,
+                    thresholds: Mapping[str, float] | None = None, title: str = "scores") -> Path:
+    """Genuine and impostor score histograms (densities, log count axis) with threshold lines.
+
+    Args:
+        genuine: float ``[G]`` genuine-pair scores.
+        impostor: float ``[I]`` impostor-pair scores.
+        path: PNG to write.
+        thresholds: label -> score threshold, drawn as vertical lines.
+        title: plot title.
+    """
+    genuine, impostor = np.asarray(genuine, np.float64), np.asarray(impostor, np.float64)
+    allv = np.concatenate([genuine, impostor])
+    bins = np.linspace(float(allv.min()), float(allv.max()), 101)
+    fig = Figure(figsize=(6.5, 4.2), dpi=120)
+    ax = fig.subplots()
+    ax.hist(impostor, bins=bins, color="tab:red", alpha=0.55, label=f"impostor ({impostor.size})")
+    ax.hist(genuine, bins=bins, color="tab:green", alpha=0.55, label=f"genuine ({genuine.size})")
+    ax.set_yscale("log")
+    styles = ("--", "-.", ":", (0, (5, 1)))
+    for k, (label, thr) in enumerate((thresholds or {}).items()):
+        if np.isfinite(thr):
+            ax.axvline(thr, color="black", ls=styles[k % len(styles)], lw=1.2, label=f"{label} = {thr:.3f}")
+    ax.set_xlabel("cosine similarity")
+    ax.set_ylabel("pairs (log)")
+    ax.set_title(title)
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    return path
+
+
+def plot_erc(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: str | Path, *,
+             baseline: float | None = None, title: str = "error versus reject") -> Path:
+    """Error-versus-reject curves: FNMR against the fraction of images rejected.
+
+    Args:
+        curves: quality-score name -> (reject fractions ``[K]``, FNMR ``[K]``).
+        path: PNG to write.
+        baseline: FNMR without rejection (what a random quality score keeps), drawn dashed.
+        title: plot title.
+    """
+    fig = Figure(figsize=(6.5, 4.2), dpi=120)
+    ax = fig.subplots()
+    for label, (rej, fnmr) in curves.items():
+        ax.plot(np.asarray(rej) * 100, np.asarray(fnmr) * 100, marker=".", ms=3, lw=1.4, label=label)
+    if baseline is not None and np.isfinite(baseline):
+        ax.axhline(baseline * 100, color="grey", ls="--", lw=1, label="no rejection (random score)")
+    ax.set_xlabel("images rejected, lowest quality first (%)")
+    ax.set_ylabel("FNMR at fixed threshold (%)")
+    ax.set_ylim(bottom=0)
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
     return path

@@ -1,0 +1,143 @@
+"""On-disk cache of aligned crops and embeddings, keyed by everything that shapes them.
+
+Two levels, both under ``fetoolkit.hub.cache_home() / "embeddings"`` (override: ``cache.dir``):
+
+* ``crops/<key>.npz`` -- aligned crops + detection details of a data set. The key holds the
+  images' content (sha256 of every image's bytes, in order), whether they arrive aligned, the
+  pipeline settings that change crops (``align``, ``select``), the detector settings, the crop
+  size, the alignment template and the versions of the libraries that decode, detect and warp.
+  A sweep over models and backends therefore detects each data set once.
+* ``emb/<key>.npz`` -- raw (pre-normalisation) embeddings, and those of the mirrored crops when
+  asked for. The key adds the weights' sha256, the model name, the backend, the full input
+  contract, ``swap_rb``, whether mirrored embeddings are included and the backend's library
+  version (torch and onnxruntime outputs differ slightly).
+
+Entries are written to a temporary file in the same folder and renamed into place, so a reader
+sees a complete file or none. Unreadable entries are logged and recomputed. Entries are plain
+``.npz`` files read with ``allow_pickle=False``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fetoolkit.hub import cache_home
+
+log = logging.getLogger(__name__)
+
+#: Bump when the content or meaning of an entry changes.
+CACHE_VERSION = 1
+
+
+def default_cache_dir() -> Path:
+    """``cache_home() / "embeddings"``."""
+    return cache_home() / "embeddings"
+
+
+def digest(obj: Any) -> str:
+    """sha256 hex of a JSON-serialisable object (keys sorted)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def content_digest(paths: Sequence[Path], images: Sequence[bytes] | None = None) -> str:
+    """sha256 over the sha256 of every image's bytes, in order.
+
+    A missing or unreadable file contributes its error (so adding the file later changes the key).
+    """
+    h = hashlib.sha256()
+    if images is not None:
+        for blob in images:
+            h.update(hashlib.sha256(blob).digest())
+        return h.hexdigest()
+    for p in paths:
+        try:
+            h.update(hashlib.sha256(Path(p).read_bytes()).digest())
+        except OSError as e:
+            h.update(f"missing:{type(e).__name__}".encode())
+    return h.hexdigest()
+
+
+class EmbeddingCache:
+    """Reads and writes cache entries (see the module docstring).
+
+    Args:
+        root: cache folder; :func:`default_cache_dir` when None.
+    """
+
+    def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
+        self.root = Path(root) if root is not None else default_cache_dir()
+
+    def path(self, kind: str, key: str) -> Path:
+        return self.root / kind / f"{key}.npz"
+
+    def load(self, kind: str, key: str) -> dict[str, np.ndarray] | None:
+        """The arrays of an entry, or None when absent or unreadable (logged)."""
+        p = self.path(kind, key)
+        if not p.is_file():
+            return None
+        try:
+            with np.load(p, allow_pickle=False) as z:
+                out = {k: z[k] for k in z.files}
+            if int(out.get("_version", -1)) != CACHE_VERSION:
+                log.warning("cache entry %s has an old format; recomputing", p)
+                return None
+            return out
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+            log.warning("cache entry %s is unreadable (%s); recomputing", p, e)
+            return None
+
+    def save(self, kind: str, key: str, arrays: dict[str, np.ndarray]) -> Path:
+        """Write an entry atomically (temporary file + rename)."""
+        p = self.path(kind, key)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.stem}.", suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, _version=np.int64(CACHE_VERSION), **arrays)
+            os.replace(tmp, p)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return p
+
+
+@dataclass(frozen=True)
+class CacheCfg:
+    """Cache settings (``cache`` in ``configs/eval.yaml``).
+
+    Attributes:
+        enabled: use the cache at all.
+        dir: cache folder (None: :func:`default_cache_dir`).
+        crops: also cache aligned crops (about 37 KB per image), shared across models.
+    """
+
+    enabled: bool = True
+    dir: str | None = None
+    crops: bool = True
+
+    def open(self) -> EmbeddingCache | None:
+        return EmbeddingCache(self.dir) if self.enabled else None
+
+
+def encode_failures(failures: dict[int, str], paths: Sequence[Path]) -> dict[str, np.ndarray]:
+    """Failures as arrays (paths replaced by a placeholder, so equal content at another path reads right)."""
+    idx = np.asarray(sorted(failures), np.int64)
+    msgs = [failures[i].replace(str(paths[i]), "<image>") for i in idx]
+    return {"fail_idx": idx, "fail_msg": np.asarray(msgs, dtype=np.str_) if msgs else np.zeros(0, "<U1")}
+
+
+def decode_failures(arrays: dict[str, np.ndarray], paths: Sequence[Path]) -> dict[int, str]:
+    """Inverse of :func:`encode_failures`."""
+    return {int(i): str(m).replace("<image>", str(paths[int(i)]))
+            for i, m in zip(arrays["fail_idx"], arrays["fail_msg"])}

@@ -1,0 +1,127 @@
+"""A pair list in a CSV file: ``path1,path2,label`` (optionally a fourth column ``fold``).
+
+* A header row is optional; it is recognised when its third field is not a label and its first
+  two fields are not image file names (a data row with a bad label is an error, not a header).
+* ``label``: ``1``/``0``, ``true``/``false``, ``same``/``different``, ``yes``/``no``
+  (1 = same person).
+* Relative paths are resolved against ``root`` (default: the CSV's folder).
+* ``fold``: integer fold ids. Without it the pairs are split into ``n_folds`` folds at random
+  (seeded, stratified by label); such folds are not subject-disjoint -- give the column when
+  that matters.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fetoolkit.data.protocols import PairProtocol
+from fetoolkit.data.sources import IMAGE_SUFFIXES
+
+log = logging.getLogger(__name__)
+
+_TRUE = {"1", "true", "same", "yes", "genuine", "match"}
+_FALSE = {"0", "false", "different", "no", "impostor", "nonmatch", "mismatch"}
+
+
+class PairsCsvError(ValueError):
+    """A malformed pairs CSV; the message names the row."""
+
+
+def _label(value: str) -> bool | None:
+    v = value.strip().lower()
+    return True if v in _TRUE else False if v in _FALSE else None
+
+
+@dataclass(frozen=True)
+class CsvPairs:
+    """Images and pairs read from a pairs CSV.
+
+    Attributes:
+        paths: the distinct image files, ``N`` (first-use order).
+        pairs: pairs of indices into ``paths``.
+    """
+
+    paths: list[Path]
+    pairs: PairProtocol
+
+
+def load_pairs_csv(path: str | Path, *, root: str | Path | None = None, n_folds: int = 10,
+                   seed: int = 0) -> CsvPairs:
+    """Read a ``path1,path2,label[,fold]`` CSV.
+
+    Raises:
+        FileNotFoundError: no such CSV.
+        PairsCsvError: a row with too few fields, an unknown label, a bad fold id, no pairs or
+            only one class.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"pairs CSV not found: {path} (set dataset.path=PATH)")
+    base = Path(root) if root is not None else path.parent
+    with open(path, newline="") as f:
+        rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
+    if rows and len(rows[0]) >= 3 and _label(rows[0][2]) is None and not any(
+            Path(f.strip()).suffix.lower() in IMAGE_SUFFIXES for f in rows[0][:2]):
+        rows = rows[1:]  # a header: its label field is not a label and it names no image files
+    if not rows:
+        raise PairsCsvError(f"{path}: no pairs")
+    index: dict[Path, int] = {}
+    paths: list[Path] = []
+    a, b, lab, fold = [], [], [], []
+    has_fold = len(rows[0]) >= 4
+    for no, r in enumerate(rows, 1):
+        if len(r) < 3 or (has_fold and len(r) < 4):
+            raise PairsCsvError(f"{path}: pair row {no} has {len(r)} fields; expected path1,path2,label"
+                                f"{',fold' if has_fold else ''}")
+        y = _label(r[2])
+        if y is None:
+            raise PairsCsvError(f"{path}: pair row {no}: label {r[2]!r} is not 1/0, true/false or same/different")
+        ids = []
+        for p in (r[0].strip(), r[1].strip()):
+            full = Path(p) if Path(p).is_absolute() else base / p
+            if full not in index:
+                index[full] = len(paths)
+                paths.append(full)
+            ids.append(index[full])
+        a.append(ids[0])
+        b.append(ids[1])
+        lab.append(y)
+        if has_fold:
+            try:
+                fold.append(int(r[3]))
+            except ValueError:
+                raise PairsCsvError(f"{path}: pair row {no}: fold {r[3]!r} is not an integer") from None
+    labels = np.asarray(lab, bool)
+    if labels.all() or not labels.any():
+        raise PairsCsvError(f"{path}: needs both genuine and impostor pairs; got {int(labels.sum())} genuine "
+                            f"of {labels.size}")
+    if has_fold:
+        f_arr = np.asarray(fold, np.int64)
+        f_arr = np.unique(f_arr, return_inverse=True)[1].astype(np.int64)  # consecutive 0..K-1
+    else:
+        rng = np.random.default_rng(seed)
+        f_arr = np.empty(labels.size, np.int64)
+        for cls in (True, False):
+            pos = rng.permutation(np.flatnonzero(labels == cls))
+            f_arr[pos] = np.arange(pos.size) % n_folds
+    missing = sum(not p.is_file() for p in paths)
+    if missing:
+        log.warning("%d of %d images named in %s are missing (they will fail to enrol)", missing, len(paths), path)
+    return CsvPairs(paths, PairProtocol(np.asarray(a, np.int64), np.asarray(b, np.int64), labels, f_arr))
+
+
+def write_pairs_csv(path: str | Path, rows: list[tuple[str, str, bool]], *, header: bool = True) -> Path:
+    """Write ``path1,path2,label`` rows (for tests and export)."""
+    path = Path(path)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        if header:
+            w.writerow(["path1", "path2", "label"])
+        for p1, p2, y in rows:
+            w.writerow([p1, p2, int(bool(y))])
+    return path

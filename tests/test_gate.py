@@ -1,0 +1,80 @@
+"""The regression gate: the unchanged pipeline passes, the perturbations fail with a table."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fetoolkit import gate
+
+REPO = Path(__file__).resolve().parents[1]
+BASELINE = REPO / "eval" / "baselines" / "arcface-torch-orl.json"
+
+
+def test_bits_round_trip() -> None:
+    d = np.random.default_rng(0).random(79_801) > 0.5
+    bits, digest = gate.pack_bits(d)
+    assert np.array_equal(gate.unpack_bits(bits, len(d)), d)
+    assert digest != gate.pack_bits(~d)[1]
+
+
+def test_check_flags_drop_and_passes_improvement() -> None:
+    labels = np.r_[np.ones(50, bool), np.zeros(950, bool)]
+    base_accept = labels.copy()
+    base_accept[:5] = False  # baseline misses 5 genuine pairs
+    bits, digest = gate.pack_bits(base_accept)
+    wild = np.eye(4, 8, dtype=np.float32)
+    baseline = {"name": "t", "figures": {"accuracy_mean": 0.99, "eer": 0.01, "tar_at_far_1e-3": 0.9},
+                "tolerances": {}, "decisions": {"threshold": 0.5, "n": 1000, "sha256": digest, "bits": bits},
+                "wild_embeddings": wild.tolist()}
+    better = {"accuracy_mean": 0.999, "eer": 0.001, "tar_at_far": {"1e-3": 0.99}}
+    rows = gate.check(baseline, better, labels.copy(), labels, wild)
+    assert not [r for r in rows if r.status == "FAIL"]
+    assert {r.check for r in rows if r.status == "improved"} >= {"accuracy_mean", "eer", "tar_at_far_1e-3"}
+
+    worse_accept = base_accept.copy()
+    worse_accept[5:40] = False  # 35 more genuine pairs rejected
+    worse = {"accuracy_mean": 0.95, "eer": 0.05, "tar_at_far": {"1e-3": 0.5}}
+    rows = gate.check(baseline, worse, worse_accept, labels, wild[:, ::-1])
+    failed = {r.check for r in rows if r.status == "FAIL"}
+    assert {"accuracy_mean", "eer", "tar_at_far_1e-3", "wild photos: min cosine to baseline"} <= failed
+    assert any(c.startswith("McNemar") for c in failed)
+
+
+def run_gate(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess[str]:
+    bdir = tmp_path / "baselines"
+    bdir.mkdir(exist_ok=True)
+    shutil.copy(BASELINE, bdir)
+    return subprocess.run([sys.executable, "-m", "fetoolkit.gate", "--baselines", str(bdir),
+                           "--out", str(tmp_path / "out"), *overrides],
+                          capture_output=True, text=True, cwd=REPO, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def committed_baseline() -> dict:
+    assert BASELINE.is_file(), "run `make gate-update REASON=...` to create the baselines"
+    b = json.loads(BASELINE.read_text())
+    assert b["figures"]["accuracy_mean"] >= 0.993  # the baseline itself meets the foundation's bar
+    return b
+
+
+def test_unchanged_pipeline_passes(committed_baseline: dict, tmp_path: Path) -> None:
+    proc = run_gate(tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    assert "FAIL" not in proc.stdout and "accuracy_mean" in proc.stdout
+
+
+@pytest.mark.parametrize("perturb,moved", [("no_align", "accuracy_mean"), ("bgr", "wild photos")])
+def test_perturbation_fails_with_table(committed_baseline: dict, tmp_path: Path, perturb: str, moved: str) -> None:
+    proc = run_gate(tmp_path, f"+perturb={perturb}")
+    assert proc.returncode == 1, proc.stdout + proc.stderr[-3000:]
+    failed_lines = [line for line in proc.stdout.splitlines() if line.rstrip().endswith("FAIL")]
+    assert any(moved in line for line in failed_lines), proc.stdout
+    report = json.loads((tmp_path / "out" / "gate.json").read_text())
+    assert report["passed"] is False and report["overrides"] == [f"+perturb={perturb}"]

@@ -1,0 +1,154 @@
+"""Reports: the files an eval run writes, the Markdown summary, the plots, and the sweep comparison."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from statistics import NormalDist
+
+import numpy as np
+import pandas as pd
+import pytest
+from hydra import compose, initialize_config_dir
+from PIL import Image
+
+from fetoolkit.compare import collect
+from fetoolkit.data.sources import IdentityDataset
+from fetoolkit.eval import run
+from fetoolkit.metrics import verification as vm
+from fetoolkit.reports import plots, tables
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+FILES = ("results.json", "pairs.parquet", "summary.md", "roc.png", "det.png", "scores.png", "erc.png")
+
+
+def compose_eval(overrides: list[str]):
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        return compose("eval", overrides=overrides)
+
+
+@pytest.fixture(scope="module")
+def orl_subset(tmp_path_factory: pytest.TempPathFactory, orl: IdentityDataset) -> Path:
+    """Images 1-4 of ORL subjects s1..s8 as an identity-folder data set (32 faces)."""
+    root = tmp_path_factory.mktemp("orl8")
+    for p, i in zip(orl.paths, orl.identities):
+        if i < 8 and p.stem in {"1", "2", "3", "4"}:
+            (root / orl.names[i]).mkdir(exist_ok=True)
+            shutil.copy(p, root / orl.names[i] / p.name)
+    return root
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory: pytest.TempPathFactory, orl_subset: Path) -> Path:
+    """Two runs (torch and onnx backends) in one sweep-like folder."""
+    out = tmp_path_factory.mktemp("sweep")
+    for k, backend in enumerate(("torch", "onnx")):
+        run(compose_eval(["model=arcface", f"backend={backend}", "dataset=folder", f"dataset.root={orl_subset}",
+                          "dataset.n_folds=2", "dataset.label=orl8", "pipeline.progress=false", "stats.n_boot=200"]),
+            out / f"{k}-arcface-{backend}")
+    return out
+
+
+def _png(path: Path) -> np.ndarray:
+    with Image.open(path) as im:
+        assert im.format == "PNG"
+        return np.asarray(im.convert("L"), dtype=np.float64)
+
+
+def test_run_writes_every_report(sweep: Path) -> None:
+    d = sweep / "0-arcface-torch"
+    for f in FILES:
+        assert (d / f).is_file() and (d / f).stat().st_size > 500, f
+    for f in ("roc.png", "det.png", "scores.png", "erc.png"):
+        img = _png(d / f)
+        assert img.shape[0] >= 400 and img.shape[1] >= 600, (f, img.shape)
+        assert img.std() > 20, f  # not a blank canvas
+    res = json.loads((d / "results.json").read_text())
+    assert res["pairs_file"] == "pairs.parquet" and res["dataset"] == "orl8"
+
+
+def test_pair_table_reproduces_the_figures(sweep: Path) -> None:
+    d = sweep / "0-arcface-torch"
+    res = json.loads((d / "results.json").read_text())
+    df = pd.read_parquet(d / "pairs.parquet")
+    assert set(df["protocol"].astype(str)) == {"roc", "kfold"}
+    assert list(df.columns) == ["protocol", "idx_a", "idx_b", "path_a", "path_b", "label", "fold", "score", "enrolled"]
+    roc = df[df["protocol"] == "roc"]
+    assert len(roc) == 32 * 31 // 2 and roc["enrolled"].all()
+    s, y = tables.roc_scores(df)
+    assert vm.eer(s, y).eer == pytest.approx(res["eer"], abs=1e-12)
+    k = df[df["protocol"] == "kfold"]
+    acc = vm.kfold_accuracy(k["score"].to_numpy(), k["label"].to_numpy(), k["fold"].to_numpy())
+    assert acc.accuracy_mean == pytest.approx(res["accuracy_mean"], abs=1e-12)
+    first = roc.iloc[0]
+    assert Path(first["path_a"]).parent.name == "s1" and bool(first["label"]) == (
+        Path(first["path_a"]).parent == Path(first["path_b"]).parent)
+
+
+def test_markdown_summary(sweep: Path) -> None:
+    d = sweep / "0-arcface-torch"
+    res = json.loads((d / "results.json").read_text())
+    md = (d / "summary.md").read_text()
+    assert md.startswith("# arcface_mbf.sirius (torch) on orl8")
+    lo, hi = res["accuracy_ci"]
+    assert f"{res['accuracy_mean']:.4f} [{lo:.4f}, {hi:.4f}]" in md
+    assert f"{res['eer']:.4f}" in md and "| norm (default) |" in md and "Genuine-score spread" in md
+    s = dict(res, fte=2, fte_images=["a.jpg: no face found", "b.jpg: corrupt"])
+    assert "## Failures to enrol\n\n- a.jpg: no face found\n- b.jpg: corrupt" in tables.markdown_summary(s)
+
+
+def test_compare_collects_runs(sweep: Path) -> None:
+    paths = collect([sweep])
+    df = pd.read_csv(paths["csv"])
+    assert sorted(df["backend"]) == ["onnx", "torch"] and set(df["model"]) == {"arcface_mbf.sirius"}
+    for _, row in df.iterrows():
+        res = json.loads((sweep / row["run"] / "results.json").read_text())
+        assert row["eer"] == pytest.approx(res["eer"]) and row["accuracy"] == pytest.approx(res["accuracy_mean"])
+        assert row["accuracy_ci"] == f"{res['accuracy_ci'][0]:.4f}-{res['accuracy_ci'][1]:.4f}"
+    # torch and onnx embeddings differ only by rounding: the figures agree closely.
+    assert abs(df["eer"].iloc[0] - df["eer"].iloc[1]) < 0.01
+    md = paths["markdown"].read_text()
+    assert md.count("| arcface_mbf.sirius |") == 2
+    assert _png(paths["roc"]).std() > 20
+
+
+def test_compare_cli(sweep: Path, tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "fetoolkit.compare", str(sweep), "--out", str(tmp_path)],
+                          capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "| arcface_mbf.sirius | onnx |" in proc.stdout
+    assert {p.name for p in tmp_path.iterdir()} >= {"comparison.md", "comparison.csv", "roc_overlay.png"}
+    bad = subprocess.run([sys.executable, "-m", "fetoolkit.compare", str(tmp_path / "empty_nothing")],
+                         capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert bad.returncode == 2 and "no such folder" in bad.stderr
+
+
+def test_probit_and_edge_case_plots(tmp_path: Path) -> None:
+    p = np.array([1e-6, 1e-3, 0.05, 0.5, 0.9])
+    np.testing.assert_allclose(plots._probit(p), [NormalDist().inv_cdf(v) for v in p], rtol=1e-12)
+    assert np.isnan(plots._probit(np.array([0.0, 1.0]))).all()
+    # Perfectly separated scores: the DET has no drawable point; the plots still render.
+    s, y = np.array([0.9, 0.8, 0.1, 0.2]), np.array([True, True, False, False])
+    det = vm.det_curve(s, y)
+    plots.plot_det({"perfect": (det.far, det.frr)}, tmp_path / "det.png")
+    plots.plot_score_hist(s[y], s[~y], tmp_path / "h.png", thresholds={"t": 0.5, "nan": float("nan")})
+    assert (tmp_path / "det.png").stat().st_size > 1000 and (tmp_path / "h.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_hydra_multirun_two_models_two_backends(orl_subset: Path, tmp_path: Path) -> None:
+    """`-m model.name=A,B backend=torch,onnx` writes four runs and the comparison (the callback)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "fetoolkit.eval", "-m", "model=arcface", "model.name=arcface_mbf.sirius,mobilefacenet512",
+         "backend=torch,onnx", "dataset=folder", f"dataset.root={orl_subset}", "dataset.n_folds=2",
+         "pipeline.progress=false", "stats.n_boot=100", f"hydra.sweep.dir={tmp_path}"],
+        capture_output=True, text=True, cwd=REPO, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    df = pd.read_csv(tmp_path / "comparison.csv")
+    assert sorted(zip(df["model"], df["backend"])) == [("arcface_mbf.sirius", "onnx"), ("arcface_mbf.sirius", "torch"),
+                                                      ("mobilefacenet512", "onnx"), ("mobilefacenet512", "torch")]
+    assert (tmp_path / "comparison.md").is_file() and _png(tmp_path / "roc_overlay.png").std() > 20
