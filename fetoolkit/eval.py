@@ -131,9 +131,9 @@ def format_summary(s: dict[str, Any]) -> str:
                              f"(threshold {s['best_threshold']:.4f})"),
         ("AUC", f"{s['auc']:.5f}"),
         ("EER", f"{s['eer']:.4f}{ci(s.get('eer_ci'))}"),
-        ("TAR@FAR 1e-1/1e-2/1e-3", " / ".join(pct(tar[k]) for k in ("1e-1", "1e-2", "1e-3"))),
     ]
-    for k, v in dec.items():
+    # Every decade the impostor count supports, with its interval (the three headline FARs without one).
+    for k, v in (dec or tar).items():
         rows.append((f"TAR@FAR={k}", f"{pct(v)}{ci(tci.get(k))}"))
     q = s.get("quality") or {}
     if q.get("erc"):
