@@ -26,6 +26,7 @@ from fetoolkit.backends.common import l2_normalize
 from fetoolkit.detect.align import align, resize_whole
 from fetoolkit.detect.mtcnn import MTCNNDetector, select_face
 from fetoolkit.imageio import ImageDecodeError, decode_image
+from fetoolkit.metrics.quality import face_quality
 from fetoolkit.pipeline import PipelineCfg, crop_image
 from fetoolkit.serve.batcher import MicroBatcher
 from fetoolkit.serve.errors import (
@@ -51,7 +52,7 @@ class FaceResult:
 
     Attributes:
         embedding: float32 ``[D]``, L2-normalised.
-        quality: ``face_quality`` of the raw embedding, in [0, 1] (``None`` if unavailable).
+        quality: ``face_quality`` of the raw embedding, in [0, 1].
         confidence: MTCNN score of the kept face; ``None`` when no detection ran.
         detection_ran: False for aligned input.
         box: float32 ``[4]`` x1, y1, x2, y2 (``None`` without detection).
@@ -121,16 +122,6 @@ def detect_scaled(detector: MTCNNDetector, image: np.ndarray, max_side: int | No
             for d in detector.detect(small)]
 
 
-def load_quality_fn() -> QualityFn | None:
-    """``fetoolkit.metrics.quality.face_quality`` if it can be imported, else ``None`` (logged)."""
-    try:
-        from fetoolkit.metrics.quality import face_quality
-    except ImportError as e:
-        log.error("face quality is unavailable (%s): responses will carry quality=null", e)
-        return None
-    return face_quality
-
-
 class EmbeddingService:
     """Model, detector and batcher behind the HTTP API.
 
@@ -147,7 +138,7 @@ class EmbeddingService:
         self.detector: MTCNNDetector | None = detector
         self.model_error: str | None = None
         self.detector_error: str | None = None
-        self.quality_fn: QualityFn | None = None
+        self.quality_fn: QualityFn = face_quality
         self.batcher: MicroBatcher | None = None
         self._load_lock = threading.Lock()
         self._image_slots = threading.BoundedSemaphore(settings.inference_workers)
@@ -184,7 +175,6 @@ class EmbeddingService:
                 self._detectors.put(self.detector)
                 for _ in range(s.inference_workers - 1):
                     self._detectors.put(MTCNNDetector(s.detector))
-            self.quality_fn = load_quality_fn()
             if self.embedder is not None and self.batcher is None:
                 self.batcher = MicroBatcher(self._embed_batch, max_batch=s.max_batch, workers=s.inference_workers,
                                             name="embed")
@@ -236,7 +226,7 @@ class EmbeddingService:
 
     # ---------------------------------------------------------------- stages
     def _embed_batch(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Batcher function: crops -> (L2-normalised embeddings [N, D], quality [N] or NaN).
+        """Batcher function: crops -> (L2-normalised embeddings [N, D], quality [N]).
 
         The model runs once (``embed_raw``); the normalised embedding and the quality score both
         come from that one raw output.
@@ -244,10 +234,7 @@ class EmbeddingService:
         assert self.embedder is not None
         raw = self.embedder.embed_raw(crops)
         emb = l2_normalize(raw)
-        if self.quality_fn is None:
-            quality = np.full(len(raw), np.nan, np.float32)
-        else:
-            quality = np.asarray(self.quality_fn(raw), dtype=np.float32).reshape(len(raw))
+        quality = np.asarray(self.quality_fn(raw), dtype=np.float32).reshape(len(raw))
         return emb, quality
 
     def _require_model(self) -> Embedder:
