@@ -1,30 +1,73 @@
-"""Export a torch face model to ONNX with its input contract in ``metadata_props``."""
+"""Export a torch face model to ONNX with its input contract in ``metadata_props``.
+
+``export_onnx`` writes an fp32 file with a dynamic batch axis and runs three graph passes on
+what the TorchScript exporter emits (each exact: the outputs are the same numbers up to float
+rounding, which ``tests/test_export.py`` checks against torch):
+
+1. constant folding of the shape arithmetic torch writes for ``F.pad`` (a ``ConstantOfShape``/
+   ``Concat``/``Slice``/``Transpose``/``Cast`` chain per pad), evaluated with ``onnx.reference``;
+2. a zero ``Pad`` feeding only Convs is folded into their (possibly asymmetric) ``pads``, so
+   the TensorFlow "SAME" padding of the sirius MobileFaceNet needs no extra op;
+3. ``PRelu(y, a)`` is written as ``a * y + (1 - a) * relu(y)`` (``Mul``, ``Relu``, ``Mul``,
+   ``Add``). onnxruntime's ``PRelu`` kernel cannot run in its blocked NCHWc layout, so every
+   PReLU costs a slow broadcast kernel plus two layout reorders; the four plain ops stay in
+   NCHWc and ran the sirius MobileFaceNet about twice as fast here (``make bench`` measures
+   it). ``fetoolkit.models.onnx_import`` reads the pattern back as a PReLU;
+4. float32 weights with ``|w| < 1e-15`` (``NEGLIGIBLE_WEIGHT``) are set to 0. The faceplugin
+   MobileFaceNet has hundreds of dead channels whose weights are 1e-20..1e-38 (8,938 of them
+   denormal); they keep producing denormal activations, on which x86 arithmetic is ~100x
+   slower, and onnxruntime ran that model 4-9x slower. Such a weight adds less than 1e-12 to
+   a sum of O(1) terms, below float32 resolution: on all 400 aligned ORL faces the outputs
+   were bit-identical with and without them (and ``fetoolkit.parity`` checks every export).
+
+Metadata keys (all strings): ``fetoolkit.contract`` (JSON ``InputContract``),
+``fetoolkit.model``, ``fetoolkit.source_sha256``, ``fetoolkit.embed_dim``,
+``fetoolkit.precision`` (``fp32`` here; ``fetoolkit.backends.quantize`` writes ``fp16``/``int8``)
+and ``fetoolkit.export`` (JSON: opset, PReLU form, exporter version).
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import tempfile
 import warnings
 from pathlib import Path
+from typing import Literal
 
+import numpy as np
 import onnx
 import torch
 import torch.nn as nn
+from onnx import helper, numpy_helper
 
 from fetoolkit.backends.onnx_backend import META_CONTRACT, META_MODEL, META_SOURCE_SHA256
 from fetoolkit.types import InputContract
 
 log = logging.getLogger(__name__)
 
+META_EMBED_DIM = "fetoolkit.embed_dim"
+META_PRECISION = "fetoolkit.precision"
+META_EXPORT = "fetoolkit.export"
+
+#: Bumped whenever the exported graph changes, so cached exports (``create_embedder``) are redone.
+EXPORT_VERSION = 4
+
+#: Weights smaller than this in magnitude are written as 0 (see pass 4 in the module docstring).
+NEGLIGIBLE_WEIGHT = 1e-15
+
+PreluForm = Literal["decomposed", "native"]
+
 
 def export_onnx(module: nn.Module, contract: InputContract, path: str | Path, *, name: str,
-                source_sha256: str | None, opset: int = 17) -> Path:
+                source_sha256: str | None, opset: int = 17, prelu: PreluForm = "decomposed") -> Path:
     """Write ``module`` as an ONNX file with a dynamic batch axis, checked by ``onnx.checker``.
 
-    The file records ``fetoolkit.contract`` (JSON input contract), ``fetoolkit.model`` and
-    ``fetoolkit.source_sha256`` in ``metadata_props``, so ``OnnxEmbedder`` needs no flags.
-    Written to a temporary file and renamed, so a crash never leaves half a model.
+    The file records the input contract, the model name, the embedding size and the source
+    weights' sha256 in ``metadata_props`` (see the module docstring), so ``OnnxEmbedder``
+    needs no flags. Written to a temporary file and renamed, so a crash never leaves half a
+    model.
 
     Args:
         module: NCHW float32 ``[N, 3, H, W]`` -> ``[N, D]`` model.
@@ -33,7 +76,16 @@ def export_onnx(module: nn.Module, contract: InputContract, path: str | Path, *,
         name: registry name recorded in the file.
         source_sha256: sha256 of the weights the module was loaded from.
         opset: ONNX opset.
+        prelu: ``"decomposed"`` (fast in onnxruntime, see the module docstring) or ``"native"``
+            (one ``PRelu`` node per PReLU, as torch writes it).
+
+    Returns:
+        ``path``.
     """
+    if prelu not in ("decomposed", "native"):
+        raise ValueError(f"prelu must be 'decomposed' or 'native', got {prelu!r}")
+    if contract.layout != "NCHW":
+        raise ValueError(f"our torch modules take NCHW input; the contract says {contract.layout}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     h, w = contract.size
@@ -44,16 +96,36 @@ def export_onnx(module: nn.Module, contract: InputContract, path: str | Path, *,
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+            out_shape = tuple(module(dummy).shape)
+            if out_shape != (2, contract.embed_dim):
+                raise ValueError(f"{name}: the module returns {list(out_shape)} for 2 faces, the contract says "
+                                 f"[N, {contract.embed_dim}]")
             torch.onnx.export(
                 module, (dummy,), tmp, input_names=["input"], output_names=["embedding"],
                 opset_version=opset, dynamic_axes={"input": {0: "batch"}, "embedding": {0: "batch"}},
                 do_constant_folding=True, dynamo=False,
             )
         model = onnx.load(tmp)
-        for key, value in ((META_CONTRACT, contract.to_json()), (META_MODEL, name),
-                           (META_SOURCE_SHA256, source_sha256 or "")):
-            entry = model.metadata_props.add()
-            entry.key, entry.value = key, value
+        dims = model.graph.output[0].type.tensor_type.shape.dim
+        if len(dims) == 2 and not dims[1].HasField("dim_value"):  # the exporter leaves it symbolic
+            dims[1].ClearField("dim_param")
+            dims[1].dim_value = contract.embed_dim
+        n_folded = fold_constant_nodes(model)
+        n_pads = fuse_zero_pads_into_convs(model)
+        n_prelu = decompose_prelu(model) if prelu == "decomposed" else 0
+        n_zeroed = zero_negligible_weights(model)
+        remove_unused_initializers(model)
+        log.debug("%s: folded %d constant nodes, %d Pad nodes into Convs, rewrote %d PReLUs, zeroed %d "
+                  "negligible weights", name, n_folded, n_pads, n_prelu, n_zeroed)
+        export_info = {"opset": opset, "prelu": prelu, "weights_zeroed_below": NEGLIGIBLE_WEIGHT,
+                       "n_weights_zeroed": n_zeroed,
+                       "exporter": f"torch {torch.__version__} (TorchScript)",
+                       "fetoolkit_export_version": EXPORT_VERSION}
+        set_metadata(model, {
+            META_CONTRACT: contract.to_json(), META_MODEL: name, META_SOURCE_SHA256: source_sha256 or "",
+            META_EMBED_DIM: str(contract.embed_dim), META_PRECISION: "fp32",
+            META_EXPORT: json.dumps(export_info, sort_keys=True),
+        })
         onnx.checker.check_model(model, full_check=True)
         onnx.save(model, tmp)
         os.replace(tmp, path)
@@ -62,3 +134,222 @@ def export_onnx(module: nn.Module, contract: InputContract, path: str | Path, *,
         raise
     log.info("exported %s to %s", name, path)
     return path
+
+
+def set_metadata(model: onnx.ModelProto, values: dict[str, str]) -> None:
+    """Set (add or overwrite) ``metadata_props`` entries in place."""
+    current = {p.key: p.value for p in model.metadata_props}
+    current.update(values)
+    del model.metadata_props[:]
+    for key, value in current.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+
+
+# --------------------------------------------------------------------------------------------
+# Graph passes (in place; each returns how many nodes it changed)
+# --------------------------------------------------------------------------------------------
+
+_RANDOM_OPS = ("RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
+               "Bernoulli", "Dropout")
+
+
+def _opset(model: onnx.ModelProto) -> int:
+    return max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=13)
+
+
+def fold_constant_nodes(model: onnx.ModelProto, max_elements: int = 1 << 16) -> int:
+    """Replace every default-domain node whose inputs are all small constants by initializers.
+
+    ``Constant`` nodes become initializers too. Evaluated with ``onnx.reference`` at the
+    model's opset; a node it cannot evaluate is kept.
+    """
+    from onnx.reference import ReferenceEvaluator
+
+    g = model.graph
+    opset = _opset(model)
+    consts: dict[str, np.ndarray] = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+    graph_inputs = {i.name for i in g.input}
+    kept: list[onnx.NodeProto] = []
+    new_inits: list[onnx.TensorProto] = []
+    folded = 0
+    for node in g.node:
+        values: dict[str, np.ndarray] | None = {}
+        if node.op_type in _RANDOM_OPS or node.domain not in ("", "ai.onnx") or len(node.output) != 1:
+            values = None
+        else:
+            for name in node.input:
+                if not name:
+                    continue
+                if name not in consts or name in graph_inputs:  # an input may override an initializer
+                    values = None
+                    break
+                values[name] = consts[name]
+        if values is None or (not node.input and node.op_type != "Constant") or any(
+                v.size > max_elements for v in values.values()):
+            kept.append(node)
+            continue
+        if node.op_type == "Constant":
+            attr = next((a for a in node.attribute if a.name == "value"), None)
+            if attr is None:
+                kept.append(node)
+                continue
+            out = numpy_helper.to_array(attr.t)
+        else:
+            inputs = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(v.dtype), None)
+                      for n, v in values.items()]
+            sub = helper.make_graph([node], "fold", inputs, [helper.make_tensor_value_info(node.output[0], 0, None)])
+            try:
+                (out,) = ReferenceEvaluator(sub, opsets={"": opset}).run(None, values)
+            except Exception as e:  # an op the reference runtime lacks: keep the node
+                log.debug("not folding %s node %r: %s", node.op_type, node.name, e)
+                kept.append(node)
+                continue
+        out = np.asarray(out)
+        consts[node.output[0]] = out
+        new_inits.append(numpy_helper.from_array(out, node.output[0]))
+        folded += 1
+    del g.node[:]
+    g.node.extend(kept)
+    g.initializer.extend(new_inits)
+    return folded
+
+
+def _consumers(g: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
+    out: dict[str, list[onnx.NodeProto]] = {}
+    for node in g.node:
+        for name in node.input:
+            if name:
+                out.setdefault(name, []).append(node)
+    return out
+
+
+def fuse_zero_pads_into_convs(model: onnx.ModelProto) -> int:
+    """Fold ``Pad`` nodes (constant mode, value 0, H/W pads only) into the Convs they feed.
+
+    Only Pads whose every consumer is a Conv (as its data input, ``auto_pad`` unset) are
+    folded; ONNX Conv ``pads`` may be asymmetric, so TensorFlow "SAME" padding fits.
+    """
+    g = model.graph
+    inits = {i.name: i for i in g.initializer}
+    consumers = _consumers(g)
+    outputs = {o.name for o in g.output}
+    drop: list[onnx.NodeProto] = []
+    for node in g.node:
+        if node.op_type != "Pad" or node.output[0] in outputs:
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        mode = attrs.get("mode", b"constant")
+        if (mode.decode() if isinstance(mode, bytes) else mode) != "constant":
+            continue
+        if "pads" in attrs:  # opset < 11
+            pads = [int(p) for p in attrs["pads"]]
+            value = float(attrs.get("value", 0.0))
+        else:
+            if len(node.input) < 2 or node.input[1] not in inits or (len(node.input) > 3 and node.input[3]):
+                continue
+            pads = [int(p) for p in numpy_helper.to_array(inits[node.input[1]]).reshape(-1)]
+            value = 0.0
+            if len(node.input) > 2 and node.input[2]:
+                if node.input[2] not in inits:
+                    continue
+                value = float(numpy_helper.to_array(inits[node.input[2]]).reshape(-1)[0])
+        if value != 0.0 or len(pads) != 8 or any(pads[i] for i in (0, 1, 4, 5)) or min(pads) < 0:
+            continue
+        users = consumers.get(node.output[0], [])
+        if not users or any(u.op_type != "Conv" or u.input[0] != node.output[0] for u in users):
+            continue
+        if any(helper.get_attribute_value(a) not in (b"NOTSET", "NOTSET") for u in users for a in u.attribute
+               if a.name == "auto_pad"):
+            continue
+        hw = [pads[2], pads[3], pads[6], pads[7]]  # [top, left, bottom, right]
+        for conv in users:
+            attr = next((a for a in conv.attribute if a.name == "pads"), None)
+            old = list(attr.ints) if attr is not None else [0, 0, 0, 0]
+            new = [a + b for a, b in zip(old, hw)]
+            if attr is not None:
+                conv.attribute.remove(attr)
+            conv.attribute.append(helper.make_attribute("pads", new))
+            conv.input[0] = node.input[0]
+        drop.append(node)
+    for node in drop:
+        g.node.remove(node)
+    return len(drop)
+
+
+def decompose_prelu(model: onnx.ModelProto) -> int:
+    """Rewrite ``PRelu(y, a)`` (constant slope) as ``Add(Mul(y, a), Mul(Relu(y), 1 - a))``.
+
+    Exact in real arithmetic: for ``y > 0`` it is ``a*y + (1-a)*y = y``, for ``y <= 0`` it is
+    ``a*y``. ``1 - a`` is computed in float64 and stored as float32.
+    """
+    g = model.graph
+    inits = {i.name: i for i in g.initializer}
+    nodes: list[onnx.NodeProto] = []
+    new_inits: list[onnx.TensorProto] = []
+    count = 0
+    for node in g.node:
+        if node.op_type != "PRelu" or node.input[1] not in inits:
+            nodes.append(node)
+            continue
+        y, slope_name = node.input[0], node.input[1]
+        out = node.output[0]
+        slope = numpy_helper.to_array(inits[slope_name])
+        if slope.dtype != np.float32:
+            nodes.append(node)
+            continue
+        base = f"{out}_prelu"
+        a_name, b_name = f"{base}_a", f"{base}_1ma"
+        new_inits.append(numpy_helper.from_array(slope.copy(), a_name))
+        new_inits.append(numpy_helper.from_array((1.0 - slope.astype(np.float64)).astype(np.float32), b_name))
+        nodes += [
+            helper.make_node("Mul", [y, a_name], [f"{base}_lin"], name=f"{node.name}_lin"),
+            helper.make_node("Relu", [y], [f"{base}_relu"], name=f"{node.name}_relu"),
+            helper.make_node("Mul", [f"{base}_relu", b_name], [f"{base}_pos"], name=f"{node.name}_pos"),
+            helper.make_node("Add", [f"{base}_lin", f"{base}_pos"], [out], name=f"{node.name}_add"),
+        ]
+        count += 1
+    del g.node[:]
+    g.node.extend(nodes)
+    g.initializer.extend(new_inits)
+    return count
+
+
+def zero_negligible_weights(model: onnx.ModelProto, threshold: float = NEGLIGIBLE_WEIGHT) -> int:
+    """Set float32 initializer values with ``0 < |w| < threshold`` to 0 in place; returns how many.
+
+    The default threshold covers every denormal (``< 1.2e-38``) and the dead channels of
+    vendor files (see pass 4 in the module docstring).
+    """
+    count = 0
+    for k, init in enumerate(model.graph.initializer):
+        if init.data_type != onnx.TensorProto.FLOAT:
+            continue
+        w = numpy_helper.to_array(init)
+        small = (w != 0) & (np.abs(w) < threshold)
+        if small.any():
+            count += int(small.sum())
+            model.graph.initializer[k].CopyFrom(numpy_helper.from_array(np.where(small, np.float32(0), w), init.name))
+    return count
+
+
+def remove_unused_initializers(model: onnx.ModelProto) -> int:
+    """Drop initializers (and their duplicate graph inputs) that no node or output reads."""
+    g = model.graph
+    used: set[str] = {name for node in g.node for name in node.input}
+    used.update(o.name for o in g.output)
+    dead = [i for i in g.initializer if i.name not in used]
+    for init in dead:
+        g.initializer.remove(init)
+    dead_names = {i.name for i in dead}
+    for inp in [i for i in g.input if i.name in dead_names]:
+        g.input.remove(inp)
+    return len(dead)
+
+
+def count_ops(model: onnx.ModelProto) -> dict[str, int]:
+    """``{op_type: count}`` of the graph's nodes (for logs and tests)."""
+    out: dict[str, int] = {}
+    for node in model.graph.node:
+        out[node.op_type] = out.get(node.op_type, 0) + 1
+    return out

@@ -1,4 +1,7 @@
-"""Vendor weight files -> our modules' ``state_dict``.
+"""TFLite weight files -> our modules' ``state_dict``.
+
+ONNX files (the faceplugin MobileFaceNet, IResNet exports, our own exports) are read by the one
+ONNX importer, ``fetoolkit.models.onnx_import.state_dict_from_onnx``.
 
 ``state_dict_from_tflite`` reads a TFLite flatbuffer with the ``tflite`` parser package (the
 TFLite interpreter is never run here), walks the graph in order and maps every weight tensor
@@ -27,7 +30,6 @@ Layouts handled:
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -150,7 +152,7 @@ def match_layers(
     Args:
         source: the file's layers in graph order.
         target: the module's layers in registration order (``target_layers``).
-        fmt: ``"tflite"``/``"onnx"``, for messages.
+        fmt: the file format (``"tflite"``), for messages.
 
     Returns:
         ``{key: float32 tensor}`` covering every key of ``target``.
@@ -444,105 +446,5 @@ def state_dict_from_tflite(path: str | Path, module: nn.Module) -> dict[str, tor
             padding; the message names the tflite tensor and our key.
     """
     sd = match_layers(tflite_layers(path), target_layers(module), "tflite")
-    log.info("mapped %d tensors from %s onto %s", len(sd), path, type(module).__name__)
-    return sd
-
-
-# --------------------------------------------------------------------------------------------
-# ONNX
-# --------------------------------------------------------------------------------------------
-
-_ONNX_PASSIVE_OPS = ("Add", "Reshape", "Flatten")  # residual adds / final squeeze
-
-
-def onnx_layers(path: str | Path) -> list[SourceLayer]:
-    """The weighted layers of a float32 ONNX CNN in graph order (ONNX is already NCHW/OIHW).
-
-    Supported nodes: ``Conv`` (plain or depthwise, explicit ``pads``), ``PRelu`` and weightless
-    ``Add``/``Reshape``/``Flatten``. BatchNorm must already be folded into the convs. Anything
-    else, or a constant tensor no layer uses, raises ``ValueError``.
-    """
-    import onnx
-    from onnx import numpy_helper
-
-    model = onnx.load(str(path))
-    graph = model.graph
-    consts: dict[str, np.ndarray] = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
-    used: set[str] = set()
-    layers: list[SourceLayer] = []
-
-    def const(name: str, where: str) -> np.ndarray:
-        if name not in consts:
-            raise ValueError(f"onnx tensor {name!r} ({where}) is not a constant")
-        arr = consts[name]
-        if arr.dtype != np.float32:
-            raise ValueError(f"onnx tensor {name!r} ({where}) is {arr.dtype}, not float32")
-        used.add(name)
-        return arr
-
-    for k, node in enumerate(graph.node):
-        where = f"node {k} {node.op_type} {node.name!r}"
-        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-        if node.op_type == "Constant":
-            consts[node.output[0]] = numpy_helper.to_array(attrs["value"])
-        elif node.op_type == "Conv":
-            wname = node.input[1]
-            weight = const(wname, where)
-            group = int(attrs.get("group", 1))
-            auto_pad = attrs.get("auto_pad", b"NOTSET")
-            auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
-            if auto_pad not in ("NOTSET", "VALID"):
-                raise ValueError(f"onnx tensor {wname!r} ({where}): auto_pad {auto_pad} unsupported")
-            if any(d != 1 for d in attrs.get("dilations", [1, 1])):
-                raise ValueError(f"onnx tensor {wname!r} ({where}): dilation unsupported")
-            top, left, bottom, right = attrs.get("pads", [0, 0, 0, 0])  # [x1b, x2b, x1e, x2e]
-            tensors = {"weight": (wname, weight)}
-            if len(node.input) > 2 and node.input[2]:
-                tensors["bias"] = (node.input[2], const(node.input[2], where))
-            depthwise = group > 1 and weight.shape[1] == 1
-            if group > 1 and not depthwise:
-                raise ValueError(f"onnx tensor {wname!r} ({where}): grouped conv unsupported")
-            stride = tuple(int(s) for s in attrs.get("strides", [1, 1]))
-            layers.append(
-                SourceLayer(
-                    "depthwise" if depthwise else "conv",
-                    where,
-                    tensors,
-                    stride,  # type: ignore[arg-type]
-                    (int(left), int(right), int(top), int(bottom)),
-                )
-            )
-        elif node.op_type == "PRelu":
-            sname = node.input[1]
-            slope = const(sname, where).reshape(-1)  # [C, 1, 1] -> [C]
-            layers.append(SourceLayer("prelu", where, {"weight": (sname, slope)}))
-        elif node.op_type in _ONNX_PASSIVE_OPS:
-            used.update(i for i in node.input[1:] if i in consts)  # a target shape
-        else:
-            raise ValueError(f"onnx {where} is not supported")
-    for node in graph.node:
-        for name in node.input:
-            if name in consts and name not in used:
-                raise ValueError(f"onnx tensor {name!r} ({node.op_type} {node.name!r}) is not mapped")
-    log.debug("%s: %d nodes -> %d weighted layers", path, len(graph.node), len(layers))
-    return layers
-
-
-def state_dict_from_onnx(path: str | Path, module: nn.Module) -> dict[str, torch.Tensor]:
-    """Map a plain-CNN ONNX file's weights onto ``module``'s ``state_dict`` by graph order.
-
-    Args:
-        path: a float32 ``.onnx`` file made of Conv/PRelu/Add (e.g. faceplugin
-            ``fr_feature.onnx`` for ``mobilefacenet_faceplugin()``).
-        module: the module to fill, its Conv2d/PReLU layers registered in the graph's order.
-
-    Returns:
-        ``{key: float32 tensor}`` with exactly the module's keys and shapes.
-
-    Raises:
-        ValueError: a tensor missing on either side or with another shape, kind, stride or
-            padding; the message names the onnx tensor and our key.
-    """
-    sd = match_layers(onnx_layers(path), target_layers(module), "onnx")
     log.info("mapped %d tensors from %s onto %s", len(sd), path, type(module).__name__)
     return sd

@@ -49,44 +49,45 @@ def resolve_weights(spec: ModelSpec, weights: str | os.PathLike[str] | None) -> 
 def load_module(spec: ModelSpec, path: Path, sha256: str) -> nn.Module:
     """Build ``spec.arch`` and load the weights in ``path`` into it (strictly).
 
-    ``.tflite`` files are converted once and cached as safetensors keyed by their sha256.
+    ``.tflite`` files are converted once and cached as safetensors keyed by their sha256;
+    ``.onnx`` files go through the one ONNX importer (``onnx_import.state_dict_from_onnx``, for
+    every architecture); ``.pth``/``.pt``/``.bin``/``.ckpt`` and ``.safetensors`` are read as
+    state_dicts. Keys and shapes are checked strictly (errors name them).
     """
     from safetensors.torch import load_file, save_file
 
+    from fetoolkit.models.onnx_import import check_state_dict, load_weights_file
+
     if spec.arch is None:
-        raise ValueError(f"{spec.name} is an ONNX-only model: use backend='onnx'")
+        raise ValueError(onnx_only_message(spec))
     module = build_arch(spec.arch)
     suffix = path.suffix.lower()
-    if suffix == ".tflite":
-        cached = cache_home() / "converted" / f"{spec.arch}-{sha256[:16]}.safetensors"
-        if cached.is_file():
-            state = load_file(str(cached))
-        else:
-            from fetoolkit.models.convert import state_dict_from_tflite
-
-            state = state_dict_from_tflite(path, module)
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cached.with_name(f".{cached.name}.part")
-            save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata={"source_sha256": sha256})
-            os.replace(tmp, cached)
-    elif suffix == ".onnx":
-        if spec.arch.startswith("mobilefacenet"):
-            from fetoolkit.models.convert import state_dict_from_onnx
-        else:
-            from fetoolkit.models.onnx_import import state_dict_from_onnx
-        state = state_dict_from_onnx(path, module)
-    elif suffix in (".pth", ".pt", ".ckpt"):
-        from fetoolkit.models.onnx_import import load_pth_state_dict
-
-        state = load_pth_state_dict(path)
-    elif suffix == ".safetensors":
-        state = load_file(str(path))
+    if suffix != ".tflite":
+        try:
+            return load_weights_file(module, path)
+        except ValueError as e:
+            raise ValueError(f"{spec.name}: {e}. {key_hint(spec)}") from e
+    cached = cache_home() / "converted" / f"{spec.arch}-{sha256[:16]}.safetensors"
+    if cached.is_file():
+        state = load_file(str(cached))
     else:
-        raise ValueError(f"{path}: unknown weights format {suffix!r}; use .pth, .onnx, .tflite or .safetensors")
-    missing, unexpected = module.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ValueError(f"{path} does not fit {spec.arch}: missing keys {missing[:10]}, unexpected keys {unexpected[:10]}")
+        from fetoolkit.models.convert import state_dict_from_tflite
+
+        state = state_dict_from_tflite(path, module)
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_name(f".{cached.name}.part")
+        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata={"source_sha256": sha256})
+        os.replace(tmp, cached)
+    check_state_dict(module, state)
+    module.load_state_dict(state, strict=True)
     return module.eval()
+
+
+def onnx_only_message(spec: ModelSpec) -> str:
+    """Why an ONNX-only model has no torch backend, and what to run instead."""
+    return (f"{spec.name} is an ONNX-only model (its weights are an ONNX graph with no PyTorch "
+            f"architecture here), so backend=torch does not exist for it: use backend='onnx' "
+            f"(python -m fetoolkit.eval model=... backend=onnx; create_embedder({spec.name!r}, backend='onnx'))")
 
 
 def create_embedder(name: str, *, weights: str | os.PathLike[str] | None = None, backend: str = "torch",
@@ -115,14 +116,14 @@ def create_embedder(name: str, *, weights: str | os.PathLike[str] | None = None,
         if is_onnx:
             return OnnxEmbedder(path, spec.contract, name=spec.name, weights_sha256=sha,
                                 num_threads=num_threads, batch_size=batch_size)
-        from fetoolkit.backends.export import export_onnx
+        from fetoolkit.backends.export import EXPORT_VERSION, export_onnx
 
-        onnx_path = cache_home() / "onnx" / f"{spec.name}-{sha[:16]}.onnx"
+        onnx_path = cache_home() / "onnx" / f"{spec.name}-{sha[:16]}-v{EXPORT_VERSION}.onnx"
         if not onnx_path.is_file():
             export_onnx(load_module(spec, path, sha), spec.contract, onnx_path, name=spec.name, source_sha256=sha)
         return OnnxEmbedder(onnx_path, name=spec.name, weights_sha256=sha, num_threads=num_threads,
                             batch_size=batch_size)
     if spec.arch is None:
-        raise ValueError(f"{spec.name} is an ONNX-only model (no torch architecture): use backend='onnx'")
+        raise ValueError(onnx_only_message(spec))
     return TorchEmbedder(load_module(spec, path, sha), spec.contract, name=spec.name, weights_sha256=sha,
                          batch_size=batch_size)

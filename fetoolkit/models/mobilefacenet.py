@@ -221,5 +221,5 @@ def mobilefacenet_sirius() -> MobileFaceNet:
 @register_arch("mobilefacenet_faceplugin")
 def mobilefacenet_faceplugin() -> MobileFaceNet:
     """Classic MobileFaceNet (PyTorch padding, GDC + one linear 1x1 conv), 512-d; for weights
-    from faceplugin ``fr_feature.onnx`` (see ``fetoolkit.models.convert.state_dict_from_onnx``)."""
+    from faceplugin ``fr_feature.onnx`` (see ``fetoolkit.models.onnx_import.state_dict_from_onnx``)."""
     return MobileFaceNet(FACEPLUGIN_CONFIG)

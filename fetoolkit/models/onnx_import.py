@@ -5,9 +5,13 @@ Three entry points:
 - ``load_pth_state_dict(path)``: a PyTorch checkpoint (``backbone.pth`` from arcface_torch, or
   a training checkpoint nesting it under ``"state_dict"``/``"model"``, DataParallel
   ``"module."`` prefixes stripped), loaded with ``weights_only=True``.
-- ``state_dict_from_onnx(path, module)``: rebuild ``module``'s state_dict from an ONNX export
-  of the same network (arcface_torch ``torch2onnx.py`` exports, insightface's
-  ``w600k_r50.onnx``/``glintr100.onnx``, the torch.export-based exporter's output).
+- ``state_dict_from_onnx(path, module)``: rebuild ``module``'s state_dict from an ONNX file of
+  the same network. It is the one ONNX importer of the project, for every architecture:
+  IResNet exports (arcface_torch ``torch2onnx.py``, insightface's ``w600k_r50.onnx``/
+  ``glintr100.onnx``, the torch.export-based exporter), the faceplugin MobileFaceNet
+  ``fr_feature.onnx`` (BatchNorm folded into biased convs, depthwise convs, PReLU), and our
+  own exports (``fetoolkit.backends.export``: zero ``Pad`` before a Conv, PReLU written as
+  ``a * y + (1 - a) * relu(y)``).
 - ``check_state_dict`` / ``load_weights_file``: strict loading with errors that name keys,
   and dispatch by file suffix.
 
@@ -30,6 +34,13 @@ kernel as ``0.weight``), and de-duplicate equal tensors behind ``Identity`` node
    every tensor's shape and every Conv's stride/padding/dilation/groups is checked. Any
    missing, extra or misshapen tensor raises ``ValueError`` naming the ONNX tensor (with its
    node) and our state_dict key.
+
+Constant subgraphs (the ``ConstantOfShape``/``Concat``/``Slice`` chain torch writes for the
+pads of ``nn.ZeroPad2d``) are evaluated with ``onnx.reference``. A zero ``Pad`` node feeding a
+Conv counts as that Conv's padding, and our side adds an ``nn.ZeroPad2d`` registered right
+before a ``Conv2d`` to the conv's own padding, so TensorFlow-style asymmetric "SAME" padding
+(the sirius MobileFaceNet) is checked like any other. ``Add(Mul(y, a), Mul(Relu(y), b))`` with
+``a + b = 1`` per channel is read as a PReLU with slope ``a``.
 
 Folded BatchNorm
 ----------------
@@ -80,6 +91,11 @@ __all__ = [
 _WEIGHT_OPS = ("Conv", "BatchNormalization", "PRelu", "Gemm", "MatMul")
 # Ops that may turn constants into constants (folded on the fly by ``_Graph.const``).
 _CONST_OPS = ("Identity", "Unsqueeze", "Squeeze", "Reshape", "Flatten", "Cast", "Constant")
+# Never evaluated while folding constants (not deterministic, or not elementwise-cheap).
+_NEVER_FOLD = ("RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
+               "Bernoulli", "Dropout")
+# Constant subgraphs larger than this are not folded (shape arithmetic is tiny).
+_FOLD_MAX_ELEMENTS = 1 << 16
 # Input preprocessing that MXNet-converted graphs carry before the first Conv.
 _PREPROC_OPS = ("Sub", "Mul", "Div", "Add", "Transpose")
 
@@ -263,11 +279,12 @@ class _Op:
 class _Graph:
     """Constant resolution and canonical node order for one ONNX graph."""
 
-    def __init__(self, graph: Any) -> None:
+    def __init__(self, graph: Any, opset: int = 13) -> None:
         from onnx import numpy_helper
 
         self._numpy_helper = numpy_helper
         self.graph = graph
+        self.opset = int(opset)
         self.initializers = {init.name: init for init in graph.initializer}
         self.producer: dict[str, Any] = {}
         self.consumers: dict[str, list[Any]] = {}
@@ -277,6 +294,12 @@ class _Graph:
             for inp in node.input:
                 if inp:
                     self.consumers.setdefault(inp, []).append(node)
+        # Tensors that depend on a graph input (ONNX lists nodes in topological order), so
+        # constant resolution never walks the whole network.
+        self.dynamic: set[str] = {i.name for i in graph.input if i.name not in self.initializers}
+        for node in graph.node:
+            if node.op_type in _NEVER_FOLD or any(i in self.dynamic for i in node.input if i):
+                self.dynamic.update(node.output)
         self._cache: dict[str, tuple[str, np.ndarray] | None] = {}
 
     def const(self, name: str) -> _Tensor | None:
@@ -287,6 +310,8 @@ class _Graph:
     def _resolve(self, name: str) -> tuple[str, np.ndarray] | None:
         if name in self._cache:
             return self._cache[name]
+        if name in self.dynamic:
+            return None
         self._cache[name] = None  # guards cycles (there are none in valid graphs)
         result: tuple[str, np.ndarray] | None = None
         if name in self.initializers:
@@ -297,7 +322,13 @@ class _Graph:
         return result
 
     def _fold(self, node: Any) -> tuple[str, np.ndarray] | None:
-        """Evaluate a constant-only node of the ``_CONST_OPS`` kinds."""
+        """Evaluate a constant-only node.
+
+        The ``_CONST_OPS`` kinds keep the origin (the initializer behind them) so that messages
+        name the file's tensor; any other deterministic node whose inputs are all constant (the
+        ``ConstantOfShape``/``Concat``/``Slice``/``Transpose`` chain torch writes for the pads
+        of ``F.pad``, say) is evaluated with ``onnx.reference`` and is its own origin.
+        """
         from onnx import helper
 
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
@@ -305,7 +336,9 @@ class _Graph:
             if "value" not in attrs:
                 return None
             return (node.output[0], self._numpy_helper.to_array(attrs["value"]))
-        if node.op_type not in _CONST_OPS or not node.input:
+        if node.op_type not in _CONST_OPS:
+            return self._fold_generic(node)
+        if not node.input:
             return None
         src = self._resolve(node.input[0])
         if src is None:
@@ -341,6 +374,38 @@ class _Graph:
             axis = int(attrs.get("axis", 1)) % max(x.ndim, 1)
             return origin, x.reshape(int(np.prod(x.shape[:axis])), -1)
         return None
+
+    def _fold_generic(self, node: Any) -> tuple[str, np.ndarray] | None:
+        """``onnx.reference`` evaluation of a node whose inputs are all (small) constants."""
+        if node.op_type in _NEVER_FOLD or node.domain not in ("", "ai.onnx") or len(node.output) != 1:
+            return None
+        if not node.input and node.op_type != "ConstantOfShape":
+            return None
+        values: dict[str, np.ndarray] = {}
+        for name in node.input:
+            if not name:
+                continue
+            hit = self._resolve(name)
+            if hit is None or hit[1].size > _FOLD_MAX_ELEMENTS:
+                return None
+            values[name] = hit[1]
+        from onnx import helper
+        from onnx.reference import ReferenceEvaluator
+
+        inputs = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(v.dtype), None)
+                  for n, v in values.items()]
+        outputs = [helper.make_tensor_value_info(node.output[0], 0, None)]
+        graph = helper.make_graph([node], "fold", inputs, outputs)
+        try:
+            (out,) = ReferenceEvaluator(graph, opsets={"": self.opset}).run(None, values)
+        except Exception as e:  # an op the reference runtime lacks: leave it to the caller
+            logger.debug("cannot fold %s node %r: %s", node.op_type, node.name, e)
+            return None
+        # Name the largest constant behind it (``1 - slope`` is "the slope's" tensor).
+        sources = [self._resolve(n) for n in node.input if n]
+        big = max((h for h in sources if h is not None), key=lambda h: h[1].size, default=None)
+        origin = big[0] if big is not None and big[0] in self.initializers else node.output[0]
+        return origin, np.asarray(out)
 
     def ordered_nodes(self) -> list[Any]:
         """Nodes reachable from the graph outputs, post-order DFS, inputs left to right."""
@@ -382,7 +447,9 @@ def _collect_ops(g: _Graph, path: Path) -> tuple[list[_Op], set[str]]:
         pre = [
             n.op_type
             for n in order[:first_conv]
-            if n.op_type in _PREPROC_OPS and any(g.const(i) is not None for i in n.input if i)
+            if n.op_type in _PREPROC_OPS
+            and n.output[0] in g.dynamic
+            and any(g.const(i) is not None for i in n.input if i)
         ]
         if pre:
             logger.warning(
@@ -404,8 +471,16 @@ def _collect_ops(g: _Graph, path: Path) -> tuple[list[_Op], set[str]]:
         used.add(t.origin)
         return t
 
+    prelus, prelu_parts = _decomposed_prelus(g)
     for index, node in enumerate(order):
-        if node.op_type in _CONST_OPS and g.const(node.output[0]) is not None:
+        if id(node) in prelu_parts:
+            continue
+        if id(node) in prelus:
+            slope, other = prelus[id(node)]
+            used.update((slope.origin, other.origin))
+            ops.append(_Op("prelu", node, {"weight": slope}, node.output[0]))
+            continue
+        if node.output and g.const(node.output[0]) is not None:
             continue
         if node.op_type == "Transpose" and first_conv is not None and index > first_conv:
             # A layout change inside the network (e.g. NHWC flatten before the fc) would
@@ -418,7 +493,11 @@ def _collect_ops(g: _Graph, path: Path) -> tuple[list[_Op], set[str]]:
             tensors = {"weight": need(node, 1, "weight")}
             if len(node.input) > 2 and node.input[2]:
                 tensors["bias"] = need(node, 2, "bias")
-            ops.append(_Op("conv", node, tensors, node.output[0], _attrs(node)))
+            attrs = _attrs(node)
+            pad_node = g.producer.get(node.input[0])
+            if pad_node is not None and pad_node.op_type == "Pad":
+                attrs["pre_pads"] = _zero_pad_hw(g, pad_node, path, used)
+            ops.append(_Op("conv", node, tensors, node.output[0], attrs))
         elif node.op_type == "BatchNormalization":
             tensors = {
                 role: need(node, i, role)
@@ -479,6 +558,85 @@ def _collect_ops(g: _Graph, path: Path) -> tuple[list[_Op], set[str]]:
     return ops, used
 
 
+def _zero_pad_hw(g: _Graph, node: Any, path: Path, used: set[str]) -> list[int]:
+    """The spatial pads ``[top, left, bottom, right]`` of a zero ``Pad`` node before a Conv.
+
+    ``nn.ZeroPad2d`` exports as ``Pad`` (constant mode, value 0, pads on H and W only); any
+    other padding cannot be a conv's zero padding and raises ``ValueError``.
+    """
+    attrs = _attrs(node)
+    mode = attrs.get("mode", b"constant")
+    mode = mode.decode() if isinstance(mode, bytes) else mode
+    if "pads" in attrs:  # opset < 11
+        pads = [int(p) for p in attrs["pads"]]
+        value = float(attrs.get("value", 0.0))
+    else:
+        pads_t = g.const(node.input[1]) if len(node.input) > 1 and node.input[1] else None
+        if pads_t is None:
+            raise ValueError(f"Pad node {node.name!r} in {path} has pads computed at run time")
+        pads = [int(p) for p in pads_t.value.reshape(-1)]
+        value_t = g.const(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        value = 0.0 if value_t is None else float(value_t.value.reshape(-1)[0])
+        used.update(t.origin for t in (pads_t, value_t) if t is not None)
+        if len(node.input) > 3 and node.input[3]:
+            axes_t = g.const(node.input[3])
+            if axes_t is None:
+                raise ValueError(f"Pad node {node.name!r} in {path} has axes computed at run time")
+            full = [0] * 8
+            for k, ax in enumerate(int(a) % 4 for a in axes_t.value.reshape(-1)):
+                full[ax], full[4 + ax] = pads[k], pads[len(pads) // 2 + k]
+            pads = full
+    if mode != "constant" or value != 0.0 or len(pads) != 8 or any(pads[i] for i in (0, 1, 4, 5)) or min(pads) < 0:
+        raise ValueError(
+            f"Pad node {node.name!r} in {path} (mode {mode}, value {value}, pads {pads}) is not a "
+            f"zero padding of H and W before a Conv"
+        )
+    return [pads[2], pads[3], pads[6], pads[7]]
+
+
+def _decomposed_prelus(g: _Graph) -> tuple[dict[int, tuple[_Tensor, _Tensor]], set[int]]:
+    """PReLUs written as ``Add(Mul(y, a), Mul(Relu(y), b))`` with ``a + b == 1`` per channel.
+
+    ``prelu(y) = a * y + (1 - a) * relu(y)``; ``fetoolkit.backends.export`` writes PReLU this
+    way because onnxruntime runs it about twice as fast as a ``PRelu`` node. Returns
+    ``{id(Add node): (slope tensor a, tensor b)}`` and the ids of the Mul/Relu nodes the
+    pattern absorbs.
+    """
+    found: dict[int, tuple[_Tensor, _Tensor]] = {}
+    parts: set[int] = set()
+
+    def mul_split(name: str) -> tuple[Any, str, _Tensor] | None:
+        node = g.producer.get(name)
+        if node is None or node.op_type != "Mul" or len(node.input) != 2:
+            return None
+        for k in (0, 1):
+            c = g.const(node.input[k])
+            if c is not None and g.const(node.input[1 - k]) is None:
+                return node, node.input[1 - k], c
+        return None
+
+    for add in g.graph.node:
+        if add.op_type != "Add" or len(add.input) != 2:
+            continue
+        sides = [mul_split(i) for i in add.input]
+        if any(s is None for s in sides):
+            continue
+        for lin, rel in (sides, sides[::-1]):
+            assert lin is not None and rel is not None
+            relu = g.producer.get(rel[1])
+            if relu is None or relu.op_type != "Relu" or relu.input[0] != lin[1]:
+                continue
+            a, b = lin[2].value.astype(np.float64), rel[2].value.astype(np.float64)
+            if a.shape != b.shape or a.size < 1 or not np.allclose(a + b, 1.0, rtol=0, atol=1e-5 * (1 + np.abs(a).max())):
+                continue
+            if any(len(g.consumers.get(n.output[0], [])) != 1 for n in (lin[0], rel[0], relu)):
+                continue
+            found[id(add)] = (lin[2], rel[2])
+            parts.update((id(lin[0]), id(rel[0]), id(relu)))
+            break
+    return found, parts
+
+
 # ----------------------------------------------------------------------------------------
 # Module side
 # ----------------------------------------------------------------------------------------
@@ -491,6 +649,7 @@ class _Slot:
     prefix: str  # "layer1.0.conv1." ("" for a root-level layer)
     module: nn.Module
     kind: str  # "conv" | "bn" | "prelu" | "linear"
+    pre_pad: tuple[int, int, int, int] = (0, 0, 0, 0)  # a ZeroPad2d right before a conv (l, r, t, b)
 
     def key(self, name: str = "weight") -> str:
         return f"{self.prefix}{name}"
@@ -498,7 +657,11 @@ class _Slot:
 
 def _module_slots(module: nn.Module) -> list[_Slot]:
     slots: list[_Slot] = []
+    pending_pad = (0, 0, 0, 0)
     for name, sub in module.named_modules():
+        if isinstance(sub, nn.ZeroPad2d):
+            pending_pad = tuple(int(p) for p in sub.padding)  # (left, right, top, bottom)
+            continue
         own = list(sub.named_parameters(recurse=False)) + list(sub.named_buffers(recurse=False))
         if not own:
             continue
@@ -516,7 +679,11 @@ def _module_slots(module: nn.Module) -> list[_Slot]:
                 f"state_dict_from_onnx cannot map {type(sub).__name__} at {prefix!r}: only "
                 f"Conv2d, BatchNorm1d/2d, PReLU and Linear layers are supported"
             )
-        slots.append(_Slot(prefix, sub, kind))
+        if kind == "conv":
+            slots.append(_Slot(prefix, sub, kind, pending_pad))  # type: ignore[arg-type]
+            pending_pad = (0, 0, 0, 0)
+        else:
+            slots.append(_Slot(prefix, sub, kind))
     return slots
 
 
@@ -579,15 +746,21 @@ class _Mapper:
         w = op.tensors["weight"].value
         self.put(slot.key("weight"), w, op.where("weight"))
         k = tuple(conv.kernel_size)
+        if isinstance(conv.padding, str):
+            raise ValueError(f"our {slot.key()!r} uses padding={conv.padding!r}; only explicit padding is supported")
+        ph, pw = conv.padding  # type: ignore[misc]
+        left, right, top, bottom = slot.pre_pad
+        # ONNX order: [H begin, W begin, H end, W end]; a Pad node before the Conv adds up.
+        pre = list(attrs.get("pre_pads", [0, 0, 0, 0]))
         want = {
             "strides": list(conv.stride),
-            "pads": [*conv.padding, *conv.padding],  # type: ignore[misc]
+            "pads": [top + ph, left + pw, bottom + ph, right + pw],
             "dilations": list(conv.dilation),
             "group": conv.groups,
         }
         got = {
             "strides": list(attrs.get("strides", [1] * len(k))),
-            "pads": list(attrs.get("pads", [0] * 2 * len(k))),
+            "pads": [int(a) + int(b) for a, b in zip(attrs.get("pads", [0] * 2 * len(k)), pre)],
             "dilations": list(attrs.get("dilations", [1] * len(k))),
             "group": int(attrs.get("group", 1)),
         }
@@ -695,7 +868,8 @@ def state_dict_from_onnx(path: str | Path, module: nn.Module) -> dict[str, torch
     except Exception as e:  # onnx raises DecodeError / RuntimeError variants
         raise ValueError(f"{str(path)!r} is not a readable ONNX model: {e}") from e
 
-    g = _Graph(model.graph)
+    opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=13)
+    g = _Graph(model.graph, opset)
     ops, used = _collect_ops(g, path)
     slots = _module_slots(module)
     m = _Mapper(module, path)
