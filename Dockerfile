@@ -40,9 +40,11 @@ COPY configs ./configs
 RUN pip install -c constraints.txt -e . \
  && pip install -c constraints.txt --no-deps facenet-pytorch==2.6.0
 
-# Weights fetched and verified, then exported to ONNX, at build time: the container never downloads.
+# Weights fetched and verified, then exported to ONNX (the model and MTCNN's three nets), at build
+# time: the container never downloads, and the service process never imports torch.
 RUN python -m fetoolkit.fetch arcface --data \
- && python -c "from fetoolkit.models.factory import create_embedder; create_embedder('arcface', backend='onnx')" \
+ && python -m fetoolkit.models.factory arcface \
+ && python -m fetoolkit.detect.mtcnn_onnx \
  && chmod -R a+rX /opt/fetoolkit-cache
 
 # ---------------------------------------------------------------------------------------------- runtime

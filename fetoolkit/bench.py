@@ -385,7 +385,8 @@ def _model_variants(name: str, work: Path, faces: Faces, settings: BenchSettings
     from fetoolkit.backends.export import export_onnx
     from fetoolkit.backends.quantize import quantize_int8
     from fetoolkit.models.factory import load_module, resolve_weights
-    from fetoolkit.models.iresnet import ARCFACE_CONTRACT, iresnet
+    from fetoolkit.models.arcface_torch_zoo import ARCFACE_CONTRACT
+    from fetoolkit.models.iresnet import iresnet
     from fetoolkit.models.registry import get_model_spec
 
     info: dict[str, Any] = {}

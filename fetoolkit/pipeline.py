@@ -18,10 +18,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from fetoolkit.backends.common import batches
-from fetoolkit.detect.align import align, resize_whole
-from fetoolkit.detect.mtcnn import DetectorCfg, MTCNNDetector, SelectPolicy, select_face
 from fetoolkit.cache import EmbeddingCache, content_digest, decode_failures, digest, encode_failures
-from fetoolkit.detect.align import ARCFACE_TEMPLATE
+from fetoolkit.detect.align import ARCFACE_TEMPLATE, align, resize_whole
+from fetoolkit.detect.base import DetectorCfg, FaceDetector, SelectPolicy, select_face
 from fetoolkit.imageio import ImageDecodeError, decode_image, read_image
 from fetoolkit.types import Embedder
 from fetoolkit.versions import library_versions
@@ -73,7 +72,7 @@ class Crops:
     failures: dict[int, str] = field(default_factory=dict)
 
 
-def crop_image(image: np.ndarray, detector: MTCNNDetector | None, cfg: PipelineCfg,
+def crop_image(image: np.ndarray, detector: FaceDetector | None, cfg: PipelineCfg,
                size: tuple[int, int] = (112, 112)) -> tuple[np.ndarray, float, int, np.ndarray]:
     """One RGB image -> (crop uint8 ``[H, W, 3]``, detector score, faces found, landmarks ``[5, 2]``).
 
@@ -91,7 +90,7 @@ def crop_image(image: np.ndarray, detector: MTCNNDetector | None, cfg: PipelineC
     return align(image, det.landmarks, size), det.score, len(dets), det.landmarks
 
 
-def crop_images(paths: Sequence[Path], detector: MTCNNDetector | None, cfg: PipelineCfg, *,
+def crop_images(paths: Sequence[Path], detector: FaceDetector | None, cfg: PipelineCfg, *,
                 size: tuple[int, int] = (112, 112), aligned: bool = False,
                 images: Sequence[bytes] | None = None) -> Crops:
     """Read, detect and align every image; failures are recorded, never dropped silently.
@@ -262,7 +261,7 @@ def embeddings_key(crops: str, embedder: Embedder, cfg: PipelineCfg, flip: bool)
 
 def embed_dataset(paths: Sequence[Path], embedder: Embedder, cfg: PipelineCfg, *,
                   images: Sequence[bytes] | None = None, aligned: bool = False,
-                  detector: MTCNNDetector | Callable[[], MTCNNDetector] | None = None,
+                  detector: FaceDetector | Callable[[], FaceDetector] | None = None,
                   detector_settings: dict[str, Any] | None = None, flip: bool = False,
                   cache: EmbeddingCache | None = None, cache_crops: bool = True) -> EmbeddedSet:
     """Detect, align and embed every image of a data set, through the on-disk cache.
@@ -331,7 +330,7 @@ def embed_dataset(paths: Sequence[Path], embedder: Embedder, cfg: PipelineCfg, *
 
 
 def cached_crops(paths: Sequence[Path], cfg: PipelineCfg, *, images: Sequence[bytes] | None = None,
-                 aligned: bool = False, detector: MTCNNDetector | Callable[[], MTCNNDetector] | None = None,
+                 aligned: bool = False, detector: FaceDetector | Callable[[], FaceDetector] | None = None,
                  size: tuple[int, int] = (112, 112), key: str | None = None,
                  cache: EmbeddingCache | None = None,
                  detector_settings: dict[str, Any] | None = None) -> tuple[Crops, str]:

@@ -178,3 +178,19 @@ def test_erc_on_mixed_quality_orl() -> None:
     assert area["norm"] < 0.8 * erc["fnmr_no_reject"], (area, erc["fnmr_no_reject"])
     assert area["norm"] < min(area["diversity"], area["centroid_distance"]), area
     assert area["diversity"] > 0.9 * erc["fnmr_no_reject"]  # diversity alone is no better than chance
+
+
+@pytest.mark.parametrize("name, backend", [("arcface", "torch"), ("mobilefacenet512", "torch"), ("sface", "onnx")])
+def test_registered_quality_scale_is_the_models_own(name: str, backend: str, aligned_faces: np.ndarray) -> None:
+    """Each real model's ``quality_rms_ref`` is the median RMS of its raw embeddings on aligned ORL
+    faces (registered from the 400-face eval; these are 40 of them), so a typical clean face scores
+    near tanh(1) = 0.76 whatever the model's norm scale (which spans 30x between these models)."""
+    from fetoolkit.models.registry import get_model_spec
+
+    ref = get_model_spec(name).quality_rms_ref
+    assert ref is not None
+    raw = create_embedder(name, backend=backend).embed_raw(aligned_faces)
+    rms = np.linalg.norm(raw, axis=1) / math.sqrt(raw.shape[1])
+    assert abs(float(np.median(rms)) / ref - 1.0) < 0.1, (float(np.median(rms)), ref)
+    q = qm.face_quality(raw, rms_ref=ref)
+    assert 0.6 < float(np.median(q)) < 0.9

@@ -173,6 +173,7 @@ def test_health_reports_the_model(client: httpx.Client) -> None:
     ms = h["model_status"]
     spec = get_model_spec("arcface")
     assert ms["loaded"] is True and ms["detector_loaded"] is True and ms["error"] is None
+    assert ms["detector_backend"] == "onnx"
     assert ms["model_name"] == spec.name and ms["backend"] == "onnx"
     assert ms["embedding_dim"] == spec.contract.embed_dim == 192
     assert ms["input_shape"] == [None, 3, 112, 112]
@@ -180,6 +181,20 @@ def test_health_reports_the_model(client: httpx.Client) -> None:
     assert ms["weights_sha256"] == spec.weights.sha256  # type: ignore[union-attr]
     assert h["max_concurrent_requests"] == 2  # MAX_CONCURRENT_REQUESTS from the environment
     assert h["verify_threshold"] == 0.5 and h["face_select"] == "most_confident"
+
+
+def test_server_process_never_loads_torch(server: Server, client: httpx.Client, wild_b64: dict[str, str]) -> None:
+    """The default service (ONNX model, onnxruntime MTCNN) serves a full photo (detection,
+    alignment, embedding) without torch in its address space: torch alone is ~500 MB of RSS."""
+    maps = Path(f"/proc/{server.proc.pid}/maps")
+    if not maps.exists():
+        pytest.skip("needs Linux /proc to read the server's memory map")
+    r = client.post("/api/extract-embedding", json={"image": wild_b64["obama.jpg"]})
+    assert r.status_code == 200 and r.json()["embedding"]["detection_ran"] is True
+    mapped = {line.split()[-1] for line in maps.read_text().splitlines() if "/" in line}
+    assert any("onnxruntime" in m for m in mapped), "sanity: the map lists the libraries in use"
+    torch_libs = sorted(m for m in mapped if "/torch/" in m or "libtorch" in m)
+    assert not torch_libs, f"the server process mapped torch: {torch_libs[:5]}"
 
 
 def test_openapi_docs_are_served(client: httpx.Client) -> None:

@@ -42,7 +42,7 @@ import torch
 import torch.nn as nn
 from onnx import helper, numpy_helper
 
-from fetoolkit.backends.onnx_backend import META_CONTRACT, META_MODEL, META_SOURCE_SHA256
+from fetoolkit.backends.onnx_backend import EXPORT_VERSION, META_CONTRACT, META_MODEL, META_SOURCE_SHA256
 from fetoolkit.types import InputContract
 
 log = logging.getLogger(__name__)
@@ -50,9 +50,6 @@ log = logging.getLogger(__name__)
 META_EMBED_DIM = "fetoolkit.embed_dim"
 META_PRECISION = "fetoolkit.precision"
 META_EXPORT = "fetoolkit.export"
-
-#: Bumped whenever the exported graph changes, so cached exports (``create_embedder``) are redone.
-EXPORT_VERSION = 4
 
 #: Weights smaller than this in magnitude are written as 0 (see pass 4 in the module docstring).
 NEGLIGIBLE_WEIGHT = 1e-15

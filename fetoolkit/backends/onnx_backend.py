@@ -15,6 +15,11 @@ from fetoolkit.types import InputContract
 
 log = logging.getLogger(__name__)
 
+#: Version of the graphs ``fetoolkit.backends.export`` writes; bumped whenever they change, so that
+#: cached exports (``create_embedder(..., backend="onnx")``) are redone. Kept here so that the cache
+#: can be looked up without importing torch.
+EXPORT_VERSION = 4
+
 #: ``metadata_props`` keys written by ``fetoolkit.backends.export``.
 META_CONTRACT = "fetoolkit.contract"
 META_MODEL = "fetoolkit.model"

@@ -8,35 +8,17 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
 from importlib import resources
-from typing import Literal
 
 import numpy as np
 import torch
 
+from fetoolkit.detect.base import DetectorCfg, SelectPolicy, check_image, select_face
 from fetoolkit.types import Detection
 
+__all__ = ["DetectorCfg", "MTCNNDetector", "SelectPolicy", "default_detector", "detect", "select_face"]
+
 log = logging.getLogger(__name__)
-
-SelectPolicy = Literal["most_confident", "largest", "center"]
-
-
-@dataclass(frozen=True)
-class DetectorCfg:
-    """MTCNN settings (facenet-pytorch's defaults).
-
-    Attributes:
-        min_face_size: smallest face searched for, in pixels.
-        thresholds: P-, R- and O-net score thresholds.
-        factor: scale step of the image pyramid.
-        select: which face ``select_face`` picks when there are several.
-    """
-
-    min_face_size: int = 20
-    thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
-    factor: float = 0.709
-    select: SelectPolicy = "most_confident"
 
 
 class MTCNNDetector:
@@ -69,7 +51,7 @@ class MTCNNDetector:
         """
         from facenet_pytorch.models.utils.detect_face import detect_face
 
-        _check_image(image)
+        check_image(image)
         c = self.cfg
         with self._lock, torch.no_grad():
             boxes, points = detect_face(
@@ -81,33 +63,6 @@ class MTCNNDetector:
         p = np.asarray(points[0], dtype=np.float32).reshape(-1, 5, 2)
         order = np.argsort(-b[:, 4], kind="stable")
         return [Detection(box=b[i, :4].copy(), score=float(b[i, 4]), landmarks=p[i].copy()) for i in order]
-
-
-def select_face(dets: list[Detection], image_shape: tuple[int, ...], policy: SelectPolicy) -> Detection:
-    """Pick one face from several by ``policy``; raises ``ValueError`` on an empty list.
-
-    Policies: ``most_confident`` (highest score), ``largest`` (box area), ``center`` (box
-    centre nearest the image centre).
-    """
-    if not dets:
-        raise ValueError("no face to select from")
-    if policy == "most_confident":
-        return max(dets, key=lambda d: d.score)
-    if policy == "largest":
-        return max(dets, key=lambda d: float((d.box[2] - d.box[0]) * (d.box[3] - d.box[1])))
-    if policy == "center":
-        cy, cx = image_shape[0] / 2.0, image_shape[1] / 2.0
-        return min(dets, key=lambda d: float(((d.box[0] + d.box[2]) / 2 - cx) ** 2 + ((d.box[1] + d.box[3]) / 2 - cy) ** 2))
-    raise ValueError(f"unknown face-selection policy {policy!r}; use most_confident, largest or center")
-
-
-def _check_image(image: np.ndarray) -> None:
-    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        shape = getattr(image, "shape", None)
-        dtype = getattr(image, "dtype", type(image).__name__)
-        raise ValueError(f"image must be uint8 [H, W, 3] RGB, got shape {shape} dtype {dtype}")
-    if min(image.shape[:2]) < 12:
-        raise ValueError(f"image is too small for MTCNN ({image.shape[1]}x{image.shape[0]}); need >= 12 px")
 
 
 _default: MTCNNDetector | None = None

@@ -210,7 +210,7 @@ def quality_centroid_distance(raw: np.ndarray, reference: np.ndarray | None = No
     return np.clip((1.0 - x @ c) / 2.0, 0.0, 1.0).astype(np.float32)
 
 
-def face_quality(raw: np.ndarray) -> np.ndarray:
+def face_quality(raw: np.ndarray, *, rms_ref: float = RMS_REF) -> np.ndarray:
     """The project's default per-image quality score: :func:`quality_norm`.
 
     Chosen by error-versus-reject curves (area = mean FNMR at the FAR=1e-3 threshold over 0-20%
@@ -232,15 +232,18 @@ def face_quality(raw: np.ndarray) -> np.ndarray:
 
     Args:
         raw: float32 ``[N, D]`` embeddings before L2 normalisation (``Embedder.embed_raw``).
+        rms_ref: the model's typical per-component RMS (mapped to 0.76). Norms differ by orders of
+            magnitude between models, so pass the model's own (``ModelSpec.quality_rms_ref``:
+            the median on clean ORL); the default is the sirius MobileFaceNet's.
 
     Returns:
         float32 ``[N]`` in ``[0, 1]``, higher = better. Values are comparable within one model;
-        their scale differs between models (see :data:`RMS_REF`).
+        across models only when each uses its own ``rms_ref``.
 
     Raises:
         ValueError: not ``[N, D]`` floats, or NaN / infinite values.
     """
-    return quality_norm(raw)
+    return quality_norm(raw, rms_ref=rms_ref)
 
 
 # --------------------------------------------------------------------------------------------

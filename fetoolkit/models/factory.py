@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch.nn as nn
-
-from fetoolkit.backends.onnx_backend import OnnxEmbedder
-from fetoolkit.backends.torch_backend import TorchEmbedder
 from fetoolkit.hub import cache_home, fetch_weights, sha256_file
 from fetoolkit.models.registry import ModelSpec, build_arch, get_model_spec
 from fetoolkit.types import Embedder
+
+if TYPE_CHECKING:
+    import torch.nn as nn
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +93,8 @@ def onnx_only_message(spec: ModelSpec) -> str:
 
 
 def create_embedder(name: str, *, weights: str | os.PathLike[str] | None = None, backend: str = "torch",
-                    num_threads: int | None = None, batch_size: int = 32) -> Embedder:
+                    num_threads: int | None = None, batch_size: int = 32,
+                    export_in_subprocess: bool = False) -> Embedder:
     """Build an embedder for a registered model.
 
     Args:
@@ -102,6 +105,8 @@ def create_embedder(name: str, *, weights: str | os.PathLike[str] | None = None,
             model is exported once (cached by the weights' sha256) and run in onnxruntime.
         num_threads: onnxruntime intra-op threads (torch uses ``torch.set_num_threads``).
         batch_size: faces per forward pass.
+        export_in_subprocess: with ``"onnx"``, make a missing export in a child process so that
+            this process never imports torch (see ``exported_onnx``).
 
     Returns:
         An object with ``embed(faces)``: uint8 RGB ``[N, 112, 112, 3]`` -> L2-normalised
@@ -111,19 +116,62 @@ def create_embedder(name: str, *, weights: str | os.PathLike[str] | None = None,
         raise ValueError(f"unknown backend {backend!r}; use one of {BACKENDS}")
     spec = get_model_spec(name)
     path, sha = resolve_weights(spec, weights)
-    is_onnx = path.suffix.lower() == ".onnx"
     if backend == "onnx":
-        if is_onnx:
+        from fetoolkit.backends.onnx_backend import OnnxEmbedder
+
+        if path.suffix.lower() == ".onnx":
             return OnnxEmbedder(path, spec.contract, name=spec.name, weights_sha256=sha,
                                 num_threads=num_threads, batch_size=batch_size)
-        from fetoolkit.backends.export import EXPORT_VERSION, export_onnx
-
-        onnx_path = cache_home() / "onnx" / f"{spec.name}-{sha[:16]}-v{EXPORT_VERSION}.onnx"
-        if not onnx_path.is_file():
-            export_onnx(load_module(spec, path, sha), spec.contract, onnx_path, name=spec.name, source_sha256=sha)
+        onnx_path = exported_onnx(spec, path, sha, in_subprocess=export_in_subprocess)
         return OnnxEmbedder(onnx_path, name=spec.name, weights_sha256=sha, num_threads=num_threads,
                             batch_size=batch_size)
     if spec.arch is None:
         raise ValueError(onnx_only_message(spec))
+    from fetoolkit.backends.torch_backend import TorchEmbedder
+
     return TorchEmbedder(load_module(spec, path, sha), spec.contract, name=spec.name, weights_sha256=sha,
                          batch_size=batch_size)
+
+
+def exported_onnx(spec: ModelSpec, path: Path, sha256: str, *, in_subprocess: bool = False) -> Path:
+    """Our ONNX export of the weights in ``path`` (sha256 ``sha256``), made once and cached.
+
+    The cache key is the weights' sha256 and ``EXPORT_VERSION``. ``in_subprocess``: make a
+    missing export in a child process (``python -m fetoolkit.models.factory NAME --weights
+    PATH``), so that this process never imports torch (the service: torch alone is ~500 MB).
+    """
+    from fetoolkit.backends.onnx_backend import EXPORT_VERSION
+
+    onnx_path = cache_home() / "onnx" / f"{spec.name}-{sha256[:16]}-v{EXPORT_VERSION}.onnx"
+    if onnx_path.is_file():
+        return onnx_path
+    if in_subprocess:
+        cmd = [sys.executable, "-m", "fetoolkit.models.factory", spec.name, "--weights", str(path)]
+        log.info("exporting %s to ONNX in a child process: %s", spec.name, " ".join(cmd))
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if done.returncode != 0 or not onnx_path.is_file():
+            raise RuntimeError(f"{spec.name}: the ONNX export ({' '.join(cmd)}) failed with exit code "
+                               f"{done.returncode}: {done.stderr.strip()[-2000:]}")
+        return onnx_path
+    from fetoolkit.backends.export import export_onnx
+
+    export_onnx(load_module(spec, path, sha256), spec.contract, onnx_path, name=spec.name, source_sha256=sha256)
+    return onnx_path
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m fetoolkit.models.factory NAME [--weights PATH]``: make the cached ONNX export."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Export a registered model to the ONNX cache.")
+    parser.add_argument("name")
+    parser.add_argument("--weights", default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    spec = get_model_spec(args.name)
+    path, sha = resolve_weights(spec, args.weights)
+    log.info("ONNX export: %s", exported_onnx(spec, path, sha))
+
+
+if __name__ == "__main__":
+    main()

@@ -8,13 +8,19 @@ names; ``list_models()`` is what tests parametrise over.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-
-import torch.nn as nn
+from typing import TYPE_CHECKING
 
 from fetoolkit.models.weights import WeightsCfg
 from fetoolkit.types import InputContract
+
+if TYPE_CHECKING:
+    import torch.nn as nn
+
+#: Modules whose import registers architectures (they import torch: loaded only by ``build_arch``).
+ARCH_MODULES = ("fetoolkit.models.iresnet", "fetoolkit.models.mobilefacenet")
 
 
 @dataclass(frozen=True)
@@ -31,6 +37,9 @@ class ModelSpec:
         vendor_format: format of the vendor's original file (``tflite``/``onnx``), which the
             parity job runs beside our own export; ``None`` when there is no original here.
         releases: named upstream releases (name -> weights record) the user can supply.
+        quality_rms_ref: median per-component RMS of the raw embeddings on clean ORL (``make
+            eval``'s ``results.json``: ``quality.norms.rms_median``), the scale ``face_quality``
+            maps to 0.76; ``None`` (no weights measured here): ``face_quality``'s default.
     """
 
     name: str
@@ -41,6 +50,7 @@ class ModelSpec:
     aliases: tuple[str, ...] = ()
     vendor_format: str | None = None
     releases: dict[str, WeightsCfg] = field(default_factory=dict)
+    quality_rms_ref: float | None = None
 
 
 _MODELS: dict[str, ModelSpec] = {}
@@ -61,8 +71,9 @@ def register_arch(name: str) -> Callable[[Callable[[], nn.Module]], Callable[[],
 
 
 def build_arch(name: str) -> nn.Module:
-    """Build an untrained module of a registered architecture."""
-    _ensure_loaded()
+    """Build an untrained module of a registered architecture (imports torch)."""
+    for module in ARCH_MODULES:
+        importlib.import_module(module)
     try:
         return _ARCHS[name]()
     except KeyError:
@@ -98,5 +109,5 @@ def get_model_spec(name: str) -> ModelSpec:
 
 
 def _ensure_loaded() -> None:
-    """Import the modules whose import registers architectures and models."""
+    """Import the module whose import registers the model records (no torch)."""
     import fetoolkit.models.zoo  # noqa: F401  (registers on import)

@@ -1,13 +1,13 @@
-"""The model records. Importing this module registers every architecture and model.
+"""The model records. Importing this module registers every model record; it imports no torch.
 
-Architectures register themselves in their own modules (``mobilefacenet``, ``iresnet``);
-the records of models whose weights ship in registry packages are written here.
+Architectures register themselves in their own modules (``mobilefacenet``, ``iresnet``), which
+``registry.build_arch`` imports on demand; the IResNet records are in ``arcface_torch_zoo``; the
+records of models whose weights ship in registry packages are written here.
 """
 
 from __future__ import annotations
 
-from fetoolkit.models import iresnet as _iresnet  # noqa: F401  (registers IResNets + arcface_rNN)
-from fetoolkit.models import mobilefacenet as _mobilefacenet  # noqa: F401  (registers MobileFaceNets)
+from fetoolkit.models import arcface_torch_zoo as _arcface_torch_zoo  # noqa: F401  (registers arcface_rNN)
 from fetoolkit.models.registry import ModelSpec, register_model
 from fetoolkit.models.weights import WeightsCfg
 from fetoolkit.types import InputContract
@@ -26,6 +26,7 @@ register_model(ModelSpec(
     description="sirius-ai MobileFaceNet_TF, ArcFace loss (s=64, m=0.5), MS1M-refine-v2; 1.29M params",
     aliases=("arcface",),
     vendor_format="tflite",
+    quality_rms_ref=4.99,
 ))
 
 register_model(ModelSpec(
@@ -41,6 +42,7 @@ register_model(ModelSpec(
     description="classic MobileFaceNet (faceplugin fr_feature.onnx), 1.19M params, training loss undocumented",
     aliases=("mobilefacenet.faceplugin",),
     vendor_format="onnx",
+    quality_rms_ref=0.163,
 ))
 
 register_model(ModelSpec(
@@ -56,4 +58,5 @@ register_model(ModelSpec(
     description="OpenCV Zoo SFace (Apache-2.0), int8 block-quantised; runs in onnxruntime only",
     aliases=("sface.opencv",),
     vendor_format="onnx",
+    quality_rms_ref=1.054,
 ))

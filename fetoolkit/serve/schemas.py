@@ -122,6 +122,7 @@ class ModelStatus(BaseModel):
     contract: dict[str, Any] | None = Field(description="the model's input contract (size, colour, mean/std, layout)")
     weights_sha256: str | None = None
     detector_loaded: bool = False
+    detector_backend: str | None = Field(None, description="MTCNN runtime: onnx (onnxruntime) or torch (facenet-pytorch)")
     error: str | None = Field(None, description="why the model did not load (status is then unhealthy)")
 
 

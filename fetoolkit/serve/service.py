@@ -2,7 +2,7 @@
 
 ``EmbeddingService`` owns the embedder, the MTCNN detector and the micro-batcher. Its methods
 block; the HTTP layer runs them in a thread pool, never on the event loop. Every stage is the
-project's own function (``decode_image``, ``MTCNNDetector.detect``, ``select_face``, ``align``,
+project's own function (``decode_image``, the MTCNN's ``detect``, ``select_face``, ``align``,
 ``crop_image``, the embedder's ``embed_raw``, ``l2_normalize``, ``face_quality``); this module only
 composes them and turns their failures into typed ``ServiceError`` s.
 """
@@ -18,13 +18,14 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
 
 from fetoolkit.backends.common import l2_normalize
 from fetoolkit.detect.align import align, resize_whole
-from fetoolkit.detect.mtcnn import MTCNNDetector, select_face
+from fetoolkit.detect.base import FaceDetector, select_face
 from fetoolkit.imageio import ImageDecodeError, decode_image
 from fetoolkit.metrics.quality import face_quality
 from fetoolkit.pipeline import PipelineCfg, crop_image
@@ -100,7 +101,7 @@ def decode_base64(data: str) -> bytes:
         raise ImageDecodeFailed(f"image is not valid base64: {e}") from None
 
 
-def detect_scaled(detector: MTCNNDetector, image: np.ndarray, max_side: int | None) -> list[Detection]:
+def detect_scaled(detector: FaceDetector, image: np.ndarray, max_side: int | None) -> list[Detection]:
     """``detector.detect`` on ``image`` shrunk (``resize_whole``, area interpolation) so that its longer
     side is at most ``max_side``; boxes and landmarks come back in ``image``'s own pixels.
 
@@ -128,21 +129,21 @@ class EmbeddingService:
     Args:
         settings: the service settings.
         embedder: an embedder to use instead of ``create_embedder(settings.model, ...)``.
-        detector: a detector to use instead of ``MTCNNDetector(settings.detector)``.
+        detector: a detector to use instead of the configured MTCNN (``settings.detector_backend``).
     """
 
     def __init__(self, settings: ServeSettings, *, embedder: Embedder | None = None,
-                 detector: MTCNNDetector | None = None) -> None:
+                 detector: FaceDetector | None = None) -> None:
         self.settings = settings
         self.embedder: Embedder | None = embedder
-        self.detector: MTCNNDetector | None = detector
+        self.detector: FaceDetector | None = detector
         self.model_error: str | None = None
         self.detector_error: str | None = None
         self.quality_fn: QualityFn = face_quality
         self.batcher: MicroBatcher | None = None
         self._load_lock = threading.Lock()
         self._image_slots = threading.BoundedSemaphore(settings.inference_workers)
-        self._detectors: queue.SimpleQueue[MTCNNDetector] = queue.SimpleQueue()
+        self._detectors: queue.SimpleQueue[FaceDetector] = queue.SimpleQueue()
 
     # ---------------------------------------------------------------- loading
     def load(self) -> None:
@@ -150,7 +151,7 @@ class EmbeddingService:
         ``detector_error`` and answered with ``MODEL_LOAD_ERROR``, the process keeps running."""
         with self._load_lock:
             s = self.settings
-            if s.torch_threads:
+            if s.torch_threads and "torch" in (s.backend, s.detector_backend):
                 import torch
 
                 torch.set_num_threads(int(s.torch_threads))
@@ -158,23 +159,30 @@ class EmbeddingService:
                 try:
                     from fetoolkit.models.factory import create_embedder
 
+                    from fetoolkit.models.registry import get_model_spec
+
                     self.embedder = create_embedder(s.model, weights=s.weights, backend=s.backend,
-                                                    num_threads=s.num_threads, batch_size=32)
+                                                    num_threads=s.num_threads, batch_size=32,
+                                                    export_in_subprocess=True)
+                    rms_ref = get_model_spec(s.model).quality_rms_ref
+                    if rms_ref is not None:
+                        self.quality_fn = partial(face_quality, rms_ref=rms_ref)
                 except Exception as e:  # any failure to load is reported, not fatal
                     self.model_error = f"{type(e).__name__}: {e}"
                     log.error("model %s (%s) did not load: %s", s.model, s.backend, self.model_error)
             if self.detector is None and self.detector_error is None:
                 try:
-                    self.detector = MTCNNDetector(s.detector)
+                    self.detector = self._new_detector()
                 except Exception as e:
                     self.detector_error = f"{type(e).__name__}: {e}"
-                    log.error("MTCNN did not load: %s", self.detector_error)
+                    log.error("MTCNN (%s) did not load: %s", s.detector_backend, self.detector_error)
             if self.detector is not None and self._detectors.empty():
-                # One MTCNN per worker (each serialises its own calls; a few MB of weights each), so
-                # that full images are detected in parallel on single-threaded torch.
+                # inference_workers detections at a time. The onnxruntime MTCNN is thread-safe, so the
+                # one instance is lent out that many times; a torch MTCNN serialises its calls, so
+                # each worker gets its own (a few MB of weights each).
                 self._detectors.put(self.detector)
                 for _ in range(s.inference_workers - 1):
-                    self._detectors.put(MTCNNDetector(s.detector))
+                    self._detectors.put(self.detector if s.detector_backend == "onnx" else self._new_detector())
             if self.embedder is not None and self.batcher is None:
                 self.batcher = MicroBatcher(self._embed_batch, max_batch=s.max_batch, workers=s.inference_workers,
                                             name="embed")
@@ -184,6 +192,17 @@ class EmbeddingService:
                 log.info("loaded %s (%s, %d-d, weights sha256 %s); %d inference workers, max_batch %d",
                          self.embedder.name, self.embedder.backend, self.embedder.contract.embed_dim,  # type: ignore[union-attr]
                          (getattr(self.embedder, "weights_sha256", None) or "-")[:12], s.inference_workers, s.max_batch)
+
+    def _new_detector(self) -> FaceDetector:
+        """An MTCNN of the configured backend (single-threaded: parallelism comes from the workers)."""
+        s = self.settings
+        if s.detector_backend == "onnx":
+            from fetoolkit.detect.mtcnn_onnx import OnnxMTCNNDetector
+
+            return OnnxMTCNNDetector(s.detector, num_threads=1)
+        from fetoolkit.detect.mtcnn import MTCNNDetector
+
+        return MTCNNDetector(s.detector)
 
     def _warmup(self) -> None:
         """One model call and one detection so that the first request is not the slow one."""
@@ -216,13 +235,14 @@ class EmbeddingService:
         if e is None:
             return {"loaded": False, "model_name": s.model, "backend": s.backend, "input_shape": None,
                     "embedding_dim": None, "contract": None, "weights_sha256": None,
-                    "detector_loaded": self.detector is not None, "error": self.model_error or self.detector_error}
+                    "detector_loaded": self.detector is not None, "detector_backend": s.detector_backend,
+                    "error": self.model_error or self.detector_error}
         c = e.contract
         shape: list[int | None] = [None, 3, *c.size] if c.layout == "NCHW" else [None, *c.size, 3]
         return {"loaded": self.model_error is None, "model_name": e.name, "backend": e.backend, "input_shape": shape,
                 "embedding_dim": c.embed_dim, "contract": c.to_dict(),
                 "weights_sha256": getattr(e, "weights_sha256", None), "detector_loaded": self.detector is not None,
-                "error": self.model_error or self.detector_error}
+                "detector_backend": s.detector_backend, "error": self.model_error or self.detector_error}
 
     # ---------------------------------------------------------------- stages
     def _embed_batch(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -294,7 +314,7 @@ class EmbeddingService:
             return self.crop(self.decode(image_b64), aligned)
 
     @contextmanager
-    def _detector(self) -> Iterator[MTCNNDetector]:
+    def _detector(self) -> Iterator[FaceDetector]:
         """Borrow one of the detectors (waits while all are busy)."""
         det = self._detectors.get()
         try:

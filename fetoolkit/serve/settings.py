@@ -15,11 +15,12 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from fetoolkit.detect.mtcnn import DetectorCfg, SelectPolicy
+from fetoolkit.detect.base import DetectorCfg, SelectPolicy
 
 log = logging.getLogger(__name__)
 
 SELECT_POLICIES = ("most_confident", "largest", "center")
+DETECTOR_BACKENDS = ("onnx", "torch")
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
 
@@ -32,6 +33,9 @@ class ServeSettings:
         weights: a local weights file (``MODEL_PATH``); ``None``: the model's fetched default.
         backend: ``onnx`` (default) or ``torch``.
         detector: MTCNN settings (the ``detector`` config group).
+        detector_backend: ``onnx`` (default: facenet-pytorch's MTCNN nets in onnxruntime,
+            ``OnnxMTCNNDetector``; the process then never imports torch) or ``torch``
+            (facenet-pytorch itself, ``MTCNNDetector``).
         face_select: face kept when MTCNN finds several: most_confident | largest | center.
         detect_max_side: MTCNN runs on a copy of the image shrunk to this longer side (landmarks are
             mapped back and the crop is cut from the full-resolution image); ``None``: full size.
@@ -48,7 +52,8 @@ class ServeSettings:
             per available core).
         num_threads: onnxruntime intra-op threads per call (1: parallelism comes from the workers).
         max_batch: crops merged across concurrent requests into one model call (1: no merging).
-        torch_threads: torch intra-op threads for MTCNN; ``None``: torch's default.
+        torch_threads: torch intra-op threads (``detector_backend=torch`` or ``backend=torch`` only);
+            ``None``: torch's default.
         warmup: run the model and the detector once before serving.
         malloc_arena_max: glibc ``M_ARENA_MAX`` (see ``fetoolkit.serve.memory``); ``None``: glibc's default.
         malloc_mmap_threshold: glibc ``M_MMAP_THRESHOLD`` in bytes; ``None``: glibc's (adaptive) default.
@@ -58,6 +63,7 @@ class ServeSettings:
     weights: str | None = None
     backend: str = "onnx"
     detector: DetectorCfg = field(default_factory=DetectorCfg)
+    detector_backend: str = "onnx"
     face_select: SelectPolicy = "most_confident"
     detect_max_side: int | None = 640
     verify_threshold: float = 0.5
@@ -81,6 +87,8 @@ class ServeSettings:
     def __post_init__(self) -> None:
         if self.face_select not in SELECT_POLICIES:
             raise ValueError(f"face_select must be one of {SELECT_POLICIES}, got {self.face_select!r}")
+        if self.detector_backend not in DETECTOR_BACKENDS:
+            raise ValueError(f"detector_backend must be one of {DETECTOR_BACKENDS}, got {self.detector_backend!r}")
         if self.log_level.lower() not in LOG_LEVELS:
             raise ValueError(f"log level must be one of {LOG_LEVELS}, got {self.log_level!r}")
         if not -1.0 <= self.verify_threshold <= 1.0:
@@ -105,6 +113,7 @@ class ServeSettings:
             backend=c["backend"]["name"],
             detector=DetectorCfg(min_face_size=int(det["min_face_size"]), thresholds=tuple(det["thresholds"]),
                                  factor=float(det["factor"]), select=c["face_select"]),
+            detector_backend=str(c.get("detector_backend", "onnx")),
             face_select=c["face_select"],
             detect_max_side=None if c.get("detect_max_side") is None else int(c["detect_max_side"]),
             verify_threshold=float(c["verify"]["threshold"]),
