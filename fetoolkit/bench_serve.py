@@ -236,12 +236,15 @@ class Server:
 
 
 def start_server(model: str, overrides: list[str], run_dir: Path, *, max_concurrent: int,
-                 timeout: float = 180.0) -> Server:
-    """Start the service as users do and wait (bounded) until /api/health says healthy."""
+                 timeout: float = 180.0, weights: str | None = None) -> Server:
+    """Start the service as users do and wait (bounded) until /api/health says healthy.
+    ``weights``: a checkpoint handed over as ``MODEL_PATH``."""
     import httpx
 
     port = free_port()
     env = {**os.environ, "PORT": str(port), "LOG_LEVEL": "warning", "MAX_CONCURRENT_REQUESTS": str(max_concurrent)}
+    if weights is not None:
+        env["MODEL_PATH"] = str(weights)
     run_dir.mkdir(parents=True, exist_ok=True)
     log_path = run_dir / "server.log"
     cmd = [sys.executable, "-m", "fetoolkit.serve", f"model={model}", f"hydra.run.dir={run_dir}", *overrides]
@@ -427,7 +430,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     cmax, cmin = max(args.concurrency), min(args.concurrency)
     log.info("preparing payloads (MTCNN + alignment of the in-the-wild photos)")
     p = make_payloads()
-    embedder = create_embedder(args.model, backend="onnx", num_threads=args.num_threads)
+    embedder = create_embedder(args.model, weights=args.weights, backend="onnx", num_threads=args.num_threads)
     if not isinstance(embedder, OnnxEmbedder):
         raise TypeError(f"expected an onnxruntime embedder, got {type(embedder).__name__}")
     raw_before = raw_suite(embedder, p.crops, args.workers, args.raw_duration)
@@ -466,7 +469,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     batched_peak: dict[str, int] = {}
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
         server = start_server(args.model, [*common, "inference.max_batch=1"], Path(tmp) / "serve",
-                              max_concurrent=max(16, 2 * cmax))
+                              max_concurrent=max(16, 2 * cmax), weights=args.weights)
         try:
             health = _get_health(server)
             answers = check_answers(server, p, embedder)
@@ -487,7 +490,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
             server.stop()
         if args.batched and "aligned" in args.kinds:
             server = start_server(args.model, [*common, f"inference.max_batch={args.batched}"], Path(tmp) / "batched",
-                                  max_concurrent=max(16, 2 * cmax))
+                                  max_concurrent=max(16, 2 * cmax), weights=args.weights)
             try:
                 r = saturated_phase(server)
                 batched = {"max_batch": args.batched, f"aligned_c{cmax}": r}
@@ -527,7 +530,8 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         "machine": {"cpu": cpu_model(), "cores": n_cores, "python": platform.python_version(),
                     "onnxruntime": onnxruntime.__version__, "torch": torch.__version__},
         "model": {"name": embedder.name, "backend": "onnx", "onnx_file": str(embedder.path),
-                  "weights_sha256": embedder.weights_sha256, "served_sha256": health["model_status"]["weights_sha256"]},
+                  "weights_sha256": embedder.weights_sha256, "served_sha256": health["model_status"]["weights_sha256"],
+                  "detector_backend": health["model_status"].get("detector_backend")},
         "payloads": {"photos": p.names, "full_image_sizes": [f"{w}x{h}" for w, h in p.full_shapes],
                      "aligned": "the photos' MTCNN-aligned 112x112 crops as PNG",
                      "full_body_bytes": [len(b) for b in p.full], "aligned_body_bytes": [len(b) for b in p.aligned]},
@@ -584,6 +588,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("bench_serve.json"))
     parser.add_argument("--model", default="arcface")
+    parser.add_argument("--weights", default=None, help="a checkpoint for --model (the server gets it as MODEL_PATH)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--duration", type=float, default=8.0, help="measured seconds per load phase")
     parser.add_argument("--warmup", type=float, default=1.5, help="unmeasured seconds before each phase")

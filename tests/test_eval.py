@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -184,3 +185,34 @@ def test_roc_cis_equal_the_single_intervals() -> None:
     assert t["1e-1"] == vm.tar_at_far_ci(s, y, 1e-1, n_boot=150, seed=5)
     assert t["1e-2"] == vm.tar_at_far_ci(s, y, 1e-2, n_boot=150, seed=5)
     assert all(np.isnan(t["1e-4"]))  # 2,100 impostors cannot measure 1e-4
+
+
+@pytest.mark.parametrize("depth", [18, 34, 50, 100, 200])
+def test_every_iresnet_has_a_model_config(depth: int) -> None:
+    from fetoolkit.models.registry import get_model_spec
+
+    cfg = compose_eval([f"model=arcface_r{depth}", "model.weights=/some/backbone.pth"])
+    assert cfg.model.name == f"arcface_r{depth}" and cfg.model.weights == "/some/backbone.pth"
+    assert get_model_spec(cfg.model.name).arch == f"iresnet{depth}"
+
+
+def test_iresnet_checkpoint_through_the_main_job(folder_with_failures, tmp_path: Path) -> None:
+    """``model=arcface_r18 model.weights=backbone.pth``: an arcface_torch-layout state_dict runs the
+    whole job (512-d embeddings); without weights the job fails and names the known releases."""
+    import torch
+
+    from fetoolkit.models.iresnet import iresnet
+
+    torch.manual_seed(0)
+    pth = tmp_path / "backbone.pth"
+    torch.save(iresnet(18).state_dict(), pth)
+    root, bad, cache = folder_with_failures
+    cfg = compose_eval(["model=arcface_r18", f"model.weights={pth}", "dataset=folder", f"dataset.root={root}",
+                        "dataset.n_folds=2", "pipeline.progress=false", "stats.n_boot=100", f"cache.dir={cache}"])
+    res = run(cfg, tmp_path / "out")
+    assert res["model"] == "arcface_r18" and res["n_images"] == 26 and res["fte"] == len(bad)
+    assert res["contract"]["embed_dim"] == 512
+    proc = subprocess.run([sys.executable, "-m", "fetoolkit.eval", "model=arcface_r50", f"hydra.run.dir={tmp_path / 'r50'}"],
+                          capture_output=True, text=True, cwd=REPO, timeout=300, env={k: v for k, v in os.environ.items() if k != "MODEL_PATH"})
+    assert proc.returncode != 0
+    assert "no weights ship" in proc.stderr and "w600k_r50.onnx" in proc.stderr, proc.stderr[-2000:]

@@ -1,8 +1,10 @@
 """The export job and its graph passes: dynamic batch, checker, metadata, fp16/int8 variants.
 
 Oracles: the PyTorch module (torch), onnxruntime running the graph before a pass, hashlib for
-the sha256, the registry record for the contract. ``-m slow`` adds the Hydra job end to end
-with int8 on all of ORL (alignment of 400 images + calibration, ~1 min on idle cores).
+the sha256, the registry record for the contract, our fp32 export for the int8 variants (on
+faces that did not calibrate them). ``-m slow`` adds the Hydra job end to end with int8 on all
+of ORL for both real models, held to the project's bound (TAR@FAR=1e-3 and 10-fold accuracy
+within 0.005 of torch fp32; alignment of 400 images + calibration, ~1 min each on idle cores).
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from fetoolkit.backends.export import (META_EMBED_DIM, META_PRECISION, decompose
                                        fold_constant_nodes, fuse_zero_pads_into_convs,
                                        zero_negligible_weights)
 from fetoolkit.backends.onnx_backend import META_CONTRACT, META_MODEL, META_SOURCE_SHA256, OnnxEmbedder
-from fetoolkit.backends.quantize import META_CALIBRATION, convert_fp16, quantize_int8
+from fetoolkit.backends.quantize import (META_CALIBRATION, convert_fp16, equalize_channels, quantize_int8,
+                                         split_prelus)
 from fetoolkit.hub import fetch_weights
 from fetoolkit.models.factory import create_embedder
 from fetoolkit.models.registry import get_model_spec
@@ -175,7 +178,7 @@ def test_int8_keeps_metadata_and_dynamic_batch(arcface_export: tuple[Path, dict]
                                                tmp_path: Path) -> None:
     src = arcface_export[0]
     contract = get_model_spec("arcface").contract
-    calib = contract.preprocess(aligned_faces[::2])  # 20 real faces
+    calib = contract.preprocess(aligned_faces[::2])  # 20 real faces: image 1 of s1..s20
     dst = quantize_int8(src, tmp_path / "a.int8.onnx", calib, describe="20 test faces")
     meta, src_meta = _meta(dst), _meta(src)
     for key in (META_CONTRACT, META_MODEL, META_SOURCE_SHA256, META_EMBED_DIM):
@@ -183,14 +186,130 @@ def test_int8_keeps_metadata_and_dynamic_batch(arcface_export: tuple[Path, dict]
     assert meta[META_PRECISION] == "int8"
     cal = json.loads(meta[META_CALIBRATION])
     assert cal["n_faces"] == 20 and cal["faces"] == "20 test faces" and cal["per_channel"] and cal["format"] == "QDQ"
+    assert cal["prelus_split"] == 33 and cal["regions_equalized"] > 33  # every PReLU of the sirius MobileFaceNet
     model = onnx.load(str(dst))
     assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param
     assert any(n.op_type == "QuantizeLinear" for n in model.graph.node)
     emb = OnnxEmbedder(dst, batch_size=7)
     got, ref = emb.embed(aligned_faces), OnnxEmbedder(src).embed(aligned_faces)
     assert got.shape == ref.shape
-    # int8 moves the embeddings (see `make bench` for the accuracy cost), but they stay the model's.
-    assert cosines(got, ref).mean() > 0.8
+    # The accuracy guard: on the 20 faces that did not calibrate (image 2 of s1..s20). This recipe
+    # gives min 0.9935 / mean 0.996 here (TAR@1e-3 -0.0006 on all of ORL); without the channel
+    # equalisation 0.88 / 0.92 (TAR -0.018), without the PReLU split 0.981 / 0.991, and the plain
+    # onnxruntime recipe 0.86 / 0.91 (TAR -0.040). The slow test checks TAR itself.
+    held_out = cosines(got[1::2], ref[1::2])
+    assert held_out.min() >= 0.985 and held_out.mean() >= 0.994, (held_out.min(), held_out.mean())
+
+
+def test_int8_graph_runs_all_int8_in_onnxruntime(arcface_export: tuple[Path, dict], aligned_faces: np.ndarray,
+                                                 tmp_path: Path) -> None:
+    """The speed guard: after onnxruntime's fusions the int8 sirius graph is QLinearConv and
+    QLinearAdd only (no QLinearMul, no float op between a Dequantize and a Quantize): the
+    elementwise PReLU passes that made int8 slower than fp32 on two threads are gone."""
+    contract = get_model_spec("arcface").contract
+    dst = quantize_int8(arcface_export[0], tmp_path / "a.int8.onnx", contract.preprocess(aligned_faces[::4]),
+                        describe="10 test faces")
+    so = ort.SessionOptions()
+    so.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    so.log_severity_level = 3
+    ort.InferenceSession(str(dst), so, providers=["CPUExecutionProvider"])
+    ops: dict[str, int] = {}
+    for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node:
+        ops[n.op_type] = ops.get(n.op_type, 0) + 1
+    assert set(ops) <= {"QLinearConv", "QLinearAdd", "QuantizeLinear", "DequantizeLinear", "Transpose", "Flatten"}, ops
+    assert ops["QuantizeLinear"] == 1 and ops["DequantizeLinear"] == 1, ops  # the graph input and output only
+    assert ops["QLinearConv"] == 52 + 2 * 33 and ops["QLinearAdd"] == 33 + 12, ops
+
+
+def _prelu_graph(slopes: np.ndarray, *, native: bool, sink: str, rng: np.random.Generator) -> onnx.ModelProto:
+    """x -> Conv(3x3, 4 -> C) -> PReLU(slopes) -> sink: ``dw`` (Conv 3x3 depthwise), ``conv``
+    (Conv 1x1 to 5 channels), ``dw+conv`` (both read the PReLU) or ``output`` (a graph output)."""
+    c = len(slopes)
+    w = rng.standard_normal((c, 4, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(c).astype(np.float32)
+    a = slopes.astype(np.float32).reshape(c, 1, 1)
+    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b"), numpy_helper.from_array(a, "a")]
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], name="conv")]
+    if native:
+        nodes.append(helper.make_node("PRelu", ["y", "a"], ["t"], name="prelu"))
+    else:  # the form ``decompose_prelu`` writes
+        inits.append(numpy_helper.from_array((1.0 - a.astype(np.float64)).astype(np.float32), "one_minus_a"))
+        nodes += [helper.make_node("Mul", ["y", "a"], ["lin"], name="lin"),
+                  helper.make_node("Relu", ["y"], ["r"], name="relu"),
+                  helper.make_node("Mul", ["r", "one_minus_a"], ["pos"], name="pos"),
+                  helper.make_node("Add", ["lin", "pos"], ["t"], name="add")]
+    outputs = []
+    if "dw" in sink:
+        inits.append(numpy_helper.from_array(rng.standard_normal((c, 1, 3, 3)).astype(np.float32), "wd"))
+        nodes.append(helper.make_node("Conv", ["t", "wd"], ["zd"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], group=c))
+        outputs.append(helper.make_tensor_value_info("zd", TensorProto.FLOAT, ["n", c, 6, 6]))
+    if "conv" in sink:
+        inits.append(numpy_helper.from_array(rng.standard_normal((5, c, 1, 1)).astype(np.float32), "wp"))
+        nodes.append(helper.make_node("Conv", ["t", "wp"], ["zp"], kernel_shape=[1, 1]))
+        outputs.append(helper.make_tensor_value_info("zp", TensorProto.FLOAT, ["n", 5, 6, 6]))
+    if sink == "output":
+        outputs.append(helper.make_tensor_value_info("t", TensorProto.FLOAT, ["n", c, 6, 6]))
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4, 6, 6])],
+                              outputs, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    return model
+
+
+def _run_all(model: onnx.ModelProto, x: np.ndarray) -> list[np.ndarray]:
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, {"x": x})
+
+
+# Slopes of both signs, 0 (ReLU), 1 (identity), and > 1 (the sirius model has them up to ~9):
+# the channels with a > 1 need the sign folded into the next Conv.
+SLOPES = np.array([-9.4, -1.0, 0.0, 0.25, 1.0, 2.5, 8.9])
+
+
+@pytest.mark.parametrize("native", [False, True])
+@pytest.mark.parametrize("sink", ["dw", "conv", "dw+conv"])
+def test_split_prelus_and_equalize_are_exact(native: bool, sink: str) -> None:
+    rng = np.random.default_rng(3)
+    model = _prelu_graph(SLOPES, native=native, sink=sink, rng=rng)
+    x = rng.standard_normal((8, 4, 6, 6)).astype(np.float32) * 3
+    want = _run_all(model, x)
+    assert split_prelus(model) == 1
+    ops = [n.op_type for n in model.graph.node]
+    assert "Mul" not in ops and "PRelu" not in ops and ops.count("Conv") == 4 + sink.count("+"), ops
+    onnx.checker.check_model(model)
+    for got, ref in zip(_run_all(model, x), want):
+        np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
+    # Equalisation: the PReLU's input (read by the two 1x1 depthwise Convs) and its output.
+    assert equalize_channels(model, x) == 2
+    onnx.checker.check_model(model)
+    for got, ref in zip(_run_all(model, x), want):
+        np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-3)
+
+
+def test_split_prelu_needing_a_sign_is_kept_when_a_non_conv_reads_it() -> None:
+    rng = np.random.default_rng(4)
+    model = _prelu_graph(SLOPES, native=False, sink="output", rng=rng)
+    assert split_prelus(model) == 0  # a > 1 somewhere and nothing to fold the sign into
+    assert [n.op_type for n in model.graph.node].count("Mul") == 2
+    model = _prelu_graph(np.array([-2.0, 0.0, 0.5, 1.0]), native=True, sink="output", rng=rng)
+    x = rng.standard_normal((2, 4, 6, 6)).astype(np.float32)
+    want = _run_all(model, x)
+    assert split_prelus(model) == 1  # every slope <= 1: no sign needed
+    np.testing.assert_allclose(_run_all(model, x)[0], want[0], rtol=1e-5, atol=1e-5)
+
+
+def test_int8_of_a_prelu_graph_tracks_fp32(tmp_path: Path) -> None:
+    """The whole recipe on the hand-built graph (slopes up to +-9): int8 close to fp32."""
+    rng = np.random.default_rng(5)
+    model = _prelu_graph(SLOPES, native=False, sink="dw+conv", rng=rng)
+    x = rng.standard_normal((64, 4, 6, 6)).astype(np.float32)
+    onnx.save(model, str(tmp_path / "g.onnx"))
+    dst = quantize_int8(tmp_path / "g.onnx", tmp_path / "g.int8.onnx", x[:32], describe="random")
+    cal = json.loads(_meta(dst)[META_CALIBRATION])
+    assert cal["prelus_split"] == 1 and cal["regions_equalized"] == 2
+    got = ort.InferenceSession(str(dst), providers=["CPUExecutionProvider"]).run(None, {"x": x[32:]})
+    for g, r in zip(got, _run_all(model, x[32:])):
+        assert cosines(g.reshape(len(g), -1), r.reshape(len(r), -1)).min() > 0.99
 
 
 def test_fp16_keeps_metadata_and_accuracy(arcface_export: tuple[Path, dict], aligned_faces: np.ndarray,
@@ -214,16 +333,25 @@ def test_int8_without_faces_is_refused(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_export_job_int8_on_orl(tmp_path: Path) -> None:
-    """The Hydra job end to end: int8 calibrated on ORL image 10 of each subject, cost measured."""
+@pytest.mark.parametrize("model", ["arcface", "mobilefacenet512"])
+def test_export_job_int8_on_orl(model: str, tmp_path: Path) -> None:
+    """The Hydra job end to end: int8 calibrated on ORL image 10 of each subject, cost measured,
+    held to the project's bound: TAR@FAR=1e-3 and 10-fold accuracy within 0.005 of torch fp32,
+    on all pairs and on the pairs that use no calibration image."""
     from fetoolkit.export import run
 
-    cfg = compose_cfg("export", ["model=mobilefacenet512", "precision=int8", f"out={tmp_path / 'm.int8.onnx'}",
+    cfg = compose_cfg("export", [f"model={model}", "precision=int8", f"out={tmp_path / 'm.int8.onnx'}",
                                  "pipeline.progress=false"])
     summary = run(cfg, tmp_path / "run")
     assert summary["calibration"]["n_faces"] == 40
     assert "s1/10.pgm" in summary["calibration"]["faces"]
     cost = summary["accuracy_cost"]
     assert cost["n_enrolled"] == 400 and cost["verification_held_out"]["n_images_excluded"] == 40
-    assert cost["verification"]["tar_ref"] is not None and cost["verification"]["tar_cand"] is not None
-    assert json.loads(_meta(tmp_path / "m.int8.onnx")[META_CALIBRATION])["n_faces"] == 40
+    for v in (cost["verification"], cost["verification_held_out"]):
+        assert v["tar_ref"] is not None and v["tar_cand"] is not None
+        assert v["tar_delta"] >= -0.005, v
+        assert v["accuracy_delta"] >= -0.005, v
+    assert cost["pass"], cost["violations"]
+    assert cost["embeddings"]["cosine_mean"] >= 0.99, cost["embeddings"]  # 0.996 / 0.992 measured
+    cal = json.loads(_meta(tmp_path / "m.int8.onnx")[META_CALIBRATION])
+    assert cal["n_faces"] == 40 and cal["prelus_split"] == 33
