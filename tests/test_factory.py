@@ -194,3 +194,30 @@ def test_onnx_import_reads_our_exports_back(tmp_path: Path) -> None:
         back.load_state_dict(state_dict_from_onnx(path, back), strict=True)
         for key, value in module.state_dict().items():
             assert torch.equal(back.state_dict()[key], value), f"{prelu}: {key}"
+
+
+def test_onnx_export_in_a_child_process_keeps_torch_out(sirius_tflite: Path, aligned_faces: np.ndarray,
+                                                        tmp_path: Path) -> None:
+    """``export_in_subprocess=True`` (the service's path): with an empty cache the export is made by
+    ``python -m fetoolkit.models.factory`` in a child process, the caller never imports torch, and the
+    file embeds like the in-process export."""
+    import os
+    import subprocess
+
+    faces = tmp_path / "faces.npy"
+    np.save(faces, aligned_faces[:4])
+    code = (
+        "import sys, numpy as np\n"
+        "from fetoolkit.models.factory import create_embedder\n"
+        f"e = create_embedder('arcface', weights={str(sirius_tflite)!r}, backend='onnx', export_in_subprocess=True)\n"
+        f"np.save({str(tmp_path / 'emb.npy')!r}, e.embed(np.load({str(faces)!r})))\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+        "print(e.path)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "FETOOLKIT_HOME": str(tmp_path / "home")})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    path = Path(proc.stdout.strip().splitlines()[-1])
+    assert path.is_file() and path.is_relative_to(tmp_path / "home" / "onnx")
+    ref = create_embedder("arcface", weights=sirius_tflite, backend="torch").embed(aligned_faces[:4])
+    assert float(((np.load(tmp_path / "emb.npy") * ref).sum(1)).min()) > 0.9999
