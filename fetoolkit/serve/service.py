@@ -158,7 +158,6 @@ class EmbeddingService:
             if self.embedder is None and self.model_error is None:
                 try:
                     from fetoolkit.models.factory import create_embedder
-
                     from fetoolkit.models.registry import get_model_spec
 
                     self.embedder = create_embedder(s.model, weights=s.weights, backend=s.backend,
