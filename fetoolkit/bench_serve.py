@@ -35,9 +35,6 @@ import logging
 import os
 import platform
 import resource
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -48,9 +45,11 @@ from typing import Any
 
 import numpy as np
 
+from fetoolkit.serve import process as serve_process
+from fetoolkit.serve.process import HOST, ServerProcess
+
 log = logging.getLogger("fetoolkit.bench_serve")
 
-HOST = "127.0.0.1"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 #: Targets of issue #6 (the original design).
@@ -62,13 +61,6 @@ TARGET_RAW_FRACTION = 0.80
 
 
 # ----------------------------------------------------------------------------- helpers
-def free_port() -> int:
-    """A free TCP port on the loopback interface."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
 def proc_status(pid: int) -> dict[str, int]:
     """``VmRSS``, ``VmHWM``, ``RssAnon``, ``RssFile`` of a process in kB (``/proc``; Linux)."""
     out: dict[str, int] = {}
@@ -212,58 +204,14 @@ def raw_suite(embedder: Any, crops: np.ndarray, workers: int, duration: float) -
 
 
 # ----------------------------------------------------------------------------- server process
-@dataclass
-class Server:
-    """A ``python -m fetoolkit.serve`` child process."""
-
-    proc: subprocess.Popen[bytes]
-    port: int
-    log_path: Path
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def stop(self) -> None:
-        """SIGTERM, then SIGKILL after 10 s."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-
-
 def start_server(model: str, overrides: list[str], run_dir: Path, *, max_concurrent: int,
-                 timeout: float = 180.0, weights: str | None = None) -> Server:
+                 timeout: float = 180.0, weights: str | None = None) -> ServerProcess:
     """Start the service as users do and wait (bounded) until /api/health says healthy.
     ``weights``: a checkpoint handed over as ``MODEL_PATH``."""
-    import httpx
-
-    port = free_port()
-    env = {**os.environ, "PORT": str(port), "LOG_LEVEL": "warning", "MAX_CONCURRENT_REQUESTS": str(max_concurrent)}
+    env = {"MAX_CONCURRENT_REQUESTS": str(max_concurrent)}
     if weights is not None:
         env["MODEL_PATH"] = str(weights)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    log_path = run_dir / "server.log"
-    cmd = [sys.executable, "-m", "fetoolkit.serve", f"model={model}", f"hydra.run.dir={run_dir}", *overrides]
-    with open(log_path, "wb") as logf:
-        proc = subprocess.Popen(cmd, env=env, stdout=logf, stderr=subprocess.STDOUT)
-    server = Server(proc, port, log_path)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}: {log_path.read_text()[-3000:]}")
-        try:
-            r = httpx.get(f"http://{HOST}:{port}/api/health", timeout=2.0)
-            if r.status_code == 200 and r.json().get("status") == "healthy":
-                return server
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.25)
-    server.stop()
-    raise TimeoutError(f"server not healthy after {timeout} s: {log_path.read_text()[-3000:]}")
+    return serve_process.start_server([f"model={model}", *overrides], run_dir, env=env, timeout=timeout)
 
 
 # ----------------------------------------------------------------------------- load generator
@@ -390,7 +338,7 @@ async def _load(port: int, path: str, bodies: list[bytes], concurrency: int, war
     return res
 
 
-def run_load(server: Server, path: str, bodies: list[bytes], concurrency: int, warmup: float,
+def run_load(server: ServerProcess, path: str, bodies: list[bytes], concurrency: int, warmup: float,
              duration: float) -> LoadResult:
     """A closed-loop load phase: ``concurrency`` connections, each sending its next request when
     the previous one is answered, for ``warmup + duration`` s; the answers that arrive inside the
@@ -398,13 +346,13 @@ def run_load(server: Server, path: str, bodies: list[bytes], concurrency: int, w
     return asyncio.run(_load(server.port, path, bodies, concurrency, warmup, duration, server.pid))
 
 
-def check_answers(server: Server, p: Payloads, embedder: Any) -> dict[str, Any]:
+def check_answers(server: ServerProcess, p: Payloads, embedder: Any) -> dict[str, Any]:
     """The service's embeddings of the payloads against the in-process model on the same crops."""
     import httpx
 
     want = embedder.embed(p.crops)
     out: dict[str, Any] = {}
-    with httpx.Client(base_url=f"http://{HOST}:{server.port}", timeout=60.0) as c:
+    with httpx.Client(base_url=server.url, timeout=60.0) as c:
         for kind, bodies in (("aligned", p.aligned), ("full", p.full)):
             cos = []
             for i, body in enumerate(bodies):
@@ -440,7 +388,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     raw_cfgs = {k: (int(k.split("x")[0]), int(k.split("x")[1])) for k in raw_before}
     x_pre = embedder.contract.preprocess(p.crops)
 
-    def saturated_phase(server: Server) -> dict[str, Any]:
+    def saturated_phase(server: ServerProcess) -> dict[str, Any]:
         """Aligned crops at the highest concurrency, in ``rounds`` slices interleaved with slices of
         raw onnxruntime (best configuration), so that both see the same minutes of the machine."""
         loads: list[LoadResult] = []
@@ -552,10 +500,10 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _get_health(server: Server) -> dict[str, Any]:
+def _get_health(server: ServerProcess) -> dict[str, Any]:
     import httpx
 
-    return httpx.get(f"http://{HOST}:{server.port}/api/health", timeout=10.0).json()
+    return httpx.get(f"{server.url}/api/health", timeout=10.0).json()
 
 
 def _target(name: str, op: str, target: float, measured: float | None) -> dict[str, Any]:

@@ -11,17 +11,12 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
 import random
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -33,84 +28,40 @@ from PIL import Image
 import fetoolkit
 from fetoolkit.data.wild import load_wild
 from fetoolkit.models.registry import get_model_spec
+from fetoolkit.serve import process as serve_process
 from fetoolkit.serve.batcher import MicroBatcher
 from fetoolkit.serve.errors import ErrorType, ImageDecodeFailed
+from fetoolkit.serve.process import HOST, ServerProcess
 from fetoolkit.serve.schemas import BatchResponse, ErrorResponse, ExtractResponse, HealthResponse, VerifyResponse
 from fetoolkit.serve.service import decode_base64
 from fetoolkit.serve.settings import ServeSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
-HOST = "127.0.0.1"
 ERROR_TYPES = {e.value for e in ErrorType}
 START_TIMEOUT_S = 240.0
 
 
 # ----------------------------------------------------------------------------- server process
-@dataclass
-class Server:
-    url: str
-    port: int
-    proc: subprocess.Popen[bytes]
-    log_path: Path
-
-    def log_tail(self) -> str:
-        return self.log_path.read_text(errors="replace")[-4000:] if self.log_path.exists() else ""
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
-def start_server(run_dir: Path, env_extra: dict[str, str], *, want_status: int = 200) -> Server:
+def start_server(run_dir: Path, env_extra: dict[str, str], *, want_status: int = 200) -> ServerProcess:
     """``python -m fetoolkit.serve model=arcface`` with PORT set; waits (bounded) for /api/health."""
-    port = free_port()
-    env = {**os.environ, "PORT": str(port), "LOG_LEVEL": "warning", **env_extra}
-    run_dir.mkdir(parents=True, exist_ok=True)
-    log_path = run_dir / "server.log"
-    with open(log_path, "wb") as logf:
-        proc = subprocess.Popen([sys.executable, "-m", "fetoolkit.serve", "model=arcface", f"hydra.run.dir={run_dir}"],
-                                cwd=ROOT, env=env, stdout=logf, stderr=subprocess.STDOUT)
-    server = Server(f"http://{HOST}:{port}", port, proc, log_path)
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited with {proc.returncode}:\n{server.log_tail()}")
-        try:
-            if httpx.get(f"{server.url}/api/health", timeout=2.0).status_code == want_status:
-                return server
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    stop_server(server)
-    raise AssertionError(f"no /api/health {want_status} within {START_TIMEOUT_S} s:\n{server.log_tail()}")
-
-
-def stop_server(server: Server) -> None:
-    if server.proc.poll() is None:
-        server.proc.send_signal(signal.SIGTERM)
-        try:
-            server.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            server.proc.kill()
-            server.proc.wait(15)
+    return serve_process.start_server(["model=arcface"], run_dir, env=env_extra, want_status=want_status,
+                                      timeout=START_TIMEOUT_S, cwd=ROOT)
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """The service with its default config; MAX_CONCURRENT_REQUESTS=2 to test admission control."""
     srv = start_server(tmp_path_factory.mktemp("serve"), {"MAX_CONCURRENT_REQUESTS": "2"})
     try:
         yield srv
     finally:
-        stop_server(srv)
+        srv.stop()
     assert srv.proc.returncode is not None
 
 
 @pytest.fixture(scope="module")
-def client(server: Server) -> Iterator[httpx.Client]:
+def client(server: ServerProcess) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.url, timeout=120.0) as c:
         yield c
 
@@ -183,7 +134,7 @@ def test_health_reports_the_model(client: httpx.Client) -> None:
     assert h["verify_threshold"] == 0.5 and h["face_select"] == "most_confident"
 
 
-def test_server_process_never_loads_torch(server: Server, client: httpx.Client, wild_b64: dict[str, str]) -> None:
+def test_server_process_never_loads_torch(server: ServerProcess, client: httpx.Client, wild_b64: dict[str, str]) -> None:
     """The default service (ONNX model, onnxruntime MTCNN) serves a full photo (detection,
     alignment, embedding) without torch in its address space: torch alone is ~500 MB of RSS."""
     maps = Path(f"/proc/{server.proc.pid}/maps")
@@ -403,7 +354,7 @@ def _raw_http(port: int, head: bytes, chunks: list[bytes], timeout: float = 30.0
         return status, json.loads(body[:length])
 
 
-def test_request_size_limit(server: Server, client: httpx.Client) -> None:
+def test_request_size_limit(server: ServerProcess, client: httpx.Client) -> None:
     # Declared too large: refused on the headers alone, before any body is read.
     head = (f"POST /api/extract-embedding HTTP/1.1\r\nHost: {HOST}\r\nContent-Type: application/json\r\n"
             f"Content-Length: {17 * 1024 * 1024}\r\nConnection: close\r\n\r\n").encode()
@@ -539,7 +490,7 @@ def test_model_load_failure_is_reported(tmp_path: Path) -> None:
             assert "MODEL_PATH" in r.json()["message"] or str(missing) in r.json()["message"]
         assert srv.proc.poll() is None
     finally:
-        stop_server(srv)
+        srv.stop()
 
 
 # ----------------------------------------------------------------------------- pure pieces

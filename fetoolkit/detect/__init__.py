@@ -26,9 +26,9 @@ __all__ = [
 
 def detect(image: np.ndarray) -> list[Detection]:
     """Detect faces with the default (facenet-pytorch) MTCNN. ``image``: uint8 ``[H, W, 3]`` RGB."""
-    from fetoolkit.detect.mtcnn import default_detector
+    from fetoolkit.detect import mtcnn
 
-    return default_detector().detect(image)
+    return mtcnn.detect(image)
 
 
 def __getattr__(name: str) -> Any:

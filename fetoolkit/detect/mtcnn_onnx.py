@@ -558,12 +558,11 @@ class OnnxMTCNNDetector:
     def __init__(self, cfg: DetectorCfg | None = None, *, num_threads: int = 1, model_dir: Path | None = None) -> None:
         import onnxruntime as ort
 
+        from fetoolkit.backends.onnx_backend import session_options
+
         self.cfg = cfg or DetectorCfg()
         self.paths = ensure_mtcnn_onnx(model_dir)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = num_threads
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts = session_options(num_threads)
         self._sessions: dict[str, ort.InferenceSession] = {
             net: ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
             for net, path in self.paths.items()
