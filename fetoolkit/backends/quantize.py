@@ -470,15 +470,14 @@ def _check_same_outputs(a: onnx.ModelProto, b: onnx.ModelProto, x: np.ndarray, w
     """Min cosine between the outputs of two fp32 graphs on ``x``; raises below 0.9999."""
     import onnxruntime as ort
 
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
+    from fetoolkit.backends.onnx_backend import session_options
+    from fetoolkit.metrics.parity import embedding_agreement
+
     outs = []
     for m in (a, b):
-        sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        sess = ort.InferenceSession(m.SerializeToString(), session_options(), providers=["CPUExecutionProvider"])
         outs.append(sess.run(None, {_input_name(m): x})[0].reshape(len(x), -1).astype(np.float64))
-    num = (outs[0] * outs[1]).sum(1)
-    den = np.linalg.norm(outs[0], axis=1) * np.linalg.norm(outs[1], axis=1)
-    cos = float(np.min(np.where(den > 0, num / np.where(den > 0, den, 1.0), 1.0)))
+    cos = embedding_agreement(outs[0], outs[1]).cosine_min
     if not cos >= 0.9999:
         raise RuntimeError(f"int8 graph pass {what} changed the fp32 outputs (min cosine {cos:.6f}): a bug")
     return cos
