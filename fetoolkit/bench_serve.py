@@ -20,6 +20,9 @@ What it does, in one run on this machine (loopback only, bounded in time):
    CPU-second over raw faces per CPU-second) is ``cpu_efficiency_vs_raw``.
 4. The same aligned-crop load against a second server with cross-request batching
    (``inference.max_batch``) on, to show whether batching raises throughput here.
+5. The same saturated aligned-crop phase against ``fetoolkit.serve.bare``, a framework-free ASGI
+   app that only parses, decodes, runs the same model and answers, under the same uvicorn: the
+   fraction of raw a Python ASGI server reaches here at all, to read the service's against.
 
 Everything measured goes to the JSON file, with the targets of issue #6 and whether each is met.
 """
@@ -214,6 +217,15 @@ def start_server(model: str, overrides: list[str], run_dir: Path, *, max_concurr
     return serve_process.start_server([f"model={model}", *overrides], run_dir, env=env, timeout=timeout)
 
 
+def start_bare(model: str, run_dir: Path, *, workers: int, timeout: float = 180.0,
+               weights: str | None = None) -> ServerProcess:
+    """Start the reference app ``python -m fetoolkit.serve.bare`` and wait until it answers."""
+    cmd = ["-m", "fetoolkit.serve.bare", "--model", model, "--workers", str(workers)]
+    if weights is not None:
+        cmd += ["--weights", str(weights)]
+    return serve_process.launch(cmd, run_dir, timeout=timeout)
+
+
 # ----------------------------------------------------------------------------- load generator
 def build_request(path: str, body: bytes, port: int) -> bytes:
     head = (f"POST {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nContent-Type: application/json\r\n"
@@ -346,19 +358,22 @@ def run_load(server: ServerProcess, path: str, bodies: list[bytes], concurrency:
     return asyncio.run(_load(server.port, path, bodies, concurrency, warmup, duration, server.pid))
 
 
-def check_answers(server: ServerProcess, p: Payloads, embedder: Any) -> dict[str, Any]:
-    """The service's embeddings of the payloads against the in-process model on the same crops."""
+def check_answers(server: ServerProcess, p: Payloads, embedder: Any, *, kinds: tuple[str, ...] = ("aligned", "full"),
+                  bare: bool = False) -> dict[str, Any]:
+    """The service's (``bare``: the reference app's) embeddings of the payloads against the
+    in-process model on the same crops."""
     import httpx
 
     want = embedder.embed(p.crops)
     out: dict[str, Any] = {}
     with httpx.Client(base_url=server.url, timeout=60.0) as c:
-        for kind, bodies in (("aligned", p.aligned), ("full", p.full)):
+        for kind in kinds:
             cos = []
-            for i, body in enumerate(bodies):
+            for i, body in enumerate(p.aligned if kind == "aligned" else p.full):
                 r = c.post("/api/extract-embedding", content=body, headers={"content-type": "application/json"})
                 r.raise_for_status()
-                e = np.asarray(r.json()["embedding"]["embedding"], np.float32)
+                e = r.json()["embedding"]
+                e = np.asarray(e if bare else e["embedding"], np.float32)
                 cos.append(float(e @ want[i]))
             out[kind] = {"min_cosine_to_in_process_model": round(min(cos), 6)}
     return out
@@ -415,6 +430,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     phases: dict[str, dict[str, Any]] = {"aligned": {}, "full": {}}
     batched: dict[str, Any] = {}
     batched_peak: dict[str, int] = {}
+    reference: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
         server = start_server(args.model, [*common, "inference.max_batch=1"], Path(tmp) / "serve",
                               max_concurrent=max(16, 2 * cmax), weights=args.weights)
@@ -447,6 +463,19 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                 batched_peak = proc_status(server.pid)
             finally:
                 server.stop()
+        if args.reference and "aligned" in args.kinds:
+            bare = start_bare(args.model, Path(tmp) / "bare", workers=args.workers, weights=args.weights)
+            try:
+                reference = {"app": "python -m fetoolkit.serve.bare (no framework, validation, admission control, "
+                                    "detection or quality score; the same model, decoder and uvicorn)",
+                             "answers_match_in_process_model": check_answers(bare, p, embedder, kinds=("aligned",),
+                                                                             bare=True),
+                             f"aligned_c{cmax}": saturated_phase(bare)}
+                log.info("reference bare ASGI app, aligned c=%d: %.1f req/s (%.2f of raw)", cmax,
+                         reference[f"aligned_c{cmax}"]["requests_per_s"],
+                         reference[f"aligned_c{cmax}"]["fraction_of_raw"])
+            finally:
+                bare.stop()
     raw_after = raw_suite(embedder, p.crops, args.workers, args.raw_duration)
     raw_best = max(*raw_before.values(), *raw_after.values())
 
@@ -492,6 +521,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                                                 "options as the service; key = streams x batch"},
         "serve": phases,
         "serve_batched": batched,
+        "reference_bare_asgi": reference,
         "server_peak_rss_mb": peak_rss_mb,
         "server_peak_anon_rss_mb_sampled": peak_anon_mb,
         "targets": targets,
@@ -525,6 +555,11 @@ def format_report(r: dict[str, Any]) -> str:
         if isinstance(v, dict):
             lines.append(f"  batched (max_batch={r['serve_batched']['max_batch']}) {k}: {v['requests_per_s']} req/s, "
                          f"p50 {v['p50_ms']} ms")
+    ref = r.get("reference_bare_asgi", {})
+    for k, v in ref.items():
+        if isinstance(v, dict) and "fraction_of_raw" in v:
+            lines.append(f"  reference bare ASGI app {k}: {v['requests_per_s']} req/s, p50 {v['p50_ms']} ms "
+                         f"({v['fraction_of_raw']} of raw, {v.get('cpu_efficiency_vs_raw')} per CPU-s)")
     lines.append(f"  server peak RSS {r['server_peak_rss_mb']} MB (anon, sampled under load: "
                  f"{r['server_peak_anon_rss_mb_sampled']} MB)")
     for t in r["targets"]:
@@ -549,6 +584,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="payload kinds to load the service with (the targets need both)")
     parser.add_argument("--batched", type=int, default=8,
                         help="also run aligned crops at the highest concurrency with inference.max_batch=N (0: skip)")
+    parser.add_argument("--reference", type=int, default=1,
+                        help="1: also load the reference bare ASGI app (fetoolkit.serve.bare) the same way; 0: skip")
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

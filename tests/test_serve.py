@@ -583,6 +583,9 @@ def test_bench_serve_runs(tmp_path: Path) -> None:
     assert len(r["targets"]) == 6 and r["serve_batched"]["max_batch"] == 4
     sat = r["serve"]["aligned"]["c4"]
     assert sat["fraction_of_raw"] > 0 and min(sat["raw_interleaved"]["faces_per_s"].values()) > 0
+    ref = r["reference_bare_asgi"]
+    assert ref["answers_match_in_process_model"]["aligned"]["min_cosine_to_in_process_model"] > 0.9999
+    assert ref["aligned_c4"]["requests_ok"] > 0 and ref["aligned_c4"]["fraction_of_raw"] > 0
 
 
 def test_micro_batcher_direct_mode_bounds_parallel_calls() -> None:
@@ -607,3 +610,33 @@ def test_micro_batcher_direct_mode_bounds_parallel_calls() -> None:
         assert outs == [i + 1 for i in range(24)] and peak == 2 and b.calls == 24
     finally:
         b.close()
+
+
+def test_pool_size_follows_batching() -> None:
+    """Without batching the request pool has one thread per inference worker (a request's whole
+    CPU work runs in its thread); with batching every admitted request gets a thread to wait on
+    the batcher in, so more than ``inference_workers`` requests can be merged."""
+    from fetoolkit.serve.app import pool_size
+
+    assert pool_size(ServeSettings(inference_workers=3, max_batch=1, max_concurrent_requests=16)) == 3
+    assert pool_size(ServeSettings(inference_workers=2, max_batch=8, max_concurrent_requests=16)) > 8
+
+
+def test_bare_reference_app_serves_the_same_model(tmp_path: Path, aligned_faces: np.ndarray) -> None:
+    """``fetoolkit.serve.bare`` (make bench-serve's reference point) embeds aligned crops with the
+    service's model: the same vectors as the in-process model; a bad body gets 400 and it goes on."""
+    bare = serve_process.launch(["-m", "fetoolkit.serve.bare", "--model", "arcface", "--workers", "1"],
+                                tmp_path / "bare", timeout=START_TIMEOUT_S, cwd=ROOT)
+    try:
+        with httpx.Client(base_url=bare.url, timeout=60.0) as c:
+            got = []
+            for face in aligned_faces[:4]:
+                r = c.post("/api/extract-embedding", json={"image": encode(face)})
+                assert r.status_code == 200, r.text
+                got.append(r.json()["embedding"])
+            assert c.post("/api/extract-embedding", content=b"not json").status_code == 400
+            assert c.post("/api/extract-embedding", json={"image": encode(aligned_faces[0])}).status_code == 200
+        ref = fetoolkit.create_embedder("arcface", backend="onnx").embed(aligned_faces[:4])
+        np.testing.assert_allclose((np.asarray(got, np.float32) * ref).sum(1), 1.0, atol=1e-5)
+    finally:
+        bare.stop()

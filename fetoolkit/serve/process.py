@@ -1,6 +1,7 @@
 """Start the service as users do (``python -m fetoolkit.serve``) in a child process and stop it.
 
-Used by ``make bench-serve`` and by the tests, which talk HTTP to a real server process.
+Used by ``make bench-serve`` and by the tests, which talk HTTP to a real server process
+(``launch`` also starts ``fetoolkit.serve.bare``, the benchmark's reference app).
 """
 
 from __future__ import annotations
@@ -65,15 +66,23 @@ def start_server(overrides: Sequence[str], run_dir: Path, *, env: Mapping[str, s
     Raises:
         RuntimeError: the process exited, or ``timeout`` passed first (the message ends with its log).
     """
+    return launch(["-m", "fetoolkit.serve", f"hydra.run.dir={run_dir}", *overrides], run_dir, env=env,
+                  want_status=want_status, timeout=timeout, cwd=cwd)
+
+
+def launch(python_args: Sequence[str], run_dir: Path, *, env: Mapping[str, str] | None = None,
+           want_status: int = 200, timeout: float = 240.0, cwd: Path | None = None) -> ServerProcess:
+    """``python *python_args`` (this interpreter) serving HTTP on a free port it is given as ``PORT``;
+    its output goes to ``run_dir/server.log``. Waits as ``start_server`` does."""
     import httpx
 
     port = free_port()
     run_dir.mkdir(parents=True, exist_ok=True)
     log_path = run_dir / "server.log"
     full_env = {**os.environ, "PORT": str(port), "LOG_LEVEL": "warning", **(env or {})}
-    cmd = [sys.executable, "-m", "fetoolkit.serve", f"hydra.run.dir={run_dir}", *overrides]
     with open(log_path, "wb") as logf:
-        proc = subprocess.Popen(cmd, cwd=cwd, env=full_env, stdout=logf, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([sys.executable, *python_args], cwd=cwd, env=full_env, stdout=logf,
+                                stderr=subprocess.STDOUT)
     server = ServerProcess(proc, port, log_path)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
