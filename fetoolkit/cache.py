@@ -23,7 +23,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from fetoolkit.hub import cache_home
+from fetoolkit.hub import atomic_path, cache_home
 
 log = logging.getLogger(__name__)
 
@@ -100,15 +99,8 @@ class EmbeddingCache:
     def save(self, kind: str, key: str, arrays: dict[str, np.ndarray]) -> Path:
         """Write an entry atomically (temporary file + rename)."""
         p = self.path(kind, key)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.stem}.", suffix=".part")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, _version=np.int64(CACHE_VERSION), **arrays)
-            os.replace(tmp, p)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(p) as tmp, open(tmp, "wb") as f:
+            np.savez(f, _version=np.int64(CACHE_VERSION), **arrays)
         return p
 
 

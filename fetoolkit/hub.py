@@ -16,6 +16,8 @@ import sys
 import tarfile
 import tempfile
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from fetoolkit.models.weights import WeightsCfg
@@ -55,17 +57,30 @@ def verify(path: Path, sha256: str | None, *, what: str, key_hint: str) -> None:
         )
 
 
-def atomic_copy(src: Path, dst: Path) -> None:
-    """Copy ``src`` to ``dst`` through a temporary file in ``dst``'s folder, then rename."""
+@contextmanager
+def atomic_path(dst: Path) -> Iterator[Path]:
+    """A temporary file beside ``dst`` for the caller to write; renamed onto ``dst`` when the
+    block ends without error, removed when it raises. Readers see the old ``dst`` or the whole
+    new one, never half a file. The file is made readable by all (``mkstemp`` creates it 0600,
+    which would hide a shared cache from other users, e.g. the Docker image's service user).
+    """
     dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".part")
+    fd, name = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".part")
+    os.close(fd)
+    tmp = Path(name)
     try:
-        with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
-            shutil.copyfileobj(inp, out)
+        yield tmp
+        os.chmod(tmp, 0o644)
         os.replace(tmp, dst)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+def atomic_copy(src: Path, dst: Path) -> None:
+    """Copy ``src`` to ``dst`` through a temporary file in ``dst``'s folder, then rename."""
+    with atomic_path(dst) as tmp:
+        shutil.copyfile(src, tmp)
 
 
 def download_package(spec: str, kind: str, workdir: Path, *, sdist: bool = False) -> Path:

@@ -82,7 +82,24 @@ def test_atomic_copy_leaves_no_partial_file(tmp_path: Path, monkeypatch: pytest.
     def boom(*a: object, **k: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(hub.shutil, "copyfileobj", boom)
+    monkeypatch.setattr(hub.shutil, "copyfile", boom)
     with pytest.raises(OSError):
         hub.atomic_copy(src, dst)
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_atomic_path_replaces_whole_or_keeps_the_old_file(tmp_path: Path) -> None:
+    """A failed write leaves the old file and no temporary; a finished one replaces it, readable by all."""
+    dst = tmp_path / "cache" / "model.onnx"
+    dst.parent.mkdir()
+    dst.write_bytes(b"old")
+    with pytest.raises(RuntimeError, match="export failed"):
+        with hub.atomic_path(dst) as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("export failed")
+    assert dst.read_bytes() == b"old" and sorted(p.name for p in dst.parent.iterdir()) == ["model.onnx"]
+    with hub.atomic_path(dst) as tmp:
+        assert tmp.parent == dst.parent and tmp != dst
+        tmp.write_bytes(b"new")
+    assert dst.read_bytes() == b"new" and sorted(p.name for p in dst.parent.iterdir()) == ["model.onnx"]
+    assert dst.stat().st_mode & 0o777 == 0o644

@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Literal
@@ -43,6 +41,7 @@ import torch.nn as nn
 from onnx import helper, numpy_helper
 
 from fetoolkit.backends.onnx_backend import EXPORT_VERSION, META_CONTRACT, META_MODEL, META_SOURCE_SHA256
+from fetoolkit.hub import atomic_path
 from fetoolkit.types import InputContract
 
 log = logging.getLogger(__name__)
@@ -88,9 +87,7 @@ def export_onnx(module: nn.Module, contract: InputContract, path: str | Path, *,
     h, w = contract.size
     dummy = torch.zeros(2, 3, h, w)
     module = module.eval()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
             out_shape = tuple(module(dummy).shape)
@@ -124,11 +121,7 @@ def export_onnx(module: nn.Module, contract: InputContract, path: str | Path, *,
             META_EXPORT: json.dumps(export_info, sort_keys=True),
         })
         onnx.checker.check_model(model, full_check=True)
-        onnx.save(model, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        onnx.save(model, str(tmp))
     log.info("exported %s to %s", name, path)
     return path
 

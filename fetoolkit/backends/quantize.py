@@ -52,7 +52,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -63,6 +62,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from fetoolkit.backends.export import META_PRECISION, set_metadata
+from fetoolkit.hub import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -100,15 +100,8 @@ def _input_name(model: onnx.ModelProto) -> str:
 
 
 def _write_atomically(model: onnx.ModelProto, dst: Path) -> Path:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".part")
-    os.close(fd)
-    try:
-        onnx.save(model, tmp)
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(dst) as tmp:
+        onnx.save(model, str(tmp))
     return dst
 
 

@@ -52,7 +52,6 @@ import logging
 import os
 import subprocess
 import sys
-import tempfile
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -60,7 +59,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from fetoolkit.detect.base import DetectorCfg, check_image
-from fetoolkit.hub import cache_home, sha256_file
+from fetoolkit.hub import atomic_path, cache_home, sha256_file
 from fetoolkit.types import Detection
 
 if TYPE_CHECKING:
@@ -156,9 +155,7 @@ def export_mtcnn_onnx(out_dir: str | os.PathLike[str]) -> dict[str, Path]:
         for name in OUTPUTS[net]:
             dynamic[name] = {0: "batch", 2: "out_height", 3: "out_width"} if net == "pnet" else {0: "batch"}
         path = out / names[net]
-        fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{path.name}.", suffix=".part")
-        os.close(fd)
-        try:
+        with atomic_path(path) as tmp:
             with torch.no_grad(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
                 torch.onnx.export(module, (dummies[net],), tmp, input_names=["input"],
@@ -174,12 +171,7 @@ def export_mtcnn_onnx(out_dir: str | os.PathLike[str]) -> dict[str, Path]:
                 entry = model.metadata_props.add()
                 entry.key, entry.value = key, value
             onnx.checker.check_model(model, full_check=True)
-            onnx.save(model, tmp)
-            os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the cache from other users
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+            onnx.save(model, str(tmp))
         log.info("exported %s (%d PReLUs rewritten) to %s", net, n_prelu, path)
         paths[net] = path
     _write_json_atomic(out / MANIFEST, {"export_version": EXPORT_VERSION, "files": names, "source_sha256": shas})
@@ -232,15 +224,8 @@ def _decompose_prelu_exact(model: Any) -> int:
 
 
 def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=True)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
 
 
 def _expected_files(model_dir: Path) -> dict[str, Path]:

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fetoolkit.hub import cache_home, fetch_weights, sha256_file
+from fetoolkit.hub import atomic_path, cache_home, fetch_weights, sha256_file
 from fetoolkit.models.registry import ModelSpec, build_arch, get_model_spec
 from fetoolkit.types import Embedder
 
@@ -76,10 +76,8 @@ def load_module(spec: ModelSpec, path: Path, sha256: str) -> nn.Module:
         from fetoolkit.models.convert import state_dict_from_tflite
 
         state = state_dict_from_tflite(path, module)
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_name(f".{cached.name}.part")
-        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata={"source_sha256": sha256})
-        os.replace(tmp, cached)
+        with atomic_path(cached) as tmp:
+            save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata={"source_sha256": sha256})
     check_state_dict(module, state)
     module.load_state_dict(state, strict=True)
     return module.eval()
