@@ -31,14 +31,12 @@ from fetoolkit.backends.common import l2_normalize
 from fetoolkit.imageio import decode_image
 from fetoolkit.serve.process import HOST
 
-log = logging.getLogger("fetoolkit.serve.bare")
-
 
 class BareEmbeddingApp:
     """ASGI app: ``POST /api/extract-embedding`` (aligned crops) and ``GET /api/health``.
 
     Args:
-        embedder: anything with ``contract.size`` and ``embed_raw(uint8 [N, H, W, 3]) -> float32 [N, D]``.
+        embedder: anything with ``embed_raw``: uint8 RGB ``[N, H, W, 3]`` -> float32 ``[N, D]``.
         workers: threads running decoding and the model.
     """
 
