@@ -49,6 +49,7 @@ import onnx
 import torch
 import torch.nn as nn
 
+from fetoolkit.backends.onnx_graph import data_inputs
 from fetoolkit.versions import library_versions
 
 log = logging.getLogger(__name__)
@@ -128,15 +129,13 @@ def count_macs(model: onnx.ModelProto) -> dict[str, int]:
     """
     m = onnx.ModelProto()
     m.CopyFrom(model)
-    inits = {i.name: list(i.dims) for i in m.graph.initializer}
-    data_inputs = [i for i in m.graph.input if i.name not in inits]
-    for inp in data_inputs:
+    for inp in data_inputs(m):
         dims = inp.type.tensor_type.shape.dim
         if dims:
             dims[0].ClearField("dim_param")
             dims[0].dim_value = 1
     m = onnx.shape_inference.infer_shapes(m)
-    shapes: dict[str, list[int | str]] = {k: v for k, v in inits.items()}
+    shapes: dict[str, list[int | str]] = {i.name: list(i.dims) for i in m.graph.initializer}
     for vi in [*m.graph.value_info, *m.graph.input, *m.graph.output]:
         shapes[vi.name] = _dims(vi)
     conv = gemm = 0
@@ -405,9 +404,7 @@ def _model_variants(name: str, work: Path, faces: Faces, settings: BenchSettings
         info["weights"] = f"real: {spec.weights.source if spec.weights else path}"
         module = load_module(spec, path, sha) if spec.arch is not None else None
         if spec.vendor_format == "onnx":
-            m = onnx.load(str(path))
-            inits = {i.name for i in m.graph.initializer}
-            inp = [i for i in m.graph.input if i.name not in inits][0]
+            inp = data_inputs(onnx.load(str(path)))[0]
             fixed = inp.type.tensor_type.shape.dim[0].dim_value or None
             variants.append(Variant("onnxruntime", "vendor", path=path, fixed_batch=fixed,
                                     note=f"vendor file {path.name}"))

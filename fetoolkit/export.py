@@ -33,6 +33,7 @@ from omegaconf import DictConfig
 
 from fetoolkit.backends.export import export_onnx
 from fetoolkit.backends.onnx_backend import OnnxEmbedder
+from fetoolkit.backends.onnx_graph import count_ops, data_inputs, opset_of
 from fetoolkit.backends.quantize import PRECISIONS, convert_fp16, quantize_int8
 from fetoolkit.hub import sha256_file
 from fetoolkit.models.factory import create_embedder, load_module, resolve_weights
@@ -131,17 +132,13 @@ def describe_file(path: Path) -> dict[str, Any]:
     def dims(v: Any) -> list[Any]:
         return [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
 
-    inits = {i.name for i in model.graph.initializer}
-    ops: dict[str, int] = {}
-    for node in model.graph.node:
-        ops[node.op_type] = ops.get(node.op_type, 0) + 1
     return {
         "path": str(path), "size_bytes": path.stat().st_size, "sha256": sha256_file(path),
         "metadata": {p.key: p.value for p in model.metadata_props},
-        "inputs": {i.name: dims(i) for i in model.graph.input if i.name not in inits},
+        "inputs": {i.name: dims(i) for i in data_inputs(model)},
         "outputs": {o.name: dims(o) for o in model.graph.output},
-        "opset": max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=None),
-        "ops": dict(sorted(ops.items())),
+        "opset": opset_of(model),
+        "ops": dict(sorted(count_ops(model).items())),
         "onnx_checker": "passed",
     }
 

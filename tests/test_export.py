@@ -25,6 +25,7 @@ from fetoolkit.backends.export import (META_EMBED_DIM, META_PRECISION, decompose
                                        fold_constant_nodes, fuse_zero_pads_into_convs,
                                        zero_negligible_weights)
 from fetoolkit.backends.onnx_backend import META_CONTRACT, META_MODEL, META_SOURCE_SHA256, OnnxEmbedder
+from fetoolkit.backends.onnx_graph import count_ops
 from fetoolkit.backends.quantize import (META_CALIBRATION, convert_fp16, equalize_channels, quantize_int8,
                                          split_prelus)
 from fetoolkit.hub import fetch_weights
@@ -213,9 +214,7 @@ def test_int8_graph_runs_all_int8_in_onnxruntime(arcface_export: tuple[Path, dic
     so.optimized_model_filepath = str(tmp_path / "optimized.onnx")
     so.log_severity_level = 3
     ort.InferenceSession(str(dst), so, providers=["CPUExecutionProvider"])
-    ops: dict[str, int] = {}
-    for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node:
-        ops[n.op_type] = ops.get(n.op_type, 0) + 1
+    ops = count_ops(onnx.load(str(tmp_path / "optimized.onnx")))
     assert set(ops) <= {"QLinearConv", "QLinearAdd", "QuantizeLinear", "DequantizeLinear", "Transpose", "Flatten"}, ops
     assert ops["QuantizeLinear"] == 1 and ops["DequantizeLinear"] == 1, ops  # the graph input and output only
     assert ops["QLinearConv"] == 52 + 2 * 33 and ops["QLinearAdd"] == 33 + 12, ops

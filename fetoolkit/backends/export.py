@@ -41,6 +41,7 @@ import torch.nn as nn
 from onnx import helper, numpy_helper
 
 from fetoolkit.backends.onnx_backend import EXPORT_VERSION, META_CONTRACT, META_MODEL, META_SOURCE_SHA256
+from fetoolkit.backends.onnx_graph import graph_maps, opset_of, remove_unused_initializers
 from fetoolkit.hub import atomic_path
 from fetoolkit.types import InputContract
 
@@ -144,10 +145,6 @@ _RANDOM_OPS = ("RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUnifo
                "Bernoulli", "Dropout")
 
 
-def _opset(model: onnx.ModelProto) -> int:
-    return max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=13)
-
-
 def fold_constant_nodes(model: onnx.ModelProto, max_elements: int = 1 << 16) -> int:
     """Replace every default-domain node whose inputs are all small constants by initializers.
 
@@ -157,7 +154,7 @@ def fold_constant_nodes(model: onnx.ModelProto, max_elements: int = 1 << 16) -> 
     from onnx.reference import ReferenceEvaluator
 
     g = model.graph
-    opset = _opset(model)
+    opset = opset_of(model) or 13
     consts: dict[str, np.ndarray] = {i.name: numpy_helper.to_array(i) for i in g.initializer}
     graph_inputs = {i.name for i in g.input}
     kept: list[onnx.NodeProto] = []
@@ -205,15 +202,6 @@ def fold_constant_nodes(model: onnx.ModelProto, max_elements: int = 1 << 16) -> 
     return folded
 
 
-def _consumers(g: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
-    out: dict[str, list[onnx.NodeProto]] = {}
-    for node in g.node:
-        for name in node.input:
-            if name:
-                out.setdefault(name, []).append(node)
-    return out
-
-
 def fuse_zero_pads_into_convs(model: onnx.ModelProto) -> int:
     """Fold ``Pad`` nodes (constant mode, value 0, H/W pads only) into the Convs they feed.
 
@@ -222,7 +210,7 @@ def fuse_zero_pads_into_convs(model: onnx.ModelProto) -> int:
     """
     g = model.graph
     inits = {i.name: i for i in g.initializer}
-    consumers = _consumers(g)
+    _, consumers = graph_maps(g.node)
     outputs = {o.name for o in g.output}
     drop: list[onnx.NodeProto] = []
     for node in g.node:
@@ -321,25 +309,3 @@ def zero_negligible_weights(model: onnx.ModelProto, threshold: float = NEGLIGIBL
             count += int(small.sum())
             model.graph.initializer[k].CopyFrom(numpy_helper.from_array(np.where(small, np.float32(0), w), init.name))
     return count
-
-
-def remove_unused_initializers(model: onnx.ModelProto) -> int:
-    """Drop initializers (and their duplicate graph inputs) that no node or output reads."""
-    g = model.graph
-    used: set[str] = {name for node in g.node for name in node.input}
-    used.update(o.name for o in g.output)
-    dead = [i for i in g.initializer if i.name not in used]
-    for init in dead:
-        g.initializer.remove(init)
-    dead_names = {i.name for i in dead}
-    for inp in [i for i in g.input if i.name in dead_names]:
-        g.input.remove(inp)
-    return len(dead)
-
-
-def count_ops(model: onnx.ModelProto) -> dict[str, int]:
-    """``{op_type: count}`` of the graph's nodes (for logs and tests)."""
-    out: dict[str, int] = {}
-    for node in model.graph.node:
-        out[node.op_type] = out.get(node.op_type, 0) + 1
-    return out

@@ -62,6 +62,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from fetoolkit.backends.export import META_PRECISION, set_metadata
+from fetoolkit.backends.onnx_graph import data_inputs, graph_maps, opset_of, remove_unused_initializers
 from fetoolkit.hub import atomic_path
 
 log = logging.getLogger(__name__)
@@ -92,8 +93,7 @@ class _FaceBatches:
 
 
 def _input_name(model: onnx.ModelProto) -> str:
-    inits = {i.name for i in model.graph.initializer}
-    names = [i.name for i in model.graph.input if i.name not in inits]
+    names = [i.name for i in data_inputs(model)]
     if len(names) != 1:
         raise ValueError(f"expected one data input, found {names}")
     return names[0]
@@ -120,23 +120,6 @@ def _quiet_root_logger(level: int = logging.WARNING) -> Iterator[None]:
 # --------------------------------------------------------------------------------------------
 # int8 graph passes (fp32 in, fp32 out, exact in real arithmetic; see the module docstring)
 # --------------------------------------------------------------------------------------------
-
-
-def _graph_maps(nodes: Sequence[onnx.NodeProto]) -> tuple[dict[str, onnx.NodeProto], dict[str, list[onnx.NodeProto]]]:
-    """(producer of each tensor, consumers of each tensor) of ``nodes`` (a list of ``graph.node``).
-
-    The passes compare nodes by identity, so they hold one list of the node objects for the
-    whole pass and look everything up in it.
-    """
-    producer: dict[str, onnx.NodeProto] = {}
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for node in nodes:
-        for o in node.output:
-            producer[o] = node
-        for i in node.input:
-            if i:
-                consumers.setdefault(i, []).append(node)
-    return producer, consumers
 
 
 def _int_attr(node: onnx.NodeProto, name: str, default: int) -> int:
@@ -218,14 +201,10 @@ def split_prelus(model: onnx.ModelProto) -> int:
     g = model.graph
     inits = {i.name: i for i in g.initializer}
     consts = {k: numpy_helper.to_array(v) for k, v in inits.items()}
-    nodes_now = list(g.node)
-    maps = _graph_maps(nodes_now)
+    nodes_now = list(g.node)  # the passes compare nodes by identity: one list for the whole pass
+    maps = graph_maps(nodes_now)
     producer, consumers = maps
     outputs = {o.name for o in g.output}
-    uses: dict[str, int] = {}
-    for n in nodes_now:
-        for i in n.input:
-            uses[i] = uses.get(i, 0) + 1
     replaced: dict[int, list[onnx.NodeProto]] = {}  # id of the PReLU's last node -> the nodes replacing it
     dropped: set[int] = set()
     new_inits: list[onnx.TensorProto] = []
@@ -249,7 +228,8 @@ def split_prelus(model: onnx.ModelProto) -> int:
             ok = True
             for conv in sinks:
                 w_name = conv.input[1] if conv.op_type == "Conv" and len(conv.input) > 1 else ""
-                if conv.op_type != "Conv" or conv.input[0] != t or w_name not in consts or uses.get(w_name) != 1:
+                if conv.op_type != "Conv" or conv.input[0] != t or w_name not in consts or \
+                        len(consumers.get(w_name, [])) != 1:
                     ok = False
                     break
                 w = consts[w_name].astype(np.float64)
@@ -291,15 +271,8 @@ def split_prelus(model: onnx.ModelProto) -> int:
     g.node.extend(kept)
     g.initializer.extend(new_inits)
     toposort(g)
-    _drop_unused_initializers(g)
+    remove_unused_initializers(model)
     return count
-
-
-def _drop_unused_initializers(g: onnx.GraphProto) -> None:
-    used = {i for n in g.node for i in n.input} | {o.name for o in g.output}
-    dead = [i for i in g.initializer if i.name not in used]
-    for init in dead:
-        g.initializer.remove(init)
 
 
 #: Ops a per-channel positive scale passes through unchanged (f(s*x) = s*f(x) per channel).
@@ -315,7 +288,7 @@ def _regions(model: onnx.ModelProto, consts: dict[str, np.ndarray]) -> list[dict
     """
     g = model.graph
     nodes_now = list(g.node)
-    producer, consumers = _graph_maps(nodes_now)
+    producer, consumers = graph_maps(nodes_now)
     outputs = {o.name for o in g.output}
     regions: list[dict[str, Any]] = []
     seen: set[str] = set()
@@ -374,7 +347,7 @@ def _channel_ranges(model: onnx.ModelProto, x: np.ndarray, tensors: Sequence[str
     probe.CopyFrom(model)
     g = probe.graph
     del g.output[:]
-    opset = max((o.version for o in probe.opset_import if o.domain in ("", "ai.onnx")), default=13)
+    opset = opset_of(probe) or 13
     if opset >= 18:
         g.initializer.append(numpy_helper.from_array(np.array([0, 2, 3], np.int64), "_eq_axes"))
     for k, t in enumerate(tensors):
@@ -408,17 +381,14 @@ def equalize_channels(model: onnx.ModelProto, calibration: np.ndarray) -> int:
     if not regions:
         return 0
     ranges = _channel_ranges(model, calibration, sorted({t for r in regions for t in r["tensors"]}))
-    uses: dict[str, int] = {}
-    for node in g.node:
-        for i in node.input:
-            uses[i] = uses.get(i, 0) + 1
+    _, consumers = graph_maps(g.node)
     done = 0
     for reg in regions:
         r = np.max([ranges[t] for t in reg["tensors"]], axis=0)
         c = len(r)
         params = [p.input[k] for p in reg["producers"] for k in (1, 2) if len(p.input) > k and p.input[k]]
         params += [s.input[1] for s in reg["sinks"]]
-        if len(set(params)) != len(params) or any(uses.get(n) != 1 or n not in consts for n in params):
+        if len(set(params)) != len(params) or any(len(consumers.get(n, [])) != 1 or n not in consts for n in params):
             continue  # a shared weight would be scaled twice
         if any(consts[p.input[1]].shape[0] != c for p in reg["producers"]):
             continue

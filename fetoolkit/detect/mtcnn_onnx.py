@@ -190,6 +190,8 @@ def _decompose_prelu_exact(model: Any) -> int:
     """
     from onnx import helper, numpy_helper
 
+    from fetoolkit.backends.onnx_graph import remove_unused_initializers
+
     g = model.graph
     inits = {i.name: i for i in g.initializer}
     nodes: list[Any] = []
@@ -216,10 +218,7 @@ def _decompose_prelu_exact(model: Any) -> int:
         count += 1
     del g.node[:]
     g.node.extend(nodes)
-    used = {name for node in g.node for name in node.input}
-    keep = [i for i in g.initializer if i.name in used]
-    del g.initializer[:]
-    g.initializer.extend(keep)
+    remove_unused_initializers(model)
     return count
 
 

@@ -282,18 +282,13 @@ class _Graph:
     def __init__(self, graph: Any, opset: int = 13) -> None:
         from onnx import numpy_helper
 
+        from fetoolkit.backends.onnx_graph import graph_maps
+
         self._numpy_helper = numpy_helper
         self.graph = graph
         self.opset = int(opset)
         self.initializers = {init.name: init for init in graph.initializer}
-        self.producer: dict[str, Any] = {}
-        self.consumers: dict[str, list[Any]] = {}
-        for node in graph.node:
-            for out in node.output:
-                self.producer[out] = node
-            for inp in node.input:
-                if inp:
-                    self.consumers.setdefault(inp, []).append(node)
+        self.producer, self.consumers = graph_maps(graph.node)
         # Tensors that depend on a graph input (ONNX lists nodes in topological order), so
         # constant resolution never walks the whole network.
         self.dynamic: set[str] = {i.name for i in graph.input if i.name not in self.initializers}

@@ -1,0 +1,59 @@
+"""Small read-and-tidy helpers on ONNX graphs, shared by the export, int8, MTCNN, import and
+bench code. Only ``onnx`` is needed (no torch, no onnxruntime)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import onnx
+
+
+def graph_maps(nodes: Iterable[onnx.NodeProto]) -> tuple[dict[str, onnx.NodeProto], dict[str, list[onnx.NodeProto]]]:
+    """(producer of each tensor, consumers of each tensor) of ``nodes`` (``graph.node`` or a list of it).
+
+    A node reading a tensor twice is listed twice, so ``len(consumers[t])`` is the number of
+    uses of ``t``. Callers that compare nodes by identity should pass one list of the node
+    objects and keep using it.
+    """
+    producer: dict[str, onnx.NodeProto] = {}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in nodes:
+        for name in node.output:
+            producer[name] = node
+        for name in node.input:
+            if name:
+                consumers.setdefault(name, []).append(node)
+    return producer, consumers
+
+
+def data_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    """The graph inputs that are not initializers (old exporters list weights as inputs too)."""
+    inits = {i.name for i in model.graph.initializer}
+    return [i for i in model.graph.input if i.name not in inits]
+
+
+def opset_of(model: onnx.ModelProto) -> int | None:
+    """The model's default-domain opset, or ``None`` when it imports none."""
+    return max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=None)
+
+
+def count_ops(model: onnx.ModelProto) -> dict[str, int]:
+    """``{op_type: count}`` of the graph's nodes."""
+    out: dict[str, int] = {}
+    for node in model.graph.node:
+        out[node.op_type] = out.get(node.op_type, 0) + 1
+    return out
+
+
+def remove_unused_initializers(model: onnx.ModelProto) -> int:
+    """Drop initializers (and their duplicate graph inputs) that no node or output reads; returns how many."""
+    g = model.graph
+    used: set[str] = {name for node in g.node for name in node.input}
+    used.update(o.name for o in g.output)
+    dead = [i for i in g.initializer if i.name not in used]
+    for init in dead:
+        g.initializer.remove(init)
+    dead_names = {i.name for i in dead}
+    for inp in [i for i in g.input if i.name in dead_names]:
+        g.input.remove(inp)
+    return len(dead)
