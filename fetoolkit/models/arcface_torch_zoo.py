@@ -50,6 +50,17 @@ _ONNX_ZOO_ARCFACE = (
     "url:https://github.com/onnx/models/raw/main/validated/vision/body_analysis/arcface/model"
 )
 
+
+def _zoo_backbone(folder: str) -> WeightsCfg:
+    """``<folder>/backbone.pth`` of arcface_torch's shared model-zoo folder."""
+    return WeightsCfg(source=f"{_ARCFACE_TORCH_ZOO}:{folder}/backbone.pth", sha256=None, format="pth")
+
+
+def _insightface_pack(pack: str, member: str) -> WeightsCfg:
+    """ONNX file ``member`` of the insightface model pack ``<pack>.zip``."""
+    return WeightsCfg(source=f"{_INSIGHTFACE_RELEASE}/{pack}.zip:{member}", sha256=None, format="onnx")
+
+
 register_model(
     ModelSpec(
         name="arcface_r18",
@@ -84,22 +95,10 @@ register_model(
             "(WebFace600K). All RGB, (x-127.5)/127.5."
         ),
         releases={
-            "ms1mv3": WeightsCfg(
-                source=f"{_ARCFACE_TORCH_ZOO}:ms1mv3_arcface_r50_fp16/backbone.pth",
-                sha256=None,
-                format="pth",
-            ),
+            "ms1mv3": _zoo_backbone("ms1mv3_arcface_r50_fp16"),
             # Glint360K models of the arcface_torch zoo were trained with the CosFace loss.
-            "glint360k": WeightsCfg(
-                source=f"{_ARCFACE_TORCH_ZOO}:glint360k_cosface_r50_fp16_0.1/backbone.pth",
-                sha256=None,
-                format="pth",
-            ),
-            "buffalo_l": WeightsCfg(
-                source=f"{_INSIGHTFACE_RELEASE}/buffalo_l.zip:w600k_r50.onnx",
-                sha256=None,
-                format="onnx",
-            ),
+            "glint360k": _zoo_backbone("glint360k_cosface_r50_fp16_0.1"),
+            "buffalo_l": _insightface_pack("buffalo_l", "w600k_r50.onnx"),
         },
     )
 )
@@ -119,21 +118,9 @@ register_model(
             "needs (x-127.5)/128)"
         ),
         releases={
-            "ms1mv3": WeightsCfg(
-                source=f"{_ARCFACE_TORCH_ZOO}:ms1mv3_arcface_r100_fp16/backbone.pth",
-                sha256=None,
-                format="pth",
-            ),
-            "glint360k": WeightsCfg(
-                source=f"{_ARCFACE_TORCH_ZOO}:glint360k_cosface_r100_fp16_0.1/backbone.pth",
-                sha256=None,
-                format="pth",
-            ),
-            "antelopev2": WeightsCfg(
-                source=f"{_INSIGHTFACE_RELEASE}/antelopev2.zip:glintr100.onnx",
-                sha256=None,
-                format="onnx",
-            ),
+            "ms1mv3": _zoo_backbone("ms1mv3_arcface_r100_fp16"),
+            "glint360k": _zoo_backbone("glint360k_cosface_r100_fp16_0.1"),
+            "antelopev2": _insightface_pack("antelopev2", "glintr100.onnx"),
             # ONNX model zoo LResNet100E-IR, opset 8, converted from MXNet. What is known from
             # the zoo's README / inference notebook and insightface's MXNet symbol
             # (fresnet.py): input "data" [1, 3, 112, 112], RGB, raw 0..255 floats -- the graph

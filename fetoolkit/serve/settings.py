@@ -11,7 +11,7 @@ import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, get_args
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -19,7 +19,7 @@ from fetoolkit.detect.base import DetectorCfg, SelectPolicy
 
 log = logging.getLogger(__name__)
 
-SELECT_POLICIES = ("most_confident", "largest", "center")
+SELECT_POLICIES: tuple[str, ...] = get_args(SelectPolicy)
 DETECTOR_BACKENDS = ("onnx", "torch")
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
