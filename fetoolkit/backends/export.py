@@ -41,7 +41,8 @@ import torch.nn as nn
 from onnx import helper, numpy_helper
 
 from fetoolkit.backends.onnx_backend import EXPORT_VERSION, META_CONTRACT, META_MODEL, META_SOURCE_SHA256
-from fetoolkit.backends.onnx_graph import graph_maps, opset_of, remove_unused_initializers
+from fetoolkit.backends.onnx_graph import (graph_maps, opset_of, pad_attributes, remove_unused_initializers,
+                                          zero_pads_hw)
 from fetoolkit.hub import atomic_path
 from fetoolkit.types import InputContract
 
@@ -216,23 +217,19 @@ def fuse_zero_pads_into_convs(model: onnx.ModelProto) -> int:
     for node in g.node:
         if node.op_type != "Pad" or node.output[0] in outputs:
             continue
-        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        mode = attrs.get("mode", b"constant")
-        if (mode.decode() if isinstance(mode, bytes) else mode) != "constant":
+        mode, pads, value = pad_attributes(node)
+        if mode != "constant":
             continue
-        if "pads" in attrs:  # opset < 11
-            pads = [int(p) for p in attrs["pads"]]
-            value = float(attrs.get("value", 0.0))
-        else:
+        if pads is None:  # opset >= 11: pads, value and axes are inputs
             if len(node.input) < 2 or node.input[1] not in inits or (len(node.input) > 3 and node.input[3]):
                 continue
             pads = [int(p) for p in numpy_helper.to_array(inits[node.input[1]]).reshape(-1)]
-            value = 0.0
             if len(node.input) > 2 and node.input[2]:
                 if node.input[2] not in inits:
                     continue
                 value = float(numpy_helper.to_array(inits[node.input[2]]).reshape(-1)[0])
-        if value != 0.0 or len(pads) != 8 or any(pads[i] for i in (0, 1, 4, 5)) or min(pads) < 0:
+        hw = zero_pads_hw(mode, pads, value)  # [top, left, bottom, right]
+        if hw is None:
             continue
         users = consumers.get(node.output[0], [])
         if not users or any(u.op_type != "Conv" or u.input[0] != node.output[0] for u in users):
@@ -240,7 +237,6 @@ def fuse_zero_pads_into_convs(model: onnx.ModelProto) -> int:
         if any(helper.get_attribute_value(a) not in (b"NOTSET", "NOTSET") for u in users for a in u.attribute
                if a.name == "auto_pad"):
             continue
-        hw = [pads[2], pads[3], pads[6], pads[7]]  # [top, left, bottom, right]
         for conv in users:
             attr = next((a for a in conv.attribute if a.name == "pads"), None)
             old = list(attr.ints) if attr is not None else [0, 0, 0, 0]

@@ -3,9 +3,10 @@ bench code. Only ``onnx`` is needed (no torch, no onnxruntime)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import onnx
+from onnx import helper
 
 
 def graph_maps(nodes: Iterable[onnx.NodeProto]) -> tuple[dict[str, onnx.NodeProto], dict[str, list[onnx.NodeProto]]]:
@@ -35,6 +36,29 @@ def data_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
 def opset_of(model: onnx.ModelProto) -> int | None:
     """The model's default-domain opset, or ``None`` when it imports none."""
     return max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=None)
+
+
+def pad_attributes(node: onnx.NodeProto) -> tuple[str, list[int] | None, float]:
+    """A ``Pad`` node's mode, and its pads and value when they are attributes (opset < 11).
+
+    Returns:
+        ``(mode, pads, value)``; from opset 11 on ``pads`` is ``None`` (inputs 1 and 2 hold the
+        pads and the value: the caller resolves them) and ``value`` is 0.
+    """
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    mode = attrs.get("mode", b"constant")
+    mode = mode.decode() if isinstance(mode, bytes) else str(mode)
+    if "pads" in attrs:
+        return mode, [int(p) for p in attrs["pads"]], float(attrs.get("value", 0.0))
+    return mode, None, 0.0
+
+
+def zero_pads_hw(mode: str, pads: Sequence[int], value: float) -> list[int] | None:
+    """``[top, left, bottom, right]`` when an NCHW ``Pad`` is a zero padding of H and W only
+    (what a Conv's own ``pads`` can do), else ``None``."""
+    if mode != "constant" or value != 0.0 or len(pads) != 8 or any(pads[i] for i in (0, 1, 4, 5)) or min(pads) < 0:
+        return None
+    return [pads[2], pads[3], pads[6], pads[7]]
 
 
 def count_ops(model: onnx.ModelProto) -> dict[str, int]:

@@ -559,13 +559,10 @@ def _zero_pad_hw(g: _Graph, node: Any, path: Path, used: set[str]) -> list[int]:
     ``nn.ZeroPad2d`` exports as ``Pad`` (constant mode, value 0, pads on H and W only); any
     other padding cannot be a conv's zero padding and raises ``ValueError``.
     """
-    attrs = _attrs(node)
-    mode = attrs.get("mode", b"constant")
-    mode = mode.decode() if isinstance(mode, bytes) else mode
-    if "pads" in attrs:  # opset < 11
-        pads = [int(p) for p in attrs["pads"]]
-        value = float(attrs.get("value", 0.0))
-    else:
+    from fetoolkit.backends.onnx_graph import pad_attributes, zero_pads_hw
+
+    mode, pads, value = pad_attributes(node)
+    if pads is None:  # opset >= 11: pads, value and axes are inputs
         pads_t = g.const(node.input[1]) if len(node.input) > 1 and node.input[1] else None
         if pads_t is None:
             raise ValueError(f"Pad node {node.name!r} in {path} has pads computed at run time")
@@ -581,12 +578,13 @@ def _zero_pad_hw(g: _Graph, node: Any, path: Path, used: set[str]) -> list[int]:
             for k, ax in enumerate(int(a) % 4 for a in axes_t.value.reshape(-1)):
                 full[ax], full[4 + ax] = pads[k], pads[len(pads) // 2 + k]
             pads = full
-    if mode != "constant" or value != 0.0 or len(pads) != 8 or any(pads[i] for i in (0, 1, 4, 5)) or min(pads) < 0:
+    hw = zero_pads_hw(mode, pads, value)
+    if hw is None:
         raise ValueError(
             f"Pad node {node.name!r} in {path} (mode {mode}, value {value}, pads {pads}) is not a "
             f"zero padding of H and W before a Conv"
         )
-    return [pads[2], pads[3], pads[6], pads[7]]
+    return hw
 
 
 def _decomposed_prelus(g: _Graph) -> tuple[dict[int, tuple[_Tensor, _Tensor]], set[int]]:
