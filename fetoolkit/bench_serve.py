@@ -48,6 +48,7 @@ from typing import Any
 
 import numpy as np
 
+from fetoolkit.cpu import machine_info
 from fetoolkit.serve import process as serve_process
 from fetoolkit.serve.process import HOST, ServerProcess
 
@@ -95,16 +96,6 @@ def system_busy_cpu_s() -> float:
 def self_cpu_s() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def percentile_ms(lat: list[float], q: float) -> float | None:
@@ -504,8 +495,9 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     ]
     return {
         "command": " ".join(["python", "-m", "fetoolkit.bench_serve", *args.argv]),
-        "machine": {"cpu": cpu_model(), "cores": n_cores, "python": platform.python_version(),
-                    "onnxruntime": onnxruntime.__version__, "torch": torch.__version__},
+        "machine": {**machine_info(args.num_threads), "cores": n_cores, "python": platform.python_version(),
+                    "onnxruntime": onnxruntime.__version__, "torch": torch.__version__,
+                    "server_threads": {"workers": args.workers, "num_threads": args.num_threads}},
         "model": {"name": embedder.name, "backend": "onnx", "onnx_file": str(embedder.path),
                   "weights_sha256": embedder.weights_sha256, "served_sha256": health["model_status"]["weights_sha256"],
                   "detector_backend": health["model_status"].get("detector_backend")},

@@ -31,6 +31,7 @@ from fetoolkit.detect.mtcnn import DetectorCfg
 from fetoolkit.evaluate import Evaluation, QualityCfg, StatsCfg, evaluate
 from fetoolkit.models.factory import create_embedder
 from fetoolkit.pipeline import PipelineCfg
+from fetoolkit.cpu import machine_info
 from fetoolkit.versions import library_versions
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,7 @@ def run(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
         "pipeline": OmegaConf.to_container(cfg.pipeline, resolve=True),
         "detector": OmegaConf.to_container(cfg.detector, resolve=True),
         "versions": library_versions(),
+        "machine": machine_info(cfg.num_threads),
     }
     if out_dir is not None:
         summary["pairs_file"] = PAIRS_FILE
@@ -139,6 +141,10 @@ def format_summary(s: dict[str, Any]) -> str:
     if q.get("erc"):
         rows.append(("ERC best quality score", f"{q['erc']['best']} (default: {q['default']})"))
     rows.append(("embedding cache", str(s.get("cache"))))
+    m = s.get("machine")
+    if m:
+        masked = f", ISA masked to {m['isa_masked']}" if m.get("isa_masked") else ""
+        rows.append(("measured on", f"{m['cpu']}, {m['threads']['cpus_usable']} cores ({' '.join(m['isa'])}{masked})"))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
 

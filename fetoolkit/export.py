@@ -33,8 +33,9 @@ from omegaconf import DictConfig
 
 from fetoolkit.backends.export import export_onnx
 from fetoolkit.backends.onnx_backend import OnnxEmbedder
-from fetoolkit.backends.onnx_graph import count_ops, data_inputs, opset_of
+from fetoolkit.backends.onnx_graph import META_CALIBRATION, count_ops, data_inputs, opset_of
 from fetoolkit.backends.quantize import PRECISIONS, convert_fp16, quantize_int8
+from fetoolkit.cpu import machine_info
 from fetoolkit.hub import sha256_file
 from fetoolkit.models.factory import create_embedder, load_module, resolve_weights
 from fetoolkit.models.registry import get_model_spec
@@ -50,8 +51,8 @@ def default_out(name: str, precision: str) -> Path:
 
 
 def export_variant(name: str, *, weights: str | Path | None, out: str | Path, precision: str = "fp32",
-                   prelu: str = "decomposed", opset: int = 17, calibration: np.ndarray | None = None,
-                   calibration_describe: str = "", calibration_method: str = "minmax") -> Path:
+                   prelu: str = "split", opset: int = 17, calibration: np.ndarray | None = None,
+                   calibration_describe: str = "", calibration_method: str = "minmax", weight_bits: int = 7) -> Path:
     """Export registry model ``name`` (weights: the record's default or ``weights``) to ``out``.
 
     Args:
@@ -59,12 +60,13 @@ def export_variant(name: str, *, weights: str | Path | None, out: str | Path, pr
         weights: a weights file, or None for the record's default.
         out: destination ``.onnx``.
         precision: ``fp32``, ``fp16`` or ``int8``.
-        prelu: PReLU form of the fp32 graph (``decomposed`` or ``native``).
+        prelu: PReLU form of the fp32 graph (``split``, ``decomposed`` or ``native``).
         opset: ONNX opset of the fp32 export.
         calibration: int8 only: float32 ``[N, 3, H, W]`` real aligned faces, preprocessed with
             the model's contract.
         calibration_describe: int8 only: which faces those are (recorded in the file).
         calibration_method: int8 only: ``minmax``, ``entropy`` or ``percentile``.
+        weight_bits: int8 only: 7 (every x86-64 CPU) or 8 (VNNI CPUs only); see ``quantize_int8``.
 
     Returns:
         ``out``.
@@ -89,7 +91,7 @@ def export_variant(name: str, *, weights: str | Path | None, out: str | Path, pr
             return convert_fp16(fp32, out)
         assert calibration is not None
         return quantize_int8(fp32, out, calibration, describe=calibration_describe,
-                             method=calibration_method)  # type: ignore[arg-type]
+                             method=calibration_method, weight_bits=weight_bits)  # type: ignore[arg-type]
 
 
 def calibration_faces(aligned: Any, cal_cfg: Any, contract: InputContract) -> tuple[np.ndarray, str, np.ndarray]:
@@ -166,13 +168,16 @@ def run(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
     if precision == "int8":
         calib, describe, held_out = calibration_faces(aligned, cfg.calibration, spec.contract)
     export_variant(spec.name, weights=weights, out=out, precision=precision, prelu=cfg.prelu, opset=cfg.opset,
-                   calibration=calib, calibration_describe=describe, calibration_method=cfg.calibration.method)
+                   calibration=calib, calibration_describe=describe, calibration_method=cfg.calibration.method,
+                   weight_bits=int(cfg.quantize.weight_bits))
     summary: dict[str, Any] = {"model": spec.name, "precision": precision, **describe_file(out)}
     batch_dim = next(iter(summary["inputs"].values()))[0]
     if not isinstance(batch_dim, str):
         raise RuntimeError(f"{out}: the batch axis is fixed at {batch_dim}, expected a dynamic axis")
     if precision == "int8":
-        summary["calibration"] = {"faces": describe, "n_faces": int(len(calib)), "method": cfg.calibration.method}
+        recipe = json.loads(summary["metadata"][META_CALIBRATION])
+        summary["calibration"] = {"faces": describe, "n_faces": int(len(calib)), "method": cfg.calibration.method,
+                                  **{k: recipe[k] for k in ("weight_bits", "kernels", "quantized_on")}}
 
     if cfg.measure:
         assert aligned is not None
@@ -189,6 +194,7 @@ def run(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
                  precision, aligned.data.name, summary["accuracy_cost"]["embeddings"]["cosine_min"],
                  v["tar_ref"], v["tar_cand"], v["accuracy_ref"], v["accuracy_cand"])
     summary["versions"] = library_versions()
+    summary["machine"] = machine_info(cfg.num_threads)
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         from fetoolkit.parity import jsonable

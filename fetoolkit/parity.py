@@ -44,6 +44,7 @@ from fetoolkit.models.factory import create_embedder, resolve_weights
 from fetoolkit.models.registry import ModelSpec, get_model_spec
 from fetoolkit.pipeline import Crops, PipelineCfg, embed_crops
 from fetoolkit.types import Embedder, InputContract
+from fetoolkit.cpu import machine_info
 from fetoolkit.versions import library_versions
 
 log = logging.getLogger(__name__)
@@ -313,7 +314,7 @@ def run(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
             calib, describe, held_out = calibration_faces(aligned, cfg.calibration, torch_emb.contract)
         onnx_path = export_variant(spec.name, weights=weights, out=work / f"{spec.name}.{precision}.onnx",
                                    precision=precision, prelu=cfg.prelu, opset=cfg.opset, calibration=calib,
-                                   calibration_describe=describe)
+                                   calibration_describe=describe, weight_bits=int(cfg.quantize.weight_bits))
     onnx_emb = OnnxEmbedder(onnx_path, num_threads=cfg.num_threads, batch_size=cfg.pipeline.batch_size)
     file_precision = _precision_of(onnx_path)
     res = compare(ref, embed_set(onnx_emb, aligned, pipe), aligned, tolerance_from(cfg, file_precision), held_out)
@@ -341,6 +342,7 @@ def run(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
         "candidates": candidates,
         "pass": all(c["pass"] for c in candidates.values()),
         "versions": library_versions(),
+        "machine": machine_info(cfg.num_threads),
     }
     if out_dir is not None:
         (Path(out_dir) / "parity.json").write_text(json.dumps(jsonable(summary), indent=2, allow_nan=False) + "\n")
@@ -349,7 +351,7 @@ def run(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
 
 
 def _precision_of(path: Path) -> str:
-    from fetoolkit.backends.export import META_PRECISION
+    from fetoolkit.backends.onnx_graph import META_PRECISION
     from fetoolkit.backends.onnx_backend import read_metadata
 
     return read_metadata(path).get(META_PRECISION, "fp32")

@@ -94,8 +94,14 @@ def test_bench_smoke(tiny_faces: Faces, tmp_path: Path) -> None:
     cells = {(r["engine"], r["variant"], r["batch"]) for r in info["results"]}
     assert {("torch", "fp32", 1), ("torch", "fp32", 2), ("onnxruntime", "fp32", 1), ("onnxruntime", "fp32", 2),
             ("onnxruntime", "int8", 1), ("onnxruntime", "naive", 2)} <= cells, cells
+    phys = out["physical_peak_gflops"]["1"]
+    assert phys["gflops"] > out["peak_gflops"]["1"]["peak"], (phys, out["peak_gflops"])  # no sgemm beats the cores
     for r in info["results"]:
         assert r["faces_per_s"] > 0 and r["fraction_of_peak"] > 0
+        if r["variant"] == "int8":
+            assert r["fraction_of_physical_peak"] is None
+        else:
+            assert 0 < r["fraction_of_physical_peak"] < 1.0, r
         assert r["gflops"] == pytest.approx(r["faces_per_s"] * info["gflop_per_face"])
     acc = info["int8_accuracy"]
     assert acc["verification_held_out"]["n_images_excluded"] == 10

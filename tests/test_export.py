@@ -188,6 +188,7 @@ def test_int8_keeps_metadata_and_dynamic_batch(arcface_export: tuple[Path, dict]
     cal = json.loads(meta[META_CALIBRATION])
     assert cal["n_faces"] == 20 and cal["faces"] == "20 test faces" and cal["per_channel"] and cal["format"] == "QDQ"
     assert cal["prelus_split"] == 33 and cal["regions_equalized"] > 33  # every PReLU of the sirius MobileFaceNet
+    assert cal["weight_bits"] == 7 and cal["quantized_on"]["int8_kernels"] in ("vnni", "avx2")
     model = onnx.load(str(dst))
     assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param
     assert any(n.op_type == "QuantizeLinear" for n in model.graph.node)
@@ -195,11 +196,48 @@ def test_int8_keeps_metadata_and_dynamic_batch(arcface_export: tuple[Path, dict]
     got, ref = emb.embed(aligned_faces), OnnxEmbedder(src).embed(aligned_faces)
     assert got.shape == ref.shape
     # The accuracy guard: on the 20 faces that did not calibrate (image 2 of s1..s20). This recipe
-    # gives min 0.9935 / mean 0.996 here (TAR@1e-3 -0.0006 on all of ORL); without the channel
-    # equalisation 0.88 / 0.92 (TAR -0.018), without the PReLU split 0.981 / 0.991, and the plain
-    # onnxruntime recipe 0.86 / 0.91 (TAR -0.040). The slow test checks TAR itself.
+    # (7-bit weights) gives min 0.9918 / mean 0.9949 on both kernel families (VNNI Xeon, and the
+    # same Xeon forced to AVX2; test_int8_on_both_kernel_families); with 8-bit weights 0.9935 /
+    # 0.996 on VNNI but 0.966 / 0.983 on AVX2. Without the channel equalisation 0.88 / 0.92 (TAR
+    # -0.018), without the PReLU split 0.981 / 0.991, the plain onnxruntime recipe 0.86 / 0.91
+    # (TAR -0.040). The slow test checks TAR itself.
     held_out = cosines(got[1::2], ref[1::2])
-    assert held_out.min() >= 0.985 and held_out.mean() >= 0.994, (held_out.min(), held_out.mean())
+    assert held_out.min() >= 0.985 and held_out.mean() >= 0.993, (held_out.min(), held_out.mean())
+
+
+@pytest.mark.parametrize("weight_bits", [7, 8])
+def test_int8_on_both_kernel_families(arcface_export: tuple[Path, dict], aligned_faces: np.ndarray,
+                                      tmp_path: Path, weight_bits: int) -> None:
+    """The int8 file on VNNI kernels and on AVX2-only kernels (forced by CPUID on a VNNI machine).
+
+    7-bit weights (the default): the same embeddings on both (no int16 saturation is possible:
+    2 x 255 x 64 < 32767), so the accuracy guard holds everywhere. 8-bit weights: fine on VNNI,
+    measurably worse on AVX2 (measured min 0.966 / mean 0.983, see test above), and opening the
+    file there logs a warning that says so.
+    """
+    from _isa import embed_on
+
+    from fetoolkit.cpu import int8_kind
+
+    contract = get_model_spec("arcface").contract
+    dst = quantize_int8(arcface_export[0], tmp_path / f"a.w{weight_bits}.onnx", contract.preprocess(aligned_faces[::2]),
+                        describe="20 test faces", weight_bits=weight_bits)
+    ref = OnnxEmbedder(arcface_export[0]).embed(aligned_faces)[1::2]
+    avx2, warning = embed_on("avx2", dst, aligned_faces, tmp_path)
+    held_avx2 = cosines(avx2[1::2], ref)
+    if weight_bits == 7:
+        assert held_avx2.min() >= 0.985 and held_avx2.mean() >= 0.993, (held_avx2.min(), held_avx2.mean())
+        assert "without VNNI" not in warning
+    else:
+        assert held_avx2.mean() < 0.99, held_avx2.mean()  # saturation: 0.983 measured
+        assert "runs on a CPU without VNNI" in warning and "weight_bits=7" in warning
+    if int8_kind() == "vnni":
+        native, warning = embed_on("native", dst, aligned_faces, tmp_path)
+        held = cosines(native[1::2], ref)
+        assert held.min() >= 0.985 and held.mean() >= 0.993, (held.min(), held.mean())
+        assert not warning
+        if weight_bits == 7:  # integer arithmetic is exact on both: only the float requantisation may differ
+            assert cosines(native, avx2).min() >= 0.9999
 
 
 def test_int8_graph_runs_all_int8_in_onnxruntime(arcface_export: tuple[Path, dict], aligned_faces: np.ndarray,
@@ -351,6 +389,9 @@ def test_export_job_int8_on_orl(model: str, tmp_path: Path) -> None:
         assert v["tar_delta"] >= -0.005, v
         assert v["accuracy_delta"] >= -0.005, v
     assert cost["pass"], cost["violations"]
-    assert cost["embeddings"]["cosine_mean"] >= 0.99, cost["embeddings"]  # 0.996 / 0.992 measured
+    # 7-bit weights: 0.9945 (arcface) / 0.9880 (mobilefacenet512), the same on VNNI and AVX2 kernels
+    # (8-bit weights: 0.996 / 0.992 on VNNI, 0.983 for arcface on AVX2); TAR and accuracy above are the bound.
+    assert cost["embeddings"]["cosine_mean"] >= 0.985, cost["embeddings"]
     cal = json.loads(_meta(tmp_path / "m.int8.onnx")[META_CALIBRATION])
-    assert cal["n_faces"] == 40 and cal["prelus_split"] == 33
+    assert cal["n_faces"] == 40 and cal["prelus_split"] == 33 and cal["weight_bits"] == 7
+    assert summary["calibration"]["weight_bits"] == 7 and summary["machine"]["cpu"]

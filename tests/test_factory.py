@@ -176,7 +176,7 @@ def test_faceplugin_through_create_embedder_both_backends(aligned_faces: np.ndar
 
 
 def test_onnx_import_reads_our_exports_back(tmp_path: Path) -> None:
-    """Our export (zero Pads folded into Convs, PReLU decomposed) imports back bit-exactly."""
+    """Our export (zero Pads folded into Convs, PReLU split, decomposed or native) imports back bit-exactly."""
     from fetoolkit.backends.export import export_onnx
 
     torch.manual_seed(0)
@@ -186,7 +186,7 @@ def test_onnx_import_reads_our_exports_back(tmp_path: Path) -> None:
             if isinstance(m, torch.nn.PReLU):
                 m.weight.uniform_(-3.0, 3.0)
     contract = get_model_spec("arcface").contract
-    for prelu in ("decomposed", "native"):
+    for prelu in ("split", "decomposed", "native"):
         path = export_onnx(module, contract, tmp_path / f"{prelu}.onnx", name="x", source_sha256=None, prelu=prelu)
         ops = {n.op_type for n in onnx.load(str(path)).graph.node}
         assert "Pad" not in ops and ("PRelu" in ops) == (prelu == "native")

@@ -8,11 +8,18 @@ rounding, which ``tests/test_export.py`` checks against torch):
    ``Concat``/``Slice``/``Transpose``/``Cast`` chain per pad), evaluated with ``onnx.reference``;
 2. a zero ``Pad`` feeding only Convs is folded into their (possibly asymmetric) ``pads``, so
    the TensorFlow "SAME" padding of the sirius MobileFaceNet needs no extra op;
-3. ``PRelu(y, a)`` is written as ``a * y + (1 - a) * relu(y)`` (``Mul``, ``Relu``, ``Mul``,
-   ``Add``). onnxruntime's ``PRelu`` kernel cannot run in its blocked NCHWc layout, so every
-   PReLU costs a slow broadcast kernel plus two layout reorders; the four plain ops stay in
-   NCHWc and ran the sirius MobileFaceNet about twice as fast here (``make bench`` measures
-   it). ``fetoolkit.models.onnx_import`` reads the pattern back as a PReLU;
+3. ``PRelu(y, a)`` after a Conv is written as ``Conv1x1dw(y, s*a) + Relu(Conv1x1dw(y, s*(1-a)))``
+   (``prelu="split"``, the default; ``fetoolkit.backends.quantize.split_prelus``: ``s = -1`` on
+   the channels with ``a > 1``, the sign folded into the input channels of the Convs that read
+   the result, so the Relu branch's weight is never negative). onnxruntime's ``PRelu`` kernel
+   cannot run in its blocked NCHWc layout (a slow broadcast kernel plus two layout reorders per
+   PReLU); the split form is two NCHWc depthwise passes, the first with its Relu fused and the
+   second with the Add fused. ``prelu="decomposed"`` (``a * y + (1 - a) * relu(y)``: ``Mul``,
+   ``Relu``, ``Mul``, ``Add``) is the previous form: onnxruntime runs it in three passes (the
+   Relu stays apart, as ``y`` has two readers). On the sirius MobileFaceNet at batch 2, one
+   thread, against the naive tflite2onnx conversion (``make bench``): split 1.99x, decomposed
+   1.63x with AVX-512; 1.63x and 1.46x on AVX2 kernels.
+   ``fetoolkit.models.onnx_import`` reads both forms back as PReLUs, bit-exactly;
 4. float32 weights with ``|w| < 1e-15`` (``NEGLIGIBLE_WEIGHT``) are set to 0. The faceplugin
    MobileFaceNet has hundreds of dead channels whose weights are 1e-20..1e-38 (8,938 of them
    denormal); they keep producing denormal activations, on which x86 arithmetic is ~100x
@@ -40,7 +47,10 @@ import torch
 import torch.nn as nn
 from onnx import helper, numpy_helper
 
-from fetoolkit.backends.onnx_backend import EXPORT_VERSION, META_CONTRACT, META_MODEL, META_SOURCE_SHA256
+from fetoolkit.backends.onnx_backend import EXPORT_VERSION
+from fetoolkit.backends.quantize import split_prelus
+from fetoolkit.backends.onnx_graph import (META_CONTRACT, META_EMBED_DIM, META_EXPORT, META_MODEL,  # noqa: F401
+                                           META_PRECISION, META_SOURCE_SHA256, set_metadata)
 from fetoolkit.backends.onnx_graph import (graph_maps, opset_of, pad_attributes, remove_unused_initializers,
                                           zero_pads_hw)
 from fetoolkit.hub import atomic_path
@@ -48,18 +58,16 @@ from fetoolkit.types import InputContract
 
 log = logging.getLogger(__name__)
 
-META_EMBED_DIM = "fetoolkit.embed_dim"
-META_PRECISION = "fetoolkit.precision"
-META_EXPORT = "fetoolkit.export"
 
 #: Weights smaller than this in magnitude are written as 0 (see pass 4 in the module docstring).
 NEGLIGIBLE_WEIGHT = 1e-15
 
-PreluForm = Literal["decomposed", "native"]
+PreluForm = Literal["split", "decomposed", "native"]
+PRELU_FORMS: tuple[str, ...] = ("split", "decomposed", "native")
 
 
 def export_onnx(module: nn.Module, contract: InputContract, path: str | Path, *, name: str,
-                source_sha256: str | None, opset: int = 17, prelu: PreluForm = "decomposed") -> Path:
+                source_sha256: str | None, opset: int = 17, prelu: PreluForm = "split") -> Path:
     """Write ``module`` as an ONNX file with a dynamic batch axis, checked by ``onnx.checker``.
 
     The file records the input contract, the model name, the embedding size and the source
@@ -74,14 +82,14 @@ def export_onnx(module: nn.Module, contract: InputContract, path: str | Path, *,
         name: registry name recorded in the file.
         source_sha256: sha256 of the weights the module was loaded from.
         opset: ONNX opset.
-        prelu: ``"decomposed"`` (fast in onnxruntime, see the module docstring) or ``"native"``
-            (one ``PRelu`` node per PReLU, as torch writes it).
+        prelu: ``"split"`` (fastest in onnxruntime, see the module docstring), ``"decomposed"``
+            (the four plain ops) or ``"native"`` (one ``PRelu`` node per PReLU, as torch writes it).
 
     Returns:
         ``path``.
     """
-    if prelu not in ("decomposed", "native"):
-        raise ValueError(f"prelu must be 'decomposed' or 'native', got {prelu!r}")
+    if prelu not in PRELU_FORMS:
+        raise ValueError(f"prelu must be one of {PRELU_FORMS}, got {prelu!r}")
     if contract.layout != "NCHW":
         raise ValueError(f"our torch modules take NCHW input; the contract says {contract.layout}")
     path = Path(path)
@@ -108,7 +116,9 @@ def export_onnx(module: nn.Module, contract: InputContract, path: str | Path, *,
             dims[1].dim_value = contract.embed_dim
         n_folded = fold_constant_nodes(model)
         n_pads = fuse_zero_pads_into_convs(model)
-        n_prelu = decompose_prelu(model) if prelu == "decomposed" else 0
+        n_prelu = decompose_prelu(model) if prelu != "native" else 0
+        if prelu == "split":
+            n_prelu = split_prelus(model)
         n_zeroed = zero_negligible_weights(model)
         remove_unused_initializers(model)
         log.debug("%s: folded %d constant nodes, %d Pad nodes into Convs, rewrote %d PReLUs, zeroed %d "
@@ -126,16 +136,6 @@ def export_onnx(module: nn.Module, contract: InputContract, path: str | Path, *,
         onnx.save(model, str(tmp))
     log.info("exported %s to %s", name, path)
     return path
-
-
-def set_metadata(model: onnx.ModelProto, values: dict[str, str]) -> None:
-    """Set (add or overwrite) ``metadata_props`` entries in place."""
-    current = {p.key: p.value for p in model.metadata_props}
-    current.update(values)
-    del model.metadata_props[:]
-    for key, value in current.items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value
 
 
 # --------------------------------------------------------------------------------------------

@@ -5,8 +5,47 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+import numpy as np
 import onnx
 from onnx import helper
+
+#: ``metadata_props`` keys of the files fetoolkit writes (``backends/export.py``, ``backends/quantize.py``).
+META_CONTRACT = "fetoolkit.contract"
+META_MODEL = "fetoolkit.model"
+META_SOURCE_SHA256 = "fetoolkit.source_sha256"
+META_EMBED_DIM = "fetoolkit.embed_dim"
+META_PRECISION = "fetoolkit.precision"
+META_EXPORT = "fetoolkit.export"
+META_CALIBRATION = "fetoolkit.calibration"
+
+
+def set_metadata(model: onnx.ModelProto, values: dict[str, str]) -> None:
+    """Set (add or overwrite) ``metadata_props`` entries in place."""
+    current = {p.key: p.value for p in model.metadata_props}
+    current.update(values)
+    del model.metadata_props[:]
+    for key, value in current.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+
+
+def int_attr(node: onnx.NodeProto, name: str, default: int) -> int:
+    attr = next((a for a in node.attribute if a.name == name), None)
+    return default if attr is None else int(helper.get_attribute_value(attr))
+
+
+def input_channel_slices(conv: onnx.NodeProto, weight: np.ndarray, channels: int) -> list[tuple[slice, int]] | None:
+    """Where input channel ``c`` of ``conv`` sits in its weight: ``(output channels, column)`` per c.
+
+    ``weight`` is ``[M, C/G, kh, kw]``; None when the Conv's input cannot have ``channels`` channels.
+    """
+    groups = int_attr(conv, "group", 1)
+    m, per_group = weight.shape[0], weight.shape[1]
+    if per_group * groups != channels or m % groups:
+        return None
+    out_per_group = m // groups
+    return [(slice((c // per_group) * out_per_group, (c // per_group + 1) * out_per_group), c % per_group)
+            for c in range(channels)]
 
 
 def graph_maps(nodes: Iterable[onnx.NodeProto]) -> tuple[dict[str, onnx.NodeProto], dict[str, list[onnx.NodeProto]]]:

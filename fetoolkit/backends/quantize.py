@@ -61,17 +61,22 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from fetoolkit.backends.export import META_PRECISION, set_metadata
-from fetoolkit.backends.onnx_graph import data_inputs, graph_maps, opset_of, remove_unused_initializers
+from fetoolkit.backends.onnx_graph import (META_CALIBRATION, META_PRECISION, data_inputs, graph_maps,
+                                           input_channel_slices, opset_of, remove_unused_initializers, set_metadata)
+from fetoolkit.cpu import machine_info
 from fetoolkit.hub import atomic_path
 
 log = logging.getLogger(__name__)
 
-META_CALIBRATION = "fetoolkit.calibration"
-
 Precision = Literal["fp32", "fp16", "int8"]
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
 CalibrationMethodName = Literal["minmax", "entropy", "percentile"]
+WeightBits = Literal[7, 8]
+
+#: What each weight range is for (recorded in the file as ``kernels``).
+WEIGHT_BITS_TARGET = {7: "any x86-64 CPU (7-bit weights: no u8s8 saturation without VNNI)",
+                      8: "CPUs with VNNI only (full-range weights saturate in int16 on AVX2-only CPUs)"}
+
 
 
 class _FaceBatches:
@@ -122,31 +127,12 @@ def _quiet_root_logger(level: int = logging.WARNING) -> Iterator[None]:
 # --------------------------------------------------------------------------------------------
 
 
-def _int_attr(node: onnx.NodeProto, name: str, default: int) -> int:
-    attr = next((a for a in node.attribute if a.name == name), None)
-    return default if attr is None else int(helper.get_attribute_value(attr))
-
-
 def _channel_vector(value: np.ndarray, channels: int | None = None) -> np.ndarray | None:
     """A per-channel constant of an NCHW tensor (``[C,1,1]`` or ``[1,C,1,1]``) as ``[C]``, else None."""
     if value.ndim not in (3, 4) or any(d != 1 for d in value.shape[:-3]) or value.shape[-2:] != (1, 1):
         return None
     vec = value.reshape(-1)
     return vec if channels is None or len(vec) == channels else None
-
-
-def _input_slices(conv: onnx.NodeProto, weight: np.ndarray, channels: int) -> list[tuple[slice, int]] | None:
-    """Where input channel ``c`` of ``conv`` sits in its weight: ``(output channels, column)`` per c.
-
-    ``weight`` is ``[M, C/G, kh, kw]``; None when the Conv's input cannot have ``channels`` channels.
-    """
-    groups = _int_attr(conv, "group", 1)
-    m, per_group = weight.shape[0], weight.shape[1]
-    if per_group * groups != channels or m % groups:
-        return None
-    out_per_group = m // groups
-    return [(slice((c // per_group) * out_per_group, (c // per_group + 1) * out_per_group), c % per_group)
-            for c in range(channels)]
 
 
 def _prelu_of(node: onnx.NodeProto, g_maps: tuple[dict, dict], consts: dict[str, np.ndarray]
@@ -233,7 +219,7 @@ def split_prelus(model: onnx.ModelProto) -> int:
                     ok = False
                     break
                 w = consts[w_name].astype(np.float64)
-                where = _input_slices(conv, w, len(a))
+                where = input_channel_slices(conv, w, len(a))
                 if where is None:
                     ok = False
                     break
@@ -392,7 +378,7 @@ def equalize_channels(model: onnx.ModelProto, calibration: np.ndarray) -> int:
             continue  # a shared weight would be scaled twice
         if any(consts[p.input[1]].shape[0] != c for p in reg["producers"]):
             continue
-        places = [_input_slices(s, consts[s.input[1]], c) for s in reg["sinks"]]
+        places = [input_channel_slices(s, consts[s.input[1]], c) for s in reg["sinks"]]
         if any(p is None for p in places):
             continue
         alive = r > 1e-6 * r.max() if r.max() > 0 else np.zeros(c, bool)
@@ -448,13 +434,14 @@ def _check_same_outputs(a: onnx.ModelProto, b: onnx.ModelProto, x: np.ndarray, w
 
 def quantize_int8(src: str | Path, dst: str | Path, calibration: np.ndarray, *, describe: str,
                   method: CalibrationMethodName = "minmax", per_channel: bool = True, batch_size: int = 8,
-                  nodes_to_exclude: Sequence[str] = (), split_prelu: bool = True, equalize: bool = True) -> Path:
+                  nodes_to_exclude: Sequence[str] = (), split_prelu: bool = True, equalize: bool = True,
+                  weight_bits: WeightBits = 7) -> Path:
     """Static QDQ int8 quantisation of an fp32 ONNX file, calibrated on real faces.
 
     The recipe (defaults; see the module docstring for why and for the figures): the exact fp32
     passes ``split_prelus`` then ``equalize_channels`` (on the calibration faces), then
-    onnxruntime ``quantize_static``: QDQ, per-channel symmetric int8 weights, per-tensor uint8
-    activations with MinMax ranges.
+    onnxruntime ``quantize_static``: QDQ, per-channel symmetric int8 weights in a 7-bit range
+    (``weight_bits``), per-tensor uint8 activations with MinMax ranges.
 
     Args:
         src: the fp32 ``.onnx`` (its ``metadata_props`` are carried over).
@@ -470,6 +457,9 @@ def quantize_int8(src: str | Path, dst: str | Path, calibration: np.ndarray, *, 
         split_prelu: run ``split_prelus`` first (recommended: faster and more accurate).
         equalize: run ``equalize_channels`` first (recommended: it is what keeps the sirius
             MobileFaceNet's accuracy).
+        weight_bits: 7 (default: the same results on every x86-64 CPU) or 8 (full int8 range:
+            only for CPUs with VNNI; on AVX2-only CPUs onnxruntime's u8s8 kernels saturate;
+            see ``fetoolkit.backends.onnx_backend.WEIGHT_BITS_DOC``). Recorded in the file with the CPU it was quantised on.
 
     Returns:
         ``dst``.
@@ -478,6 +468,8 @@ def quantize_int8(src: str | Path, dst: str | Path, calibration: np.ndarray, *, 
                                           quantize_static)
 
     src, dst = Path(src), Path(dst)
+    if weight_bits not in (7, 8):
+        raise ValueError(f"weight_bits must be 7 or 8, got {weight_bits!r}")
     calibration = np.asarray(calibration)
     if calibration.dtype != np.float32 or calibration.ndim != 4 or len(calibration) == 0:
         raise ValueError(f"calibration must be float32 [N, C, H, W] with N >= 1, got {calibration.dtype} "
@@ -489,9 +481,11 @@ def quantize_int8(src: str | Path, dst: str | Path, calibration: np.ndarray, *, 
     source = onnx.load(str(src))
     graph = onnx.ModelProto()
     graph.CopyFrom(source)
-    n_split = split_prelus(graph) if split_prelu else 0
+    n_split_here = split_prelus(graph) if split_prelu else 0
+    # PReLUs in split form, whether split here or already by the fp32 export (its default form)
+    n_split = sum(1 for n in graph.graph.node if n.op_type == "Add" and n.name.endswith("_split_add"))
     n_equalized = equalize_channels(graph, calibration) if equalize else 0
-    if n_split or n_equalized:
+    if n_split_here or n_equalized:
         _check_same_outputs(source, graph, calibration[:32], "split_prelus/equalize_channels")
     reader = _FaceBatches(_input_name(source), calibration, batch_size)
     dst.parent.mkdir(parents=True, exist_ok=True)
@@ -503,12 +497,16 @@ def quantize_int8(src: str | Path, dst: str | Path, calibration: np.ndarray, *, 
         with _quiet_root_logger(logging.ERROR):  # onnxruntime.quantization logs an INFO line per adjusted scale
             quantize_static(str(prepared), str(out), reader, quant_format=QuantFormat.QDQ, per_channel=per_channel,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            calibrate_method=methods[method], nodes_to_exclude=list(nodes_to_exclude))
+                            reduce_range=weight_bits == 7, calibrate_method=methods[method],
+                            nodes_to_exclude=list(nodes_to_exclude))
         model = onnx.load(str(out))
+    machine = machine_info()
     info: dict[str, Any] = {"n_faces": int(len(calibration)), "faces": describe, "method": method,
                             "per_channel": per_channel, "format": "QDQ", "activations": "uint8",
                             "weights": "int8", "nodes_excluded": list(nodes_to_exclude),
-                            "prelus_split": n_split, "regions_equalized": n_equalized}
+                            "prelus_split": n_split, "regions_equalized": n_equalized,
+                            "weight_bits": weight_bits, "kernels": WEIGHT_BITS_TARGET[weight_bits],
+                            "quantized_on": {k: machine[k] for k in ("cpu", "isa", "isa_masked", "int8_kernels")}}
     set_metadata(model, {p.key: p.value for p in source.metadata_props})
     set_metadata(model, {META_PRECISION: "int8", META_CALIBRATION: json.dumps(info, sort_keys=True)})
     onnx.checker.check_model(model)

@@ -79,6 +79,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from fetoolkit.backends.onnx_graph import input_channel_slices
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -467,6 +469,9 @@ def _collect_ops(g: _Graph, path: Path) -> tuple[list[_Op], set[str]]:
         return t
 
     prelus, prelu_parts = _decomposed_prelus(g)
+    split, split_parts, signs = _split_prelus(g)
+    prelus.update(split)
+    prelu_parts |= split_parts
     for index, node in enumerate(order):
         if id(node) in prelu_parts:
             continue
@@ -486,6 +491,8 @@ def _collect_ops(g: _Graph, path: Path) -> tuple[list[_Op], set[str]]:
             )
         if node.op_type == "Conv":
             tensors = {"weight": need(node, 1, "weight")}
+            if node.input[0] in signs:  # a split PReLU's sign folded into this Conv's input channels
+                tensors["weight"] = _unfold_sign(tensors["weight"], signs[node.input[0]], node, path)
             if len(node.input) > 2 and node.input[2]:
                 tensors["bias"] = need(node, 2, "bias")
             attrs = _attrs(node)
@@ -628,6 +635,77 @@ def _decomposed_prelus(g: _Graph) -> tuple[dict[int, tuple[_Tensor, _Tensor]], s
             parts.update((id(lin[0]), id(rel[0]), id(relu)))
             break
     return found, parts
+
+
+def _split_prelus(g: _Graph) -> tuple[dict[int, tuple[_Tensor, _Tensor]], set[int], dict[str, np.ndarray]]:
+    """PReLUs in the export's split form: ``Add(Conv1x1dw(y, s*a), Relu(Conv1x1dw(y, s*(1-a))))``.
+
+    ``fetoolkit.backends.quantize.split_prelus`` writes them; ``s = -1`` on the channels with
+    ``a > 1`` (where ``1 - a < 0``), and the Convs reading the result have those input channels
+    negated. Per channel the two weights tell ``s`` apart: ``s = 1`` gives ``|1 - l| = r`` and
+    ``s = -1`` gives ``|1 + l| = r`` for lin weight ``l`` and relu weight ``r``; both hold only at
+    ``l = 0``, where ``s = 1``. Returns ``{id(Add): (slope a, 1 - a)}``, the ids of the absorbed
+    nodes, and ``{tensor: s}`` for the results whose readers carry a folded sign.
+    """
+    found: dict[int, tuple[_Tensor, _Tensor]] = {}
+    parts: set[int] = set()
+    signs: dict[str, np.ndarray] = {}
+
+    def dw_weight(node: Any) -> np.ndarray | None:
+        if node is None or node.op_type != "Conv" or len(node.input) != 2:
+            return None
+        w = g.const(node.input[1])
+        attrs = _attrs(node)
+        if w is None or w.value.ndim != 4 or w.value.shape[1:] != (1, 1, 1):
+            return None
+        if int(attrs.get("group", 1)) != w.value.shape[0] or any(int(p) for p in attrs.get("pads", [])):
+            return None
+        if any(int(s) != 1 for s in attrs.get("strides", [])) or any(int(d) != 1 for d in attrs.get("dilations", [])):
+            return None
+        return w.value.reshape(-1).astype(np.float64)
+
+    for add in g.graph.node:
+        if add.op_type != "Add" or len(add.input) != 2:
+            continue
+        for lin_name, relu_name in (add.input, add.input[::-1]):
+            lin, relu = g.producer.get(lin_name), g.producer.get(relu_name)
+            if relu is None or relu.op_type != "Relu":
+                continue
+            pre = g.producer.get(relu.input[0])
+            l_w, r_w = dw_weight(lin), dw_weight(pre)
+            if l_w is None or r_w is None or l_w.shape != r_w.shape or lin.input[0] != pre.input[0]:
+                continue
+            if (r_w < 0).any() or any(len(g.consumers.get(n.output[0], [])) != 1 for n in (lin, pre, relu)):
+                continue
+            tol = 1e-5 * (1 + np.abs(l_w).max())
+            plus, minus = np.abs(np.abs(1 - l_w) - r_w) <= tol, np.abs(np.abs(1 + l_w) - r_w) <= tol
+            if not (plus | minus).all():
+                continue
+            s = np.where(plus, 1.0, -1.0)
+            a = (s * l_w).astype(np.float32)
+            shape = (1, len(a), 1, 1)
+            l_t, r_t = g.const(lin.input[1]), g.const(pre.input[1])
+            assert l_t is not None and r_t is not None
+            found[id(add)] = (_Tensor(l_t.name, l_t.origin, a.reshape(shape)),
+                              _Tensor(r_t.name, r_t.origin, (1 - a.astype(np.float64)).astype(np.float32)))
+            parts.update((id(lin), id(pre), id(relu)))
+            if (s < 0).any():
+                signs[add.output[0]] = s
+            break
+    return found, parts, signs
+
+
+def _unfold_sign(weight: _Tensor, sign: np.ndarray, node: Any, path: Any) -> _Tensor:
+    """``weight`` ``[M, C/G, kh, kw]`` with input channel ``c`` multiplied by ``sign[c]``."""
+    where = input_channel_slices(node, weight.value, len(sign))
+    if where is None:
+        raise ValueError(f"Conv node {node.name!r} in {path} reads a split PReLU of {len(sign)} channels, "
+                         f"which its weight {list(weight.value.shape)} cannot take")
+    out = weight.value.astype(np.float64)
+    for c in np.flatnonzero(sign < 0):
+        rows, col = where[c]
+        out[rows, col] *= -1.0
+    return _Tensor(weight.name, weight.origin, out.astype(weight.value.dtype))
 
 
 # ----------------------------------------------------------------------------------------
