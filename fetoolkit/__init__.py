@@ -15,5 +15,14 @@ from fetoolkit.types import Detection, Embedder, InputContract
 
 __version__ = "0.1.0"
 
-__all__ = ["Detection", "Embedder", "InputContract", "__version__", "align", "create_embedder", "detect",
-           "get_model_spec", "list_models"]
+__all__ = [
+    "Detection",
+    "Embedder",
+    "InputContract",
+    "__version__",
+    "align",
+    "create_embedder",
+    "detect",
+    "get_model_spec",
+    "list_models",
+]

@@ -222,6 +222,7 @@ def make_call(v: Variant, x: np.ndarray, threads: int, batch: int) -> tuple[Call
             torch.set_num_threads(threads)
             with torch.inference_mode():
                 return module(t)
+
         return call, run_batch
     assert v.path is not None
     sess = ort_session(v.path, threads)
@@ -229,8 +230,9 @@ def make_call(v: Variant, x: np.ndarray, threads: int, batch: int) -> tuple[Call
     return (lambda: sess.run(None, {name: xb})), run_batch
 
 
-def time_group(calls: dict[str, Callable[[], object]], seconds: float, max_reps: int,
-               min_reps: int = 3, rewarm_s: float = 0.25) -> dict[str, list[float]]:
+def time_group(
+    calls: dict[str, Callable[[], object]], seconds: float, max_reps: int, min_reps: int = 3, rewarm_s: float = 0.25
+) -> dict[str, list[float]]:
     """Time several calls side by side: one warm-up each, then round robins of one call each.
 
     Round robins continue until ``seconds`` per call have passed in total (at least
@@ -291,8 +293,15 @@ def naive_arcface(tflite: Path, module: nn.Module, out: Path) -> tuple[Path, int
             if isinstance(child, nn.PReLU):
                 setattr(sub, child_name, NaivePReLU(child.weight))
     with torch.no_grad():
-        torch.onnx.export(naive, (torch.zeros(2, 3, 112, 112),), str(out), input_names=["input"],
-                          output_names=["embedding"], opset_version=17, dynamo=False)
+        torch.onnx.export(
+            naive,
+            (torch.zeros(2, 3, 112, 112),),
+            str(out),
+            input_names=["input"],
+            output_names=["embedding"],
+            opset_version=17,
+            dynamo=False,
+        )
     return out, 2, "our module exported with PReLU as relu(x) + a*(x-|x|)*0.5 (tflite2onnx unavailable)"
 
 
@@ -356,18 +365,31 @@ def orl_faces(calibration_images: Sequence[str]) -> Faces:
 
     from fetoolkit.parity import align_dataset, select_images
 
-    cfg = OmegaConf.create({
-        "dataset": {"name": "orl", "root": None, "n_folds": 10, "roc_pairs": "all"}, "seed": 0,
-        "detector": {"min_face_size": 20, "thresholds": [0.6, 0.7, 0.7], "factor": 0.709},
-        "pipeline": {"align": True, "select": "most_confident", "swap_rb": False, "batch_size": 32, "progress": False},
-        "cache": {"dir": None, "crops": True},
-    })
+    cfg = OmegaConf.create(
+        {
+            "dataset": {"name": "orl", "root": None, "n_folds": 10, "roc_pairs": "all"},
+            "seed": 0,
+            "detector": {"min_face_size": 20, "thresholds": [0.6, 0.7, 0.7], "factor": 0.709},
+            "pipeline": {
+                "align": True,
+                "select": "most_confident",
+                "swap_rb": False,
+                "batch_size": 32,
+                "progress": False,
+            },
+            "cache": {"dir": None, "crops": True},
+        }
+    )
     aligned = align_dataset(cfg)
     mask_all = select_images(aligned.data.paths, aligned.ok, list(calibration_images))
     names = [f"{p.parent.name}/{p.name}" for p, m in zip(aligned.data.paths, mask_all) if m]
     shown = names if len(names) <= 4 else [*names[:3], "...", names[-1]]
-    return Faces(aligned.faces, aligned, mask_all[aligned.ok],
-                 f"{len(names)} ORL images aligned by the project pipeline ({', '.join(shown)})")
+    return Faces(
+        aligned.faces,
+        aligned,
+        mask_all[aligned.ok],
+        f"{len(names)} ORL images aligned by the project pipeline ({', '.join(shown)})",
+    )
 
 
 def stable_random_(module: nn.Module, seed: int = 0) -> nn.Module:
@@ -388,12 +410,14 @@ def stable_random_(module: nn.Module, seed: int = 0) -> nn.Module:
     return module.eval()
 
 
-def _model_variants(name: str, work: Path, faces: Faces, settings: BenchSettings) -> tuple[dict[str, Any], list[Variant], Any]:
+def _model_variants(
+    name: str, work: Path, faces: Faces, settings: BenchSettings
+) -> tuple[dict[str, Any], list[Variant], Any]:
     """Build what to time for one model; returns (info, variants, contract)."""
     from fetoolkit.backends.export import export_onnx
     from fetoolkit.backends.quantize import quantize_int8
-    from fetoolkit.models.factory import load_module, resolve_weights
     from fetoolkit.models.arcface_torch_zoo import ARCFACE_CONTRACT
+    from fetoolkit.models.factory import load_module, resolve_weights
     from fetoolkit.models.iresnet import iresnet
     from fetoolkit.models.registry import get_model_spec
 
@@ -415,8 +439,9 @@ def _model_variants(name: str, work: Path, faces: Faces, settings: BenchSettings
         if spec.vendor_format == "onnx":
             inp = data_inputs(onnx.load(str(path)))[0]
             fixed = inp.type.tensor_type.shape.dim[0].dim_value or None
-            variants.append(Variant("onnxruntime", "vendor", path=path, fixed_batch=fixed,
-                                    note=f"vendor file {path.name}"))
+            variants.append(
+                Variant("onnxruntime", "vendor", path=path, fixed_batch=fixed, note=f"vendor file {path.name}")
+            )
     if module is not None:
         if settings.torch_eager:
             variants.append(Variant("torch", "fp32", module=module, note="torch eager"))
@@ -437,8 +462,15 @@ def _model_variants(name: str, work: Path, faces: Faces, settings: BenchSettings
             npath, fixed, how = naive_arcface(tfl, module, work / "arcface_naive.onnx")
             variants.append(Variant("onnxruntime", "naive", path=npath, fixed_batch=fixed, note=how))
             if fixed and fixed not in settings.batches:  # like for like: ours at the naive file's batch
-                variants.append(Variant("onnxruntime", f"fp32_b{fixed}", path=ours, fixed_batch=fixed,
-                                        note="our export at the naive file's fixed batch"))
+                variants.append(
+                    Variant(
+                        "onnxruntime",
+                        f"fp32_b{fixed}",
+                        path=ours,
+                        fixed_batch=fixed,
+                        note="our export at the naive file's fixed batch",
+                    )
+                )
     flops_src = next((v.path for v in variants if v.label == "fp32" and v.path is not None), None)
     flops_src = flops_src or next(v.path for v in variants if v.path is not None)
     macs = count_macs(onnx.load(str(flops_src)))
@@ -460,8 +492,13 @@ def _accuracy(variants: list[Variant], contract: Any, faces: Faces) -> dict[str,
     ref = reference_from(OnnxEmbedder(by["fp32"].path).embed_raw(faces.faces), faces.aligned)
     held = np.zeros(len(faces.aligned.ok), bool)
     held[np.flatnonzero(faces.aligned.ok)[faces.calib_mask]] = True
-    res = compare(ref, OnnxEmbedder(by["int8"].path).embed_raw(faces.faces), faces.aligned,
-                  ParityTolerance(min_cosine=None, max_flipped=None, max_tar_drop=MAX_INT8_TAR_DROP), held)
+    res = compare(
+        ref,
+        OnnxEmbedder(by["int8"].path).embed_raw(faces.faces),
+        faces.aligned,
+        ParityTolerance(min_cosine=None, max_flipped=None, max_tar_drop=MAX_INT8_TAR_DROP),
+        held,
+    )
     return {"reference": "our fp32 ONNX export", **{k: res[k] for k in res if k != "tolerance"}}
 
 
@@ -473,21 +510,35 @@ def run_bench(settings: BenchSettings, work: Path, faces: Faces | None = None) -
     log.info("matmul peak GFLOP/s: %s", {t: round(p["peak"], 1) for t, p in peaks.items()})
     first_peaks = {t: dict(p) for t, p in peaks.items()}
     physical = {str(t): fp32_peak_gflops(t) for t in settings.threads}
-    log.info("physical fp32 peak GFLOP/s: %s (%s at %.2f GHz, %s)",
-             {t: None if p["gflops"] is None else round(p["gflops"], 1) for t, p in physical.items()},
-             physical[str(settings.threads[0])]["lanes_why"], physical[str(settings.threads[0])]["clock_ghz"] or 0.0,
-             physical[str(settings.threads[0])]["clock_source"])
+    log.info(
+        "physical fp32 peak GFLOP/s: %s (%s at %.2f GHz, %s)",
+        {t: None if p["gflops"] is None else round(p["gflops"], 1) for t, p in physical.items()},
+        physical[str(settings.threads[0])]["lanes_why"],
+        physical[str(settings.threads[0])]["clock_ghz"] or 0.0,
+        physical[str(settings.threads[0])]["clock_source"],
+    )
     out: dict[str, Any] = {
-        "machine": machine_info(), "versions": library_versions(),
-        "settings": {"models": list(settings.models), "threads": list(settings.threads),
-                     "batches": list(settings.batches), "seconds_per_cell": settings.seconds,
-                     "max_reps": settings.max_reps, "min_reps": settings.min_reps,
-                     "timing": ("per (threads, batch): one warm-up call of every variant and of a 2048^3 sgemm, then "
-                                "round robins of one call each; medians. fraction_of_peak = achieved GFLOP/s / the "
-                                "sgemm GFLOP/s measured in the same round robins (same background load); "
-                                "fraction_of_best_peak uses the best sgemm of the run (peak_gflops)"),
-                     "input": "real aligned ORL faces, preprocessed per the model's contract"},
-        "peak_gflops": peaks, "physical_peak_gflops": physical, "models": {}, "checks": [],
+        "machine": machine_info(),
+        "versions": library_versions(),
+        "settings": {
+            "models": list(settings.models),
+            "threads": list(settings.threads),
+            "batches": list(settings.batches),
+            "seconds_per_cell": settings.seconds,
+            "max_reps": settings.max_reps,
+            "min_reps": settings.min_reps,
+            "timing": (
+                "per (threads, batch): one warm-up call of every variant and of a 2048^3 sgemm, then "
+                "round robins of one call each; medians. fraction_of_peak = achieved GFLOP/s / the "
+                "sgemm GFLOP/s measured in the same round robins (same background load); "
+                "fraction_of_best_peak uses the best sgemm of the run (peak_gflops)"
+            ),
+            "input": "real aligned ORL faces, preprocessed per the model's contract",
+        },
+        "peak_gflops": peaks,
+        "physical_peak_gflops": physical,
+        "models": {},
+        "checks": [],
     }
     for name in settings.models:
         t0 = time.perf_counter()
@@ -501,28 +552,47 @@ def run_bench(settings: BenchSettings, work: Path, faces: Faces | None = None) -
                 calls: dict[str, Callable[[], object]] = {}
                 batch_of: dict[str, int] = {}
                 for v in group:
-                    calls[v.engine + "/" + v.label], batch_of[v.engine + "/" + v.label] = make_call(v, x, threads, batch)
+                    calls[v.engine + "/" + v.label], batch_of[v.engine + "/" + v.label] = make_call(
+                        v, x, threads, batch
+                    )
                 a, b = _peak_operands(settings.peak_size)
 
                 def sgemm(a: torch.Tensor = a, b: torch.Tensor = b, threads: int = threads) -> object:
                     torch.set_num_threads(threads)
                     return torch.mm(a, b)
+
                 calls["sgemm"] = sgemm
                 times = time_group(calls, settings.seconds, settings.max_reps, settings.min_reps)
                 local_peak = 2.0 * settings.peak_size**3 / statistics.median(times.pop("sgemm")) / 1e9
                 for v in group:
                     key = v.engine + "/" + v.label
                     sec, run_batch = statistics.median(times[key]), batch_of[key]
-                    r = {"engine": v.engine, "variant": v.label, "threads": threads, "batch": run_batch,
-                         "requested_batch": batch, "faces_per_s": run_batch / sec, "ms_per_face": sec / run_batch * 1e3,
-                         "reps": len(times[key]), "note": v.note}
+                    r = {
+                        "engine": v.engine,
+                        "variant": v.label,
+                        "threads": threads,
+                        "batch": run_batch,
+                        "requested_batch": batch,
+                        "faces_per_s": run_batch / sec,
+                        "ms_per_face": sec / run_batch * 1e3,
+                        "reps": len(times[key]),
+                        "note": v.note,
+                    }
                     r["gflops"] = r["faces_per_s"] * info["gflop_per_face"]
                     r["local_peak_gflops"] = local_peak
                     r["fraction_of_peak"] = r["gflops"] / local_peak
                     results.append(r)
-                    log.info("%-16s %-11s %-6s t%d b%-3d %8.2f faces/s %6.1f%% of peak (%.0f GFLOP/s beside it)",
-                             name, v.engine, v.label, threads, run_batch, r["faces_per_s"],
-                             100 * r["fraction_of_peak"], local_peak)
+                    log.info(
+                        "%-16s %-11s %-6s t%d b%-3d %8.2f faces/s %6.1f%% of peak (%.0f GFLOP/s beside it)",
+                        name,
+                        v.engine,
+                        v.label,
+                        threads,
+                        run_batch,
+                        r["faces_per_s"],
+                        100 * r["fraction_of_peak"],
+                        local_peak,
+                    )
         info["results"] = results
         if settings.int8 and settings.accuracy and name in REAL_MODELS:
             info["int8_accuracy"] = _accuracy(variants, contract, faces)
@@ -533,8 +603,11 @@ def run_bench(settings: BenchSettings, work: Path, faces: Faces | None = None) -
     # Measured again at the end; the higher figure is the peak (the fractions use it).
     for t in settings.threads:
         again = matmul_peak(t, settings.peak_size)
-        peaks[str(t)] = {"start": first_peaks[str(t)], "end": again,
-                         "peak": max(first_peaks[str(t)]["peak"], again["peak"])}
+        peaks[str(t)] = {
+            "start": first_peaks[str(t)],
+            "end": again,
+            "peak": max(first_peaks[str(t)]["peak"], again["peak"]),
+        }
     for info in out["models"].values():
         for r in info["results"]:
             r["fraction_of_best_peak"] = r["gflops"] / peaks[str(r["threads"])]["peak"]
@@ -548,8 +621,17 @@ def run_bench(settings: BenchSettings, work: Path, faces: Faces | None = None) -
 
 
 def _find(results: list[dict[str, Any]], engine: str, variant: str, threads: int, batch: int) -> dict[str, Any] | None:
-    return next((r for r in results if r["engine"] == engine and r["variant"] == variant
-                 and r["threads"] == threads and r["requested_batch"] == batch), None)
+    return next(
+        (
+            r
+            for r in results
+            if r["engine"] == engine
+            and r["variant"] == variant
+            and r["threads"] == threads
+            and r["requested_batch"] == batch
+        ),
+        None,
+    )
 
 
 def checks(out: dict[str, Any]) -> list[dict[str, Any]]:
@@ -565,38 +647,69 @@ def checks(out: dict[str, Any]) -> list[dict[str, Any]]:
             if name in IRESNETS and fp32:
                 # Median against median: the sgemm timed in the same round robins. The fraction of
                 # the run's single best sgemm (a best case, not a median) is given beside it.
-                res.append({"check": f"{name} onnxruntime fp32 batch {big}, {t} thread(s): >= "
-                                     f"{MIN_IRESNET_PEAK_FRACTION:.0%} of the fp32 sgemm GFLOP/s measured beside it",
-                            "value": fp32["fraction_of_peak"],
-                            "value_vs_best_sgemm_of_run": fp32["fraction_of_best_peak"],
-                            "value_vs_physical_peak": fp32.get("fraction_of_physical_peak"),
-                            "pass": fp32["fraction_of_peak"] >= MIN_IRESNET_PEAK_FRACTION})
+                res.append(
+                    {
+                        "check": f"{name} onnxruntime fp32 batch {big}, {t} thread(s): >= "
+                        f"{MIN_IRESNET_PEAK_FRACTION:.0%} of the fp32 sgemm GFLOP/s measured beside it",
+                        "value": fp32["fraction_of_peak"],
+                        "value_vs_best_sgemm_of_run": fp32["fraction_of_best_peak"],
+                        "value_vs_physical_peak": fp32.get("fraction_of_physical_peak"),
+                        "pass": fp32["fraction_of_peak"] >= MIN_IRESNET_PEAK_FRACTION,
+                    }
+                )
             if fp32 and int8:
                 speed = int8["faces_per_s"] / fp32["faces_per_s"]
-                res.append({"check": f"{name} int8 vs fp32 onnxruntime, batch {big}, {t} thread(s): >= "
-                                     f"{MIN_INT8_SPEEDUP}x faster", "value": speed, "pass": speed >= MIN_INT8_SPEEDUP})
+                res.append(
+                    {
+                        "check": f"{name} int8 vs fp32 onnxruntime, batch {big}, {t} thread(s): >= "
+                        f"{MIN_INT8_SPEEDUP}x faster",
+                        "value": speed,
+                        "pass": speed >= MIN_INT8_SPEEDUP,
+                    }
+                )
             naive = next((r for r in rs if r["variant"] == "naive" and r["threads"] == t), None)
             if naive:
                 # Same batch as the naive file (its batch is fixed), else our smallest batch.
-                ours = next((r for r in rs if r["engine"] == "onnxruntime" and r["variant"].startswith("fp32")
-                             and r["threads"] == t and r["batch"] == naive["batch"]), None)
+                ours = next(
+                    (
+                        r
+                        for r in rs
+                        if r["engine"] == "onnxruntime"
+                        and r["variant"].startswith("fp32")
+                        and r["threads"] == t
+                        and r["batch"] == naive["batch"]
+                    ),
+                    None,
+                )
                 ours = ours or _find(rs, "onnxruntime", "fp32", t, min(out["settings"]["batches"]))
                 if ours:
                     ratio = ours["faces_per_s"] / naive["faces_per_s"]
-                    res.append({"check": f"{name} our export vs the naive conversion, both at batch "
-                                         f"{naive['batch']} (ours {ours['batch']}), {t} thread(s): >= "
-                                         f"{MIN_OURS_VS_NAIVE}x faces/s", "value": ratio,
-                                "pass": ratio >= MIN_OURS_VS_NAIVE})
+                    res.append(
+                        {
+                            "check": f"{name} our export vs the naive conversion, both at batch "
+                            f"{naive['batch']} (ours {ours['batch']}), {t} thread(s): >= "
+                            f"{MIN_OURS_VS_NAIVE}x faces/s",
+                            "value": ratio,
+                            "pass": ratio >= MIN_OURS_VS_NAIVE,
+                        }
+                    )
         acc = info.get("int8_accuracy", {}).get("verification")
         if acc:
             drop = None if acc["tar_delta"] is None else -acc["tar_delta"]
-            res.append({"check": f"{name} int8 TAR@FAR=1e-3 on ORL within {MAX_INT8_TAR_DROP} of fp32",
-                        "value": drop, "pass": drop is not None and drop <= MAX_INT8_TAR_DROP})
+            res.append(
+                {
+                    "check": f"{name} int8 TAR@FAR=1e-3 on ORL within {MAX_INT8_TAR_DROP} of fp32",
+                    "value": drop,
+                    "pass": drop is not None and drop <= MAX_INT8_TAR_DROP,
+                }
+            )
     return res
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--out", default="bench.json", help="where to write the JSON result")
     p.add_argument("--models", default=",".join(DEFAULT_MODELS), help="comma-separated model names")
     p.add_argument("--threads", default="1,2")
@@ -609,10 +722,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--workdir", default=None, help="keep the exported files here (default: a temp dir)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = BenchSettings(models=[m for m in args.models.split(",") if m],
-                             threads=[int(t) for t in args.threads.split(",")],
-                             batches=[int(b) for b in args.batches.split(",")], seconds=args.seconds,
-                             max_reps=args.max_reps, min_reps=args.min_reps, int8=not args.no_int8, torch_eager=not args.no_torch)
+    settings = BenchSettings(
+        models=[m for m in args.models.split(",") if m],
+        threads=[int(t) for t in args.threads.split(",")],
+        batches=[int(b) for b in args.batches.split(",")],
+        seconds=args.seconds,
+        max_reps=args.max_reps,
+        min_reps=args.min_reps,
+        int8=not args.no_int8,
+        torch_eager=not args.no_torch,
+    )
     unknown = [m for m in settings.models if m not in (*REAL_MODELS, *IRESNETS)]
     if unknown:
         p.error(f"unknown models {unknown}; known: {[*REAL_MODELS, *IRESNETS]}")

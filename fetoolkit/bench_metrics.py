@@ -115,11 +115,11 @@ def _cases(n_boot: int) -> dict[str, Callable[[dict[str, np.ndarray]], Any]]:
         "tar_at_far_decades": lambda d: vm.tar_at_far_decades(d["scores"], d["labels"]),
         "kfold_accuracy": lambda d: vm.kfold_accuracy(d["scores"], d["labels"], d["folds"]),
         "verification_report(n_boot=0)": lambda d: vm.verification_report(
-            d["scores"], d["labels"], d["folds"], fars=(1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6)),
+            d["scores"], d["labels"], d["folds"], fars=(1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
+        ),
         "error_vs_reject": erc,
         "genuine_spread": lambda d: qm.genuine_spread(d["scores"], d["labels"], d["subject"]),
-        f"roc_cis(n_boot={n_boot})": lambda d: vm.roc_cis(d["scores"], d["labels"], (1e-2, 1e-3, 1e-4),
-                                                          n_boot=n_boot),
+        f"roc_cis(n_boot={n_boot})": lambda d: vm.roc_cis(d["scores"], d["labels"], (1e-2, 1e-3, 1e-4), n_boot=n_boot),
         "suite (everything evaluate computes, no bootstrap)": suite,
     }
 
@@ -133,8 +133,12 @@ def _child(name: str, n: int, n_boot: int) -> dict[str, Any]:
     fn(d)
     dt = time.perf_counter() - t
     peak = _peak_mb()
-    return {"seconds": round(dt, 3), "peak_rss_mb": round(peak, 1), "added_mb": round(peak - before, 1),
-            "input_rss_mb": round(before, 1)}
+    return {
+        "seconds": round(dt, 3),
+        "peak_rss_mb": round(peak, 1),
+        "added_mb": round(peak - before, 1),
+        "input_rss_mb": round(before, 1),
+    }
 
 
 def cpu_peak_gflops(size: int = 1024, repeat: int = 3) -> float:
@@ -155,22 +159,46 @@ def run(n: int, n_boot: int, only: list[str] | None = None) -> dict[str, Any]:
         if only and not any(o in name for o in only):
             continue
         # This file run as a script: a process that never imports the fetoolkit package.
-        proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", name, "--pairs", str(n),
-                               "--n-boot", str(n_boot)], capture_output=True, text=True, check=False)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                str(Path(__file__).resolve()),
+                "--child",
+                name,
+                "--pairs",
+                str(n),
+                "--n-boot",
+                str(n_boot),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if proc.returncode != 0:
             raise RuntimeError(f"benchmark case {name!r} failed: {proc.stderr[-2000:]}")
         res = json.loads(proc.stdout.strip().splitlines()[-1])
         results[name] = res
-        log.info("%-52s %7.2f s  peak %7.1f MB  (+%.1f MB over the inputs)", name, res["seconds"],
-                 res["peak_rss_mb"], res["added_mb"])
+        log.info(
+            "%-52s %7.2f s  peak %7.1f MB  (+%.1f MB over the inputs)",
+            name,
+            res["seconds"],
+            res["peak_rss_mb"],
+            res["added_mb"],
+        )
     suite = next((v for k, v in results.items() if k.startswith("suite")), None)
     return {
-        "n_pairs": n, "genuine_fraction": GENUINE_FRACTION, "n_images": N_IMAGES,
+        "n_pairs": n,
+        "genuine_fraction": GENUINE_FRACTION,
+        "n_images": N_IMAGES,
         "limits": {"seconds": 30, "peak_rss_mb": 2048},
         "suite_within_limits": None if suite is None else bool(suite["seconds"] < 30 and suite["peak_rss_mb"] < 2048),
         "results": results,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
-                    "cpu_peak_gflops": round(cpu_peak_gflops(), 1)},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "numpy": np.__version__,
+            "cpu_peak_gflops": round(cpu_peak_gflops(), 1),
+        },
     }
 
 

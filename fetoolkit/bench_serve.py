@@ -154,14 +154,16 @@ class RawRun:
         return self.faces / self.seconds
 
 
-def raw_throughput(session: Any, input_name: str, output_name: str, x1: np.ndarray, *, streams: int, batch: int,
-                   duration: float) -> float:
+def raw_throughput(
+    session: Any, input_name: str, output_name: str, x1: np.ndarray, *, streams: int, batch: int, duration: float
+) -> float:
     """Faces/s of ``session.run`` on preprocessed input: ``streams`` threads, ``batch`` faces per call."""
     return raw_run(session, input_name, output_name, x1, streams=streams, batch=batch, duration=duration).fps
 
 
-def raw_run(session: Any, input_name: str, output_name: str, x1: np.ndarray, *, streams: int, batch: int,
-            duration: float) -> RawRun:
+def raw_run(
+    session: Any, input_name: str, output_name: str, x1: np.ndarray, *, streams: int, batch: int, duration: float
+) -> RawRun:
     """``session.run`` on preprocessed input for ``duration`` s: ``streams`` threads, ``batch`` faces
     per call; faces done, seconds and this process's CPU seconds."""
     reps = -(-batch // len(x1))
@@ -198,8 +200,15 @@ def raw_suite(embedder: Any, crops: np.ndarray, workers: int, duration: float) -
 
 
 # ----------------------------------------------------------------------------- server process
-def start_server(model: str, overrides: list[str], run_dir: Path, *, max_concurrent: int,
-                 timeout: float = 180.0, weights: str | None = None) -> ServerProcess:
+def start_server(
+    model: str,
+    overrides: list[str],
+    run_dir: Path,
+    *,
+    max_concurrent: int,
+    timeout: float = 180.0,
+    weights: str | None = None,
+) -> ServerProcess:
     """Start the service as users do and wait (bounded) until /api/health says healthy.
     ``weights``: a checkpoint handed over as ``MODEL_PATH``."""
     env = {"MAX_CONCURRENT_REQUESTS": str(max_concurrent)}
@@ -208,8 +217,9 @@ def start_server(model: str, overrides: list[str], run_dir: Path, *, max_concurr
     return serve_process.start_server([f"model={model}", *overrides], run_dir, env=env, timeout=timeout)
 
 
-def start_bare(model: str, run_dir: Path, *, workers: int, timeout: float = 180.0,
-               weights: str | None = None) -> ServerProcess:
+def start_bare(
+    model: str, run_dir: Path, *, workers: int, timeout: float = 180.0, weights: str | None = None
+) -> ServerProcess:
     """Start the reference app ``python -m fetoolkit.serve.bare`` and wait until it answers."""
     cmd = ["-m", "fetoolkit.serve.bare", "--model", model, "--workers", str(workers)]
     if weights is not None:
@@ -219,8 +229,10 @@ def start_bare(model: str, run_dir: Path, *, workers: int, timeout: float = 180.
 
 # ----------------------------------------------------------------------------- load generator
 def build_request(path: str, body: bytes, port: int) -> bytes:
-    head = (f"POST {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n").encode()
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
     return head + body
 
 
@@ -292,8 +304,9 @@ def merge_loads(loads: list[LoadResult]) -> LoadResult:
     return out
 
 
-async def _load(port: int, path: str, bodies: list[bytes], concurrency: int, warmup: float, duration: float,
-                pid: int) -> LoadResult:
+async def _load(
+    port: int, path: str, bodies: list[bytes], concurrency: int, warmup: float, duration: float, pid: int
+) -> LoadResult:
     requests = [build_request(path, b, port) for b in bodies]
     loop_start = time.perf_counter()
     window_start = loop_start + warmup
@@ -341,16 +354,23 @@ async def _load(port: int, path: str, bodies: list[bytes], concurrency: int, war
     return res
 
 
-def run_load(server: ServerProcess, path: str, bodies: list[bytes], concurrency: int, warmup: float,
-             duration: float) -> LoadResult:
+def run_load(
+    server: ServerProcess, path: str, bodies: list[bytes], concurrency: int, warmup: float, duration: float
+) -> LoadResult:
     """A closed-loop load phase: ``concurrency`` connections, each sending its next request when
     the previous one is answered, for ``warmup + duration`` s; the answers that arrive inside the
     last ``duration`` s are counted (throughput) and their latencies kept."""
     return asyncio.run(_load(server.port, path, bodies, concurrency, warmup, duration, server.pid))
 
 
-def check_answers(server: ServerProcess, p: Payloads, embedder: Any, *, kinds: tuple[str, ...] = ("aligned", "full"),
-                  bare: bool = False) -> dict[str, Any]:
+def check_answers(
+    server: ServerProcess,
+    p: Payloads,
+    embedder: Any,
+    *,
+    kinds: tuple[str, ...] = ("aligned", "full"),
+    bare: bool = False,
+) -> dict[str, Any]:
     """The service's (``bare``: the reference app's) embeddings of the payloads against the
     in-process model on the same crops."""
     import httpx
@@ -401,17 +421,37 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         raws: dict[str, list[RawRun]] = {k: [] for k in raw_cfgs}
         for _ in range(args.rounds):
             for k, (streams, batch) in raw_cfgs.items():
-                raws[k].append(raw_run(embedder.session, embedder.input_name, embedder.output_name, x_pre,
-                                       streams=streams, batch=batch, duration=args.raw_duration / 4))
-            loads.append(run_load(server, "/api/extract-embedding", p.aligned, cmax, min(args.warmup, 0.5),
-                                  args.duration / args.rounds))
+                raws[k].append(
+                    raw_run(
+                        embedder.session,
+                        embedder.input_name,
+                        embedder.output_name,
+                        x_pre,
+                        streams=streams,
+                        batch=batch,
+                        duration=args.raw_duration / 4,
+                    )
+                )
+            loads.append(
+                run_load(
+                    server,
+                    "/api/extract-embedding",
+                    p.aligned,
+                    cmax,
+                    min(args.warmup, 0.5),
+                    args.duration / args.rounds,
+                )
+            )
         r = merge_loads(loads).summary()
         fps = {k: sum(x.faces for x in v) / sum(x.seconds for x in v) for k, v in raws.items()}
         per_cpu = {k: sum(x.faces for x in v) / max(sum(x.cpu_s for x in v), 1e-9) for k, v in raws.items()}
         best = max(fps, key=lambda k: fps[k])
-        r["raw_interleaved"] = {"rounds": args.rounds, "best_config": best,
-                                "faces_per_s": {k: round(v, 1) for k, v in fps.items()},
-                                "faces_per_cpu_s": {k: round(v, 1) for k, v in per_cpu.items()}}
+        r["raw_interleaved"] = {
+            "rounds": args.rounds,
+            "best_config": best,
+            "faces_per_s": {k: round(v, 1) for k, v in fps.items()},
+            "faces_per_cpu_s": {k: round(v, 1) for k, v in per_cpu.items()},
+        }
         r["fraction_of_raw"] = round(r["requests_per_s"] / fps[best], 3)
         if r["requests_per_server_cpu_s"]:
             r["cpu_efficiency_vs_raw"] = round(r["requests_per_server_cpu_s"] / max(per_cpu.values()), 3)
@@ -423,8 +463,13 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     batched_peak: dict[str, int] = {}
     reference: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
-        server = start_server(args.model, [*common, "inference.max_batch=1"], Path(tmp) / "serve",
-                              max_concurrent=max(16, 2 * cmax), weights=args.weights)
+        server = start_server(
+            args.model,
+            [*common, "inference.max_batch=1"],
+            Path(tmp) / "serve",
+            max_concurrent=max(16, 2 * cmax),
+            weights=args.weights,
+        )
         try:
             health = _get_health(server)
             answers = check_answers(server, p, embedder)
@@ -437,34 +482,58 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                     else:
                         r = run_load(server, "/api/extract-embedding", bodies, c, args.warmup, args.duration).summary()
                     phases[kind][f"c{c}"] = r
-                    log.info("%-7s c=%d: %.1f req/s, p50 %s ms, p95 %s ms; CPU s: server %.1f, client %.1f, "
-                             "other processes %.1f", kind, c, r["requests_per_s"], r["p50_ms"], r["p95_ms"],
-                             r["server_cpu_s"], r["client_cpu_s"], r["other_processes_cpu_s"])
+                    log.info(
+                        "%-7s c=%d: %.1f req/s, p50 %s ms, p95 %s ms; CPU s: server %.1f, client %.1f, "
+                        "other processes %.1f",
+                        kind,
+                        c,
+                        r["requests_per_s"],
+                        r["p50_ms"],
+                        r["p95_ms"],
+                        r["server_cpu_s"],
+                        r["client_cpu_s"],
+                        r["other_processes_cpu_s"],
+                    )
             peak = proc_status(server.pid)
         finally:
             server.stop()
         if args.batched and "aligned" in args.kinds:
-            server = start_server(args.model, [*common, f"inference.max_batch={args.batched}"], Path(tmp) / "batched",
-                                  max_concurrent=max(16, 2 * cmax), weights=args.weights)
+            server = start_server(
+                args.model,
+                [*common, f"inference.max_batch={args.batched}"],
+                Path(tmp) / "batched",
+                max_concurrent=max(16, 2 * cmax),
+                weights=args.weights,
+            )
             try:
                 r = saturated_phase(server)
                 batched = {"max_batch": args.batched, f"aligned_c{cmax}": r}
-                log.info("aligned c=%d with max_batch=%d: %.1f req/s, p50 %s ms (%.2f of raw)", cmax, args.batched,
-                         r["requests_per_s"], r["p50_ms"], r["fraction_of_raw"])
+                log.info(
+                    "aligned c=%d with max_batch=%d: %.1f req/s, p50 %s ms (%.2f of raw)",
+                    cmax,
+                    args.batched,
+                    r["requests_per_s"],
+                    r["p50_ms"],
+                    r["fraction_of_raw"],
+                )
                 batched_peak = proc_status(server.pid)
             finally:
                 server.stop()
         if args.reference and "aligned" in args.kinds:
             bare = start_bare(args.model, Path(tmp) / "bare", workers=args.workers, weights=args.weights)
             try:
-                reference = {"app": "python -m fetoolkit.serve.bare (no framework, validation, admission control, "
-                                    "detection or quality score; the same model, decoder and uvicorn)",
-                             "answers_match_in_process_model": check_answers(bare, p, embedder, kinds=("aligned",),
-                                                                             bare=True),
-                             f"aligned_c{cmax}": saturated_phase(bare)}
-                log.info("reference bare ASGI app, aligned c=%d: %.1f req/s (%.2f of raw)", cmax,
-                         reference[f"aligned_c{cmax}"]["requests_per_s"],
-                         reference[f"aligned_c{cmax}"]["fraction_of_raw"])
+                reference = {
+                    "app": "python -m fetoolkit.serve.bare (no framework, validation, admission control, "
+                    "detection or quality score; the same model, decoder and uvicorn)",
+                    "answers_match_in_process_model": check_answers(bare, p, embedder, kinds=("aligned",), bare=True),
+                    f"aligned_c{cmax}": saturated_phase(bare),
+                }
+                log.info(
+                    "reference bare ASGI app, aligned c=%d: %.1f req/s (%.2f of raw)",
+                    cmax,
+                    reference[f"aligned_c{cmax}"]["requests_per_s"],
+                    reference[f"aligned_c{cmax}"]["fraction_of_raw"],
+                )
             finally:
                 bare.stop()
     raw_after = raw_suite(embedder, p.crops, args.workers, args.raw_duration)
@@ -474,43 +543,85 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     fu_lo = phases["full"].get(f"c{cmin}", {})
     peak_rss_mb = round(max(peak.get("VmHWM", 0), batched_peak.get("VmHWM", 0)) / 1024, 1)
     peak_anon_mb = max((s["server_peak_anon_rss_mb_sampled"] for k in phases for s in phases[k].values()), default=None)
-    fraction = max(al_hi.get("fraction_of_raw", 0.0),
-                   batched.get(f"aligned_c{cmax}", {}).get("fraction_of_raw", 0.0)) or None
-    cpu_eff = max(al_hi.get("cpu_efficiency_vs_raw", 0.0),
-                  batched.get(f"aligned_c{cmax}", {}).get("cpu_efficiency_vs_raw", 0.0)) or None
+    fraction = (
+        max(al_hi.get("fraction_of_raw", 0.0), batched.get(f"aligned_c{cmax}", {}).get("fraction_of_raw", 0.0)) or None
+    )
+    cpu_eff = (
+        max(
+            al_hi.get("cpu_efficiency_vs_raw", 0.0),
+            batched.get(f"aligned_c{cmax}", {}).get("cpu_efficiency_vs_raw", 0.0),
+        )
+        or None
+    )
     best_serve = max(al_hi.get("requests_per_s", 0.0), batched.get(f"aligned_c{cmax}", {}).get("requests_per_s", 0.0))
     rps_hi = al_hi.get("requests_per_s")
     targets = [
         _target(f"p50 latency, aligned crop, concurrency {cmin} (ms)", "<", TARGET_P50_ALIGNED_MS, al_lo.get("p50_ms")),
-        _target(f"aligned-crop requests/s per core, concurrency {cmax} (req/s over {n_cores} cores)", ">",
-                TARGET_RPS_PER_CORE, None if rps_hi is None else round(rps_hi / n_cores, 2)),
+        _target(
+            f"aligned-crop requests/s per core, concurrency {cmax} (req/s over {n_cores} cores)",
+            ">",
+            TARGET_RPS_PER_CORE,
+            None if rps_hi is None else round(rps_hi / n_cores, 2),
+        ),
         _target(f"p50 latency, full image, concurrency {cmin} (ms)", "<", TARGET_P50_FULL_MS, fu_lo.get("p50_ms")),
         _target("server peak RSS over the whole run, VmHWM (MB)", "<", TARGET_RSS_MB, peak_rss_mb),
-        _target(f"aligned-crop requests/s at concurrency {cmax} / raw onnxruntime faces/s of the same model "
-                f"(best raw configuration, in slices interleaved with the load's)",
-                ">=", TARGET_RAW_FRACTION, fraction),
-        _target(f"the same per CPU-second: aligned-crop requests per server CPU-s at concurrency {cmax} / raw "
-                f"onnxruntime faces per CPU-s (what the fraction would be with the cores to itself)",
-                ">=", TARGET_RAW_FRACTION, cpu_eff),
+        _target(
+            f"aligned-crop requests/s at concurrency {cmax} / raw onnxruntime faces/s of the same model "
+            f"(best raw configuration, in slices interleaved with the load's)",
+            ">=",
+            TARGET_RAW_FRACTION,
+            fraction,
+        ),
+        _target(
+            f"the same per CPU-second: aligned-crop requests per server CPU-s at concurrency {cmax} / raw "
+            f"onnxruntime faces per CPU-s (what the fraction would be with the cores to itself)",
+            ">=",
+            TARGET_RAW_FRACTION,
+            cpu_eff,
+        ),
     ]
     return {
         "command": " ".join(["python", "-m", "fetoolkit.bench_serve", *args.argv]),
-        "machine": {**machine_info(args.num_threads), "cores": n_cores, "python": platform.python_version(),
-                    "onnxruntime": onnxruntime.__version__, "torch": torch.__version__,
-                    "server_threads": {"workers": args.workers, "num_threads": args.num_threads}},
-        "model": {"name": embedder.name, "backend": "onnx", "onnx_file": str(embedder.path),
-                  "weights_sha256": embedder.weights_sha256, "served_sha256": health["model_status"]["weights_sha256"],
-                  "detector_backend": health["model_status"].get("detector_backend")},
-        "payloads": {"photos": p.names, "full_image_sizes": [f"{w}x{h}" for w, h in p.full_shapes],
-                     "aligned": "the photos' MTCNN-aligned 112x112 crops as PNG",
-                     "full_body_bytes": [len(b) for b in p.full], "aligned_body_bytes": [len(b) for b in p.aligned]},
-        "settings": {"workers": args.workers, "num_threads": args.num_threads, "max_batch": 1,
-                     "warmup_s": args.warmup, "duration_s": args.duration, "raw_duration_s": args.raw_duration},
+        "machine": {
+            **machine_info(args.num_threads),
+            "cores": n_cores,
+            "python": platform.python_version(),
+            "onnxruntime": onnxruntime.__version__,
+            "torch": torch.__version__,
+            "server_threads": {"workers": args.workers, "num_threads": args.num_threads},
+        },
+        "model": {
+            "name": embedder.name,
+            "backend": "onnx",
+            "onnx_file": str(embedder.path),
+            "weights_sha256": embedder.weights_sha256,
+            "served_sha256": health["model_status"]["weights_sha256"],
+            "detector_backend": health["model_status"].get("detector_backend"),
+        },
+        "payloads": {
+            "photos": p.names,
+            "full_image_sizes": [f"{w}x{h}" for w, h in p.full_shapes],
+            "aligned": "the photos' MTCNN-aligned 112x112 crops as PNG",
+            "full_body_bytes": [len(b) for b in p.full],
+            "aligned_body_bytes": [len(b) for b in p.aligned],
+        },
+        "settings": {
+            "workers": args.workers,
+            "num_threads": args.num_threads,
+            "max_batch": 1,
+            "warmup_s": args.warmup,
+            "duration_s": args.duration,
+            "raw_duration_s": args.raw_duration,
+        },
         "answers_match_in_process_model": answers,
-        "raw_onnxruntime_faces_per_s": {"before": raw_before, "after": raw_after, "best": raw_best,
-                                        "best_serve_over_best_raw_of_run": round(best_serve / raw_best, 3),
-                                        "note": "session.run on preprocessed tensors, same ONNX file and session "
-                                                "options as the service; key = streams x batch"},
+        "raw_onnxruntime_faces_per_s": {
+            "before": raw_before,
+            "after": raw_after,
+            "best": raw_best,
+            "best_serve_over_best_raw_of_run": round(best_serve / raw_best, 3),
+            "note": "session.run on preprocessed tensors, same ONNX file and session "
+            "options as the service; key = streams x batch",
+        },
         "serve": phases,
         "serve_batched": batched,
         "reference_bare_asgi": reference,
@@ -535,25 +646,35 @@ def _target(name: str, op: str, target: float, measured: float | None) -> dict[s
 
 def format_report(r: dict[str, Any]) -> str:
     """A short text table of the headline figures."""
-    lines = [f"model {r['model']['name']} on {r['machine']['cpu']} ({r['machine']['cores']} cores)",
-             f"raw onnxruntime faces/s: before {r['raw_onnxruntime_faces_per_s']['before']}, "
-             f"after {r['raw_onnxruntime_faces_per_s']['after']}"]
+    lines = [
+        f"model {r['model']['name']} on {r['machine']['cpu']} ({r['machine']['cores']} cores)",
+        f"raw onnxruntime faces/s: before {r['raw_onnxruntime_faces_per_s']['before']}, "
+        f"after {r['raw_onnxruntime_faces_per_s']['after']}",
+    ]
     for kind, phases in r["serve"].items():
         for c, s in phases.items():
-            lines.append(f"  {kind:<7} {c:<4} {s['requests_per_s']:>7.1f} req/s  p50 {s['p50_ms']} ms  "
-                         f"p95 {s['p95_ms']} ms  "
-                         f"({s['requests_per_server_cpu_s']} req per server CPU-s)")
+            lines.append(
+                f"  {kind:<7} {c:<4} {s['requests_per_s']:>7.1f} req/s  p50 {s['p50_ms']} ms  "
+                f"p95 {s['p95_ms']} ms  "
+                f"({s['requests_per_server_cpu_s']} req per server CPU-s)"
+            )
     for k, v in r["serve_batched"].items():
         if isinstance(v, dict):
-            lines.append(f"  batched (max_batch={r['serve_batched']['max_batch']}) {k}: {v['requests_per_s']} req/s, "
-                         f"p50 {v['p50_ms']} ms")
+            lines.append(
+                f"  batched (max_batch={r['serve_batched']['max_batch']}) {k}: {v['requests_per_s']} req/s, "
+                f"p50 {v['p50_ms']} ms"
+            )
     ref = r.get("reference_bare_asgi", {})
     for k, v in ref.items():
         if isinstance(v, dict) and "fraction_of_raw" in v:
-            lines.append(f"  reference bare ASGI app {k}: {v['requests_per_s']} req/s, p50 {v['p50_ms']} ms "
-                         f"({v['fraction_of_raw']} of raw, {v.get('cpu_efficiency_vs_raw')} per CPU-s)")
-    lines.append(f"  server peak RSS {r['server_peak_rss_mb']} MB (anon, sampled under load: "
-                 f"{r['server_peak_anon_rss_mb_sampled']} MB)")
+            lines.append(
+                f"  reference bare ASGI app {k}: {v['requests_per_s']} req/s, p50 {v['p50_ms']} ms "
+                f"({v['fraction_of_raw']} of raw, {v.get('cpu_efficiency_vs_raw')} per CPU-s)"
+            )
+    lines.append(
+        f"  server peak RSS {r['server_peak_rss_mb']} MB (anon, sampled under load: "
+        f"{r['server_peak_anon_rss_mb_sampled']} MB)"
+    )
     for t in r["targets"]:
         lines.append(f"  [{'met' if t['met'] else 'NOT met'}] {t['name']}: {t['measured']} (target {t['target']})")
     return "\n".join(lines)
@@ -568,16 +689,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=8.0, help="measured seconds per load phase")
     parser.add_argument("--warmup", type=float, default=1.5, help="unmeasured seconds before each phase")
     parser.add_argument("--raw-duration", type=float, default=3.0, help="seconds per raw onnxruntime figure")
-    parser.add_argument("--rounds", type=int, default=5,
-                        help="slices of the saturated aligned-crop phase, interleaved with raw onnxruntime slices")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=5,
+        help="slices of the saturated aligned-crop phase, interleaved with raw onnxruntime slices",
+    )
     parser.add_argument("--workers", type=int, default=2, help="inference.workers of the service")
     parser.add_argument("--num-threads", type=int, default=1, help="onnxruntime intra-op threads per call")
-    parser.add_argument("--kinds", nargs="+", default=["aligned", "full"], choices=["aligned", "full"],
-                        help="payload kinds to load the service with (the targets need both)")
-    parser.add_argument("--batched", type=int, default=8,
-                        help="also run aligned crops at the highest concurrency with inference.max_batch=N (0: skip)")
-    parser.add_argument("--reference", type=int, default=1,
-                        help="1: also load the reference bare ASGI app (fetoolkit.serve.bare) the same way; 0: skip")
+    parser.add_argument(
+        "--kinds",
+        nargs="+",
+        default=["aligned", "full"],
+        choices=["aligned", "full"],
+        help="payload kinds to load the service with (the targets need both)",
+    )
+    parser.add_argument(
+        "--batched",
+        type=int,
+        default=8,
+        help="also run aligned crops at the highest concurrency with inference.max_batch=N (0: skip)",
+    )
+    parser.add_argument(
+        "--reference",
+        type=int,
+        default=1,
+        help="1: also load the reference bare ASGI app (fetoolkit.serve.bare) the same way; 0: skip",
+    )
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

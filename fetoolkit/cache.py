@@ -131,5 +131,6 @@ def encode_failures(failures: dict[int, str], paths: Sequence[Path]) -> dict[str
 
 def decode_failures(arrays: dict[str, np.ndarray], paths: Sequence[Path]) -> dict[int, str]:
     """Inverse of :func:`encode_failures`."""
-    return {int(i): str(m).replace("<image>", str(paths[int(i)]))
-            for i, m in zip(arrays["fail_idx"], arrays["fail_msg"])}
+    return {
+        int(i): str(m).replace("<image>", str(paths[int(i)])) for i, m in zip(arrays["fail_idx"], arrays["fail_msg"])
+    }

@@ -53,8 +53,10 @@ def collect(roots: Sequence[str | Path], out_dir: str | Path | None = None) -> d
 
     runs = find_runs(roots)
     if not runs:
-        raise FileNotFoundError(f"no results.json below {', '.join(map(str, roots))}: run "
-                                "`python -m fetoolkit.eval` (or a -m sweep) there first")
+        raise FileNotFoundError(
+            f"no results.json below {', '.join(map(str, roots))}: run "
+            "`python -m fetoolkit.eval` (or a -m sweep) there first"
+        )
     out = Path(out_dir) if out_dir is not None else Path(roots[0])
     out.mkdir(parents=True, exist_ok=True)
     results: list[tuple[str, dict[str, Any]]] = []
@@ -77,7 +79,9 @@ def collect(roots: Sequence[str | Path], out_dir: str | Path | None = None) -> d
     df.to_csv(paths["csv"], index=False)
     paths["markdown"].write_text(
         f"# Comparison of {len(df)} runs\n\nIntervals: 95% bootstrap (see each run's results.json).\n\n"
-        + tables.comparison_markdown(df) + "\n")
+        + tables.comparison_markdown(df)
+        + "\n"
+    )
     if curves:
         plots.plot_roc(curves, paths["roc"], title=f"ROC, {len(curves)} runs")
     log.info("compared %d runs: %s", len(df), ", ".join(str(p) for p in paths.values()))

@@ -104,16 +104,27 @@ def thread_settings(onnxruntime_threads: int | None = None) -> dict[str, Any]:
 @lru_cache(maxsize=1)
 def _static_machine() -> dict[str, Any]:
     name, vendor, _, family, model, mhz = _cpuinfo()
-    return {"cpu": name, "vendor": vendor, "family": family, "model": model, "logical_cpus": os.cpu_count(),
-            "cpu_mhz_reported": mhz, "platform": platform.platform()}
+    return {
+        "cpu": name,
+        "vendor": vendor,
+        "family": family,
+        "model": model,
+        "logical_cpus": os.cpu_count(),
+        "cpu_mhz_reported": mhz,
+        "platform": platform.platform(),
+    }
 
 
 def machine_info(onnxruntime_threads: int | None = None) -> dict[str, Any]:
     """Everything a reported figure needs to say where it was measured (JSON-ready)."""
     flags = isa_flags()
-    return {**_static_machine(), "isa": sorted(f for f, on in flags.items() if on),
-            "isa_masked": masked_isa(), "int8_kernels": int8_kind(),
-            "threads": thread_settings(onnxruntime_threads)}
+    return {
+        **_static_machine(),
+        "isa": sorted(f for f, on in flags.items() if on),
+        "isa_masked": masked_isa(),
+        "int8_kernels": int8_kind(),
+        "threads": thread_settings(onnxruntime_threads),
+    }
 
 
 def fp32_fma_lanes_per_cycle() -> tuple[int, str]:
@@ -177,5 +188,11 @@ def fp32_peak_gflops(threads: int, clock_hz: float | None = None) -> dict[str, A
     if clock_hz is None:
         clock_hz, source = measured_clock_hz()
     gflops = None if clock_hz is None else lanes * 2 * clock_hz * threads / 1e9
-    return {"gflops": gflops, "lanes_per_cycle": lanes, "lanes_why": why,
-            "clock_ghz": None if clock_hz is None else clock_hz / 1e9, "clock_source": source, "threads": threads}
+    return {
+        "gflops": gflops,
+        "lanes_per_cycle": lanes,
+        "lanes_why": why,
+        "clock_ghz": None if clock_hz is None else clock_hz / 1e9,
+        "clock_source": source,
+        "threads": threads,
+    }

@@ -26,12 +26,12 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from fetoolkit.cache import CacheCfg
+from fetoolkit.cpu import machine_info
 from fetoolkit.data import load_eval_data
 from fetoolkit.detect.mtcnn import DetectorCfg
 from fetoolkit.evaluate import Evaluation, QualityCfg, StatsCfg, evaluate
 from fetoolkit.models.factory import create_embedder
 from fetoolkit.pipeline import PipelineCfg
-from fetoolkit.cpu import machine_info
 from fetoolkit.versions import library_versions
 
 log = logging.getLogger(__name__)
@@ -41,8 +41,9 @@ PAIRS_FILE = "pairs.parquet"
 
 def detector_cfg(cfg: DictConfig) -> DetectorCfg:
     d = cfg.detector
-    return DetectorCfg(min_face_size=d.min_face_size, thresholds=tuple(d.thresholds), factor=d.factor,
-                       select=cfg.pipeline.select)
+    return DetectorCfg(
+        min_face_size=d.min_face_size, thresholds=tuple(d.thresholds), factor=d.factor, select=cfg.pipeline.select
+    )
 
 
 def pipeline_cfg(cfg: DictConfig) -> PipelineCfg:
@@ -61,13 +62,26 @@ def run(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
     """
     if cfg.num_threads:
         torch.set_num_threads(int(cfg.num_threads))
-    embedder = create_embedder(cfg.model.name, weights=cfg.model.get("weights"), backend=cfg.backend.name,
-                               num_threads=cfg.num_threads, batch_size=cfg.pipeline.batch_size)
+    embedder = create_embedder(
+        cfg.model.name,
+        weights=cfg.model.get("weights"),
+        backend=cfg.backend.name,
+        num_threads=cfg.num_threads,
+        batch_size=cfg.pipeline.batch_size,
+    )
     data = load_eval_data(cfg.dataset, seed=cfg.seed)
     cache_cfg: CacheCfg = _section(cfg, "cache", CacheCfg)
-    ev: Evaluation = evaluate(data, embedder, pipeline=pipeline_cfg(cfg), detector_cfg=detector_cfg(cfg),
-                              fte_policy=cfg.fte_policy, cache=cache_cfg.open(), cache_crops=cache_cfg.crops,
-                              stats=_section(cfg, "stats", StatsCfg), quality=_section(cfg, "quality", QualityCfg))
+    ev: Evaluation = evaluate(
+        data,
+        embedder,
+        pipeline=pipeline_cfg(cfg),
+        detector_cfg=detector_cfg(cfg),
+        fte_policy=cfg.fte_policy,
+        cache=cache_cfg.open(),
+        cache_crops=cache_cfg.crops,
+        stats=_section(cfg, "stats", StatsCfg),
+        quality=_section(cfg, "quality", QualityCfg),
+    )
     summary = {
         "model": embedder.name,
         "backend": embedder.backend,
@@ -96,8 +110,9 @@ def write_reports(ev: Evaluation, summary: dict[str, Any], out_dir: Path) -> Non
     (out_dir / "summary.md").write_text(tables.markdown_summary(summary))
     name = f"{summary['model']} ({summary['backend']})"
     where = f"{ev.data.name}: {ev.roc_pairs.n_genuine} genuine / {ev.roc_pairs.n_impostor} impostor pairs"
-    plots.plot_roc({f"{name} EER={summary['eer']:.4f}": (ev.curve.far, ev.curve.tar)}, out_dir / "roc.png",
-                   title=f"ROC on {where}")
+    plots.plot_roc(
+        {f"{name} EER={summary['eer']:.4f}": (ev.curve.far, ev.curve.tar)}, out_dir / "roc.png", title=f"ROC on {where}"
+    )
     plots.plot_det({name: (ev.det.far, ev.det.frr)}, out_dir / "det.png", title=f"DET on {where}")
     y = ev.roc_pairs.labels
     thr = {"EER threshold": summary["eer_threshold"], "k-fold threshold": summary["best_threshold"]}
@@ -105,17 +120,22 @@ def write_reports(ev: Evaluation, summary: dict[str, Any], out_dir: Path) -> Non
         t = (summary.get("threshold_at_far") or {}).get(key)
         if t is not None and np.isfinite(t):
             thr[f"FAR={key} threshold"] = t
-    plots.plot_score_hist(ev.roc_scores[y], ev.roc_scores[~y], out_dir / "scores.png", thresholds=thr,
-                          title=f"{name} on {ev.data.name}")
+    plots.plot_score_hist(
+        ev.roc_scores[y], ev.roc_scores[~y], out_dir / "scores.png", thresholds=thr, title=f"{name} on {ev.data.name}"
+    )
     erc = summary["quality"].get("erc")
     if ev.erc and erc:
-        plots.plot_erc({k: (c.reject, c.fnmr) for k, c in ev.erc.items()}, out_dir / "erc.png",
-                       baseline=erc["fnmr_no_reject"],
-                       title=f"{name} on {ev.data.name}: FNMR at FAR={erc['far']:g} threshold {erc['threshold']:.3f}")
+        plots.plot_erc(
+            {k: (c.reject, c.fnmr) for k, c in ev.erc.items()},
+            out_dir / "erc.png",
+            baseline=erc["fnmr_no_reject"],
+            title=f"{name} on {ev.data.name}: FNMR at FAR={erc['far']:g} threshold {erc['threshold']:.3f}",
+        )
 
 
 def format_summary(s: dict[str, Any]) -> str:
     """A short fixed-width table of the headline figures."""
+
     def pct(x: float | None) -> str:
         return "n/a" if x is None else f"{x:.4f}"
 
@@ -129,8 +149,11 @@ def format_summary(s: dict[str, Any]) -> str:
         ("model / backend", f"{s['model']} / {s['backend']}"),
         ("dataset", f"{s['dataset']}: {s['n_images']} images, fte {s['fte']}"),
         ("pairs (ROC)", f"{s['n_genuine']} genuine, {s['n_impostor']} impostor"),
-        ("10-fold accuracy", f"{s['accuracy_mean']:.4f}{ci(s.get('accuracy_ci'))} +- {s['accuracy_std']:.4f} "
-                             f"(threshold {s['best_threshold']:.4f})"),
+        (
+            "10-fold accuracy",
+            f"{s['accuracy_mean']:.4f}{ci(s.get('accuracy_ci'))} +- {s['accuracy_std']:.4f} "
+            f"(threshold {s['best_threshold']:.4f})",
+        ),
         ("AUC", f"{s['auc']:.5f}"),
         ("EER", f"{s['eer']:.4f}{ci(s.get('eer_ci'))}"),
     ]

@@ -131,7 +131,8 @@ def _check_usable(p: PairProtocol, what: str, dropped: int) -> None:
             f"the {what} pairs left after dropping {dropped} pairs with images that did not enrol hold "
             f"{p.n_genuine} genuine and {p.n_impostor} impostor pairs; both are needed. Check the "
             "fte_images in the log (wrong dataset.root? no face found?) or relax the detector "
-            "(detector.min_face_size, detector.thresholds).")
+            "(detector.min_face_size, detector.thresholds)."
+        )
 
 
 def _f(x: float | None) -> float | None:
@@ -142,10 +143,19 @@ def _pair(p: tuple[float, float] | None) -> list[float | None] | None:
     return None if p is None else [_f(p[0]), _f(p[1])]
 
 
-def evaluate(data: EvalData, embedder: Embedder, *, pipeline: PipelineCfg | None = None,
-             detector: MTCNNDetector | None = None, detector_cfg: DetectorCfg | None = None,
-             fte_policy: str = "drop", cache: EmbeddingCache | None = None, cache_crops: bool = True,
-             stats: StatsCfg | None = None, quality: QualityCfg | None = None) -> Evaluation:
+def evaluate(
+    data: EvalData,
+    embedder: Embedder,
+    *,
+    pipeline: PipelineCfg | None = None,
+    detector: MTCNNDetector | None = None,
+    detector_cfg: DetectorCfg | None = None,
+    fte_policy: str = "drop",
+    cache: EmbeddingCache | None = None,
+    cache_crops: bool = True,
+    stats: StatsCfg | None = None,
+    quality: QualityCfg | None = None,
+) -> Evaluation:
     """Detect, align, embed and score every pair of ``data``; compute the figures.
 
     Args:
@@ -168,15 +178,26 @@ def evaluate(data: EvalData, embedder: Embedder, *, pipeline: PipelineCfg | None
     quality = quality or QualityCfg()
     dcfg = detector_cfg or DetectorCfg(select=pipeline.select)
     det_settings = detector_settings(dcfg)
-    es = embed_dataset(data.paths, embedder, pipeline, images=data.images, aligned=data.aligned,
-                       detector=detector if detector is not None else (lambda: MTCNNDetector(dcfg)),
-                       detector_settings=det_settings, flip=quality.flip, cache=cache, cache_crops=cache_crops)
+    es = embed_dataset(
+        data.paths,
+        embedder,
+        pipeline,
+        images=data.images,
+        aligned=data.aligned,
+        detector=detector if detector is not None else (lambda: MTCNNDetector(dcfg)),
+        detector_settings=det_settings,
+        flip=quality.flip,
+        cache=cache,
+        cache_crops=cache_crops,
+    )
     n = len(data.paths)
     if es.failures:
         msg = f"{len(es.failures)} of {n} images did not enrol: " + "; ".join(list(es.failures.values())[:5])
         if fte_policy == "fail":
-            raise EnrolmentError(msg + ". Set fte_policy=drop to leave out the pairs that use them (they are "
-                                 "counted in results.json), or fix the images.")
+            raise EnrolmentError(
+                msg + ". Set fte_policy=drop to leave out the pairs that use them (they are "
+                "counted in results.json), or fix the images."
+            )
         log.warning("%s (fte_policy=drop: their pairs are left out and counted)", msg)
     if not es.ok.any():
         raise EnrolmentError(f"none of the {n} images enrolled (first: {next(iter(es.failures.values()))})")
@@ -222,9 +243,13 @@ def evaluate(data: EvalData, embedder: Embedder, *, pipeline: PipelineCfg | None
         "n_pairs": {"kfold": len(data.kfold), "roc": len(data.roc)},
         "n_genuine": roc.n_genuine,
         "n_impostor": roc.n_impostor,
-        "kfold": {"n_folds": int(len(np.unique(kfold.folds))), "n_genuine": kfold.n_genuine,
-                  "n_impostor": kfold.n_impostor, "fold_accuracies": list(acc.fold_accuracies),
-                  "fold_thresholds": list(acc.fold_thresholds)},
+        "kfold": {
+            "n_folds": int(len(np.unique(kfold.folds))),
+            "n_genuine": kfold.n_genuine,
+            "n_impostor": kfold.n_impostor,
+            "fold_accuracies": list(acc.fold_accuracies),
+            "fold_thresholds": list(acc.fold_thresholds),
+        },
         "accuracy_mean": acc.accuracy_mean,
         "accuracy_std": acc.accuracy_std,
         "best_threshold": acc.best_threshold,
@@ -239,23 +264,32 @@ def evaluate(data: EvalData, embedder: Embedder, *, pipeline: PipelineCfg | None
         "threshold_at_far": {k: _f(t.threshold) for k, t in decades.items()},
         "achieved_far": {k: _f(t.achieved_far) for k, t in decades.items()},
         **ci,
-        "stats": {"n_boot": stats.n_boot, "level": stats.level, "seed": stats.seed,
-                  "method": "percentile bootstrap; genuine and impostor pairs resampled separately "
-                            "(accuracy: within each fold); pairs treated as independent, so intervals "
-                            "are optimistic when pairs share images"},
+        "stats": {
+            "n_boot": stats.n_boot,
+            "level": stats.level,
+            "seed": stats.seed,
+            "method": "percentile bootstrap; genuine and impostor pairs resampled separately "
+            "(accuracy: within each fold); pairs treated as independent, so intervals "
+            "are optimistic when pairs share images",
+        },
         "quality": qsum,
         "n_degraded": int((es.degraded >= 0).sum()) if es.degraded is not None else 0,
         "cache": es.cache,
         "cache_detail": {"embeddings": es.cache, "crops": es.crops_cache, "key": es.key},
-        "timing_s": {**es.timing_s, "metrics": round(t1 - t0, 3), "bootstrap": round(t2 - t1, 3),
-                     "quality": round(t3 - t2, 3)},
+        "timing_s": {
+            **es.timing_s,
+            "metrics": round(t1 - t0, 3),
+            "bootstrap": round(t2 - t1, 3),
+            "quality": round(t3 - t2, 3),
+        },
         "data": data.meta,
     }
     return Evaluation(summary, data, es, emb, rs, roc, ks, kfold, curve, det, erc, qualities)
 
 
-def _quality(es: EmbeddedSet, roc: PairProtocol, rs: np.ndarray, decades: dict[str, vm.TarAtFar],
-             data: EvalData, cfg: QualityCfg) -> tuple[dict[str, Any], dict[str, qm.ErcCurve], dict[str, np.ndarray]]:
+def _quality(
+    es: EmbeddedSet, roc: PairProtocol, rs: np.ndarray, decades: dict[str, vm.TarAtFar], data: EvalData, cfg: QualityCfg
+) -> tuple[dict[str, Any], dict[str, qm.ErcCurve], dict[str, np.ndarray]]:
     """Norm statistics, every quality score's ERC, and the genuine-score spread per subject."""
     ok = es.ok
     raw = es.raw[ok]
@@ -295,11 +329,15 @@ def _quality(es: EmbeddedSet, roc: PairProtocol, rs: np.ndarray, decades: dict[s
             at = {f"{r:g}": _f(float(c.fnmr[np.argmin(np.abs(c.reject - r))])) for r in ERC_POINTS}
             table[name] = {"erc_area": _f(qm.erc_area(c, cfg.max_reject)), "fnmr_at_reject": at}
         first = next(iter(erc.values()))
-        out["erc"] = {"far": far, "threshold": float(t.threshold), "fnmr_no_reject": _f(float(first.fnmr[0])),
-                      "max_reject": cfg.max_reject,
-                      "note": "erc_area = mean FNMR over reject fractions 0..max_reject; lower is better; "
-                              "a random score stays near fnmr_no_reject",
-                      "scores": table}
+        out["erc"] = {
+            "far": far,
+            "threshold": float(t.threshold),
+            "fnmr_no_reject": _f(float(first.fnmr[0])),
+            "max_reject": cfg.max_reject,
+            "note": "erc_area = mean FNMR over reject fractions 0..max_reject; lower is better; "
+            "a random score stays near fnmr_no_reject",
+            "scores": table,
+        }
         ranked = sorted((v["erc_area"], k) for k, v in table.items() if v["erc_area"] is not None)
         out["erc"]["best"] = ranked[0][1] if ranked else None
     else:
@@ -311,7 +349,9 @@ def _quality(es: EmbeddedSet, roc: PairProtocol, rs: np.ndarray, decades: dict[s
         if data.identity_names is not None:
             for w in spread["worst"]:
                 w["name"] = data.identity_names[w["subject"]]
-        spread["note"] = ("per subject: std of its genuine-pair scores (ORL: lighting, expression and glasses "
-                          "vary within a subject); worst = largest spread")
+        spread["note"] = (
+            "per subject: std of its genuine-pair scores (ORL: lighting, expression and glasses "
+            "vary within a subject); worst = largest spread"
+        )
         out["genuine_spread"] = spread
     return out, erc, full

@@ -50,9 +50,19 @@ def default_out(name: str, precision: str) -> Path:
     return Path("models") / (f"{name}.onnx" if precision == "fp32" else f"{name}.{precision}.onnx")
 
 
-def export_variant(name: str, *, weights: str | Path | None, out: str | Path, precision: str = "fp32",
-                   prelu: str = "split", opset: int = 17, calibration: np.ndarray | None = None,
-                   calibration_describe: str = "", calibration_method: str = "minmax", weight_bits: int = 7) -> Path:
+def export_variant(
+    name: str,
+    *,
+    weights: str | Path | None,
+    out: str | Path,
+    precision: str = "fp32",
+    prelu: str = "split",
+    opset: int = 17,
+    calibration: np.ndarray | None = None,
+    calibration_describe: str = "",
+    calibration_method: str = "minmax",
+    weight_bits: int = 7,
+) -> Path:
     """Export registry model ``name`` (weights: the record's default or ``weights``) to ``out``.
 
     Args:
@@ -80,18 +90,19 @@ def export_variant(name: str, *, weights: str | Path | None, out: str | Path, pr
     module = load_module(spec, path, sha)
     out = Path(out)
     if precision == "fp32":
-        return export_onnx(module, spec.contract, out, name=spec.name, source_sha256=sha, opset=opset,
-                           prelu=prelu)  # type: ignore[arg-type]
+        return export_onnx(module, spec.contract, out, name=spec.name, source_sha256=sha, opset=opset, prelu=prelu)  # type: ignore[arg-type]
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".export-") as tmp:
-        fp32 = export_onnx(module, spec.contract, Path(tmp) / "fp32.onnx", name=spec.name, source_sha256=sha,
-                           opset=opset, prelu=prelu)  # type: ignore[arg-type]
+        fp32 = export_onnx(
+            module, spec.contract, Path(tmp) / "fp32.onnx", name=spec.name, source_sha256=sha, opset=opset, prelu=prelu
+        )  # type: ignore[arg-type]
         del module
         if precision == "fp16":
             return convert_fp16(fp32, out)
         assert calibration is not None
-        return quantize_int8(fp32, out, calibration, describe=calibration_describe,
-                             method=calibration_method, weight_bits=weight_bits)  # type: ignore[arg-type]
+        return quantize_int8(
+            fp32, out, calibration, describe=calibration_describe, method=calibration_method, weight_bits=weight_bits
+        )  # type: ignore[arg-type]
 
 
 def calibration_faces(aligned: Any, cal_cfg: Any, contract: InputContract) -> tuple[np.ndarray, str, np.ndarray]:
@@ -116,8 +127,10 @@ def calibration_faces(aligned: Any, cal_cfg: Any, contract: InputContract) -> tu
         mask = np.zeros_like(mask)
         mask[idx] = True
     if not mask.any():
-        raise ValueError(f"no enrolled image of {aligned.data.name} is named {list(cal_cfg.images)}: "
-                         "nothing to calibrate on (set calibration.images)")
+        raise ValueError(
+            f"no enrolled image of {aligned.data.name} is named {list(cal_cfg.images)}: "
+            "nothing to calibrate on (set calibration.images)"
+        )
     chosen = [aligned.data.paths[i] for i in np.flatnonzero(mask)]
     names = [f"{p.parent.name}/{p.name}" for p in chosen]
     shown = names if len(names) <= 4 else [*names[:3], "...", names[-1]]
@@ -135,7 +148,9 @@ def describe_file(path: Path) -> dict[str, Any]:
         return [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
 
     return {
-        "path": str(path), "size_bytes": path.stat().st_size, "sha256": sha256_file(path),
+        "path": str(path),
+        "size_bytes": path.stat().st_size,
+        "sha256": sha256_file(path),
         "metadata": {p.key: p.value for p in model.metadata_props},
         "inputs": {i.name: dims(i) for i in data_inputs(model)},
         "outputs": {o.name: dims(o) for o in model.graph.output},
@@ -156,8 +171,10 @@ def run(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
         torch.set_num_threads(int(cfg.num_threads))
     spec = get_model_spec(cfg.model.name)
     if spec.arch is None:
-        raise ValueError(f"{spec.name} is an ONNX-only model: its vendor file is already the ONNX graph "
-                         "(there is no PyTorch module to export)")
+        raise ValueError(
+            f"{spec.name} is an ONNX-only model: its vendor file is already the ONNX graph "
+            "(there is no PyTorch module to export)"
+        )
     precision = str(cfg.precision)
     weights = cfg.model.get("weights")
     out = Path(cfg.out) if cfg.get("out") else default_out(spec.name, precision)
@@ -167,17 +184,30 @@ def run(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
     calib, describe, held_out = None, "", None
     if precision == "int8":
         calib, describe, held_out = calibration_faces(aligned, cfg.calibration, spec.contract)
-    export_variant(spec.name, weights=weights, out=out, precision=precision, prelu=cfg.prelu, opset=cfg.opset,
-                   calibration=calib, calibration_describe=describe, calibration_method=cfg.calibration.method,
-                   weight_bits=int(cfg.quantize.weight_bits))
+    export_variant(
+        spec.name,
+        weights=weights,
+        out=out,
+        precision=precision,
+        prelu=cfg.prelu,
+        opset=cfg.opset,
+        calibration=calib,
+        calibration_describe=describe,
+        calibration_method=cfg.calibration.method,
+        weight_bits=int(cfg.quantize.weight_bits),
+    )
     summary: dict[str, Any] = {"model": spec.name, "precision": precision, **describe_file(out)}
     batch_dim = next(iter(summary["inputs"].values()))[0]
     if not isinstance(batch_dim, str):
         raise RuntimeError(f"{out}: the batch axis is fixed at {batch_dim}, expected a dynamic axis")
     if precision == "int8":
         recipe = json.loads(summary["metadata"][META_CALIBRATION])
-        summary["calibration"] = {"faces": describe, "n_faces": int(len(calib)), "method": cfg.calibration.method,
-                                  **{k: recipe[k] for k in ("weight_bits", "kernels", "quantized_on")}}
+        summary["calibration"] = {
+            "faces": describe,
+            "n_faces": int(len(calib)),
+            "method": cfg.calibration.method,
+            **{k: recipe[k] for k in ("weight_bits", "kernels", "quantized_on")},
+        }
 
     if cfg.measure:
         assert aligned is not None
@@ -186,13 +216,23 @@ def run(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
         ref = reference_from(embed_set(ref_emb, aligned, pipe), aligned)
         cand = OnnxEmbedder(out, num_threads=cfg.num_threads, batch_size=cfg.pipeline.batch_size)
         summary["accuracy_cost"] = {
-            "reference": "torch fp32", "dataset": aligned.data.name, "n_enrolled": int(aligned.ok.sum()),
+            "reference": "torch fp32",
+            "dataset": aligned.data.name,
+            "n_enrolled": int(aligned.ok.sum()),
             **compare(ref, embed_set(cand, aligned, pipe), aligned, tolerance_from(cfg, precision), held_out),
         }
         v = summary["accuracy_cost"]["verification"]
-        log.info("%s %s on %s: min cosine %.6f, TAR@1e-3 %s -> %s, 10-fold accuracy %.4f -> %.4f", spec.name,
-                 precision, aligned.data.name, summary["accuracy_cost"]["embeddings"]["cosine_min"],
-                 v["tar_ref"], v["tar_cand"], v["accuracy_ref"], v["accuracy_cand"])
+        log.info(
+            "%s %s on %s: min cosine %.6f, TAR@1e-3 %s -> %s, 10-fold accuracy %.4f -> %.4f",
+            spec.name,
+            precision,
+            aligned.data.name,
+            summary["accuracy_cost"]["embeddings"]["cosine_min"],
+            v["tar_ref"],
+            v["tar_cand"],
+            v["accuracy_ref"],
+            v["accuracy_cand"],
+        )
     summary["versions"] = library_versions()
     summary["machine"] = machine_info(cfg.num_threads)
     if out_dir is not None:

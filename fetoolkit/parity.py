@@ -35,6 +35,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from fetoolkit.backends.common import batches, l2_normalize
 from fetoolkit.backends.onnx_backend import OnnxEmbedder
+from fetoolkit.cpu import machine_info
 from fetoolkit.data import EvalData, load_eval_data
 from fetoolkit.detect.mtcnn import MTCNNDetector
 from fetoolkit.eval import detector_cfg, pipeline_cfg
@@ -44,7 +45,6 @@ from fetoolkit.models.factory import create_embedder, resolve_weights
 from fetoolkit.models.registry import ModelSpec, get_model_spec
 from fetoolkit.pipeline import Crops, PipelineCfg, embed_crops
 from fetoolkit.types import Embedder, InputContract
-from fetoolkit.cpu import machine_info
 from fetoolkit.versions import library_versions
 
 log = logging.getLogger(__name__)
@@ -94,9 +94,16 @@ def align_dataset(cfg: DictConfig, size: tuple[int, int] = (112, 112)) -> Aligne
     dcfg = detector_cfg(cfg)
     cache_node = cfg.get("cache")
     cache = EmbeddingCache(cache_node.get("dir")) if cache_node is not None and cache_node.get("crops", True) else None
-    crops, state = cached_crops(data.paths, pipe, images=getattr(data, "images", None), aligned=data.aligned,
-                                detector=lambda: MTCNNDetector(dcfg), size=size, cache=cache,
-                                detector_settings=detector_settings(dcfg))
+    crops, state = cached_crops(
+        data.paths,
+        pipe,
+        images=getattr(data, "images", None),
+        aligned=data.aligned,
+        detector=lambda: MTCNNDetector(dcfg),
+        size=size,
+        cache=cache,
+        detector_settings=detector_settings(dcfg),
+    )
     log.info("%s: %d of %d images aligned (crops cache: %s)", data.name, int(crops.ok.sum()), len(data.paths), state)
     return AlignedSet(data, crops)
 
@@ -218,8 +225,13 @@ def reference_from(raw: np.ndarray, aligned: AlignedSet) -> Reference:
     return Reference(raw, emb, kfold, roc, ks, rs, float(thr))
 
 
-def compare(ref: Reference, cand_raw: np.ndarray, aligned: AlignedSet, tol: pm.ParityTolerance,
-            held_out: np.ndarray | None = None) -> dict[str, Any]:
+def compare(
+    ref: Reference,
+    cand_raw: np.ndarray,
+    aligned: AlignedSet,
+    tol: pm.ParityTolerance,
+    held_out: np.ndarray | None = None,
+) -> dict[str, Any]:
     """Parity figures of candidate raw embeddings ``[M, D]`` against ``ref``, and violations.
 
     Args:
@@ -237,10 +249,13 @@ def compare(ref: Reference, cand_raw: np.ndarray, aligned: AlignedSet, tol: pm.P
     emb = _full(cand_raw, aligned.ok)
     ks, rs = pair_scores(emb, ref.kfold), pair_scores(emb, ref.roc)
     agree = pm.embedding_agreement(ref.raw, cand_raw)
-    dec = {"kfold": pm.decision_agreement(ref.kfold_scores, ks, ref.best_threshold, ref.kfold.labels),
-           "roc": pm.decision_agreement(ref.roc_scores, rs, ref.best_threshold, ref.roc.labels)}
-    shift = pm.verification_shift(ref.roc_scores, rs, ref.roc.labels, ref.kfold_scores, ks,
-                                  ref.kfold.labels, ref.kfold.folds, far=FAR)
+    dec = {
+        "kfold": pm.decision_agreement(ref.kfold_scores, ks, ref.best_threshold, ref.kfold.labels),
+        "roc": pm.decision_agreement(ref.roc_scores, rs, ref.best_threshold, ref.roc.labels),
+    }
+    shift = pm.verification_shift(
+        ref.roc_scores, rs, ref.roc.labels, ref.kfold_scores, ks, ref.kfold.labels, ref.kfold.folds, far=FAR
+    )
     violations = pm.check_tolerance(tol, agree, list(dec.values()), shift)
     out: dict[str, Any] = {
         "embeddings": agree.to_dict(),
@@ -251,11 +266,22 @@ def compare(ref: Reference, cand_raw: np.ndarray, aligned: AlignedSet, tol: pm.P
         keep = ~held_out
         kf, _ = keep_enrolled(ref.kfold, keep)
         rc, _ = keep_enrolled(ref.roc, keep)
-        held: dict[str, Any] = {"n_images_excluded": int(held_out.sum()), "n_roc_pairs": len(rc),
-                                "n_kfold_pairs": len(kf)}
+        held: dict[str, Any] = {
+            "n_images_excluded": int(held_out.sum()),
+            "n_roc_pairs": len(rc),
+            "n_kfold_pairs": len(kf),
+        }
         try:
-            h = pm.verification_shift(pair_scores(ref.emb, rc), pair_scores(emb, rc), rc.labels,
-                                      pair_scores(ref.emb, kf), pair_scores(emb, kf), kf.labels, kf.folds, far=FAR)
+            h = pm.verification_shift(
+                pair_scores(ref.emb, rc),
+                pair_scores(emb, rc),
+                rc.labels,
+                pair_scores(ref.emb, kf),
+                pair_scores(emb, kf),
+                kf.labels,
+                kf.folds,
+                far=FAR,
+            )
             held.update(h.to_dict())
         except ValueError as e:  # too few pairs left (a small set): say why, do not guess
             held["reason"] = f"not measurable without the calibration images: {e}"
@@ -291,8 +317,10 @@ def run(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
         torch.set_num_threads(int(cfg.num_threads))
     spec = get_model_spec(cfg.model.name)
     if spec.arch is None:
-        raise ValueError(f"{spec.name} has no PyTorch module, so there is no torch reference to compare "
-                         f"its ONNX file with: run `python -m fetoolkit.eval model=... backend=onnx` instead")
+        raise ValueError(
+            f"{spec.name} has no PyTorch module, so there is no torch reference to compare "
+            f"its ONNX file with: run `python -m fetoolkit.eval model=... backend=onnx` instead"
+        )
     weights = cfg.model.get("weights")
     precision = str(cfg.precision)
     work = Path(out_dir) if out_dir is not None else Path.cwd()
@@ -312,9 +340,17 @@ def run(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
         calib, describe = None, ""
         if precision == "int8":
             calib, describe, held_out = calibration_faces(aligned, cfg.calibration, torch_emb.contract)
-        onnx_path = export_variant(spec.name, weights=weights, out=work / f"{spec.name}.{precision}.onnx",
-                                   precision=precision, prelu=cfg.prelu, opset=cfg.opset, calibration=calib,
-                                   calibration_describe=describe, weight_bits=int(cfg.quantize.weight_bits))
+        onnx_path = export_variant(
+            spec.name,
+            weights=weights,
+            out=work / f"{spec.name}.{precision}.onnx",
+            precision=precision,
+            prelu=cfg.prelu,
+            opset=cfg.opset,
+            calibration=calib,
+            calibration_describe=describe,
+            weight_bits=int(cfg.quantize.weight_bits),
+        )
     onnx_emb = OnnxEmbedder(onnx_path, num_threads=cfg.num_threads, batch_size=cfg.pipeline.batch_size)
     file_precision = _precision_of(onnx_path)
     res = compare(ref, embed_set(onnx_emb, aligned, pipe), aligned, tolerance_from(cfg, file_precision), held_out)
@@ -324,8 +360,12 @@ def run(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
         vendor = vendor_embedder(spec, cfg.num_threads)
         if vendor is not None:
             res = compare(ref, embed_set(vendor, aligned, pipe), aligned, tolerance_from(cfg, "fp32"))
-            candidates[f"vendor_{vendor.backend}"] = {"path": str(getattr(vendor, "path", "")),
-                                                      "backend": vendor.backend, "precision": "fp32", **res}
+            candidates[f"vendor_{vendor.backend}"] = {
+                "path": str(getattr(vendor, "path", "")),
+                "backend": vendor.backend,
+                "precision": "fp32",
+                **res,
+            }
     elif cfg.vendor:
         log.info("model.weights is set: the vendor file is not compared")
 
@@ -337,8 +377,12 @@ def run(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
         "n_enrolled": int(aligned.ok.sum()),
         "fte_images": sorted(aligned.crops.failures.values()),
         "far": FAR,
-        "reference": {"backend": "torch", "best_threshold": ref.best_threshold,
-                      "n_kfold_pairs": len(ref.kfold), "n_roc_pairs": len(ref.roc)},
+        "reference": {
+            "backend": "torch",
+            "best_threshold": ref.best_threshold,
+            "n_kfold_pairs": len(ref.kfold),
+            "n_roc_pairs": len(ref.roc),
+        },
         "candidates": candidates,
         "pass": all(c["pass"] for c in candidates.values()),
         "versions": library_versions(),
@@ -351,8 +395,8 @@ def run(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
 
 
 def _precision_of(path: Path) -> str:
-    from fetoolkit.backends.onnx_graph import META_PRECISION
     from fetoolkit.backends.onnx_backend import read_metadata
+    from fetoolkit.backends.onnx_graph import META_PRECISION
 
     return read_metadata(path).get(META_PRECISION, "fp32")
 
@@ -372,8 +416,10 @@ def jsonable(x: Any) -> Any:
 
 def format_summary(s: dict[str, Any]) -> str:
     """One line per candidate: cosine, flips, TAR and accuracy change, verdict."""
-    lines = [f"  {s['model']} on {s['dataset']} ({s['n_enrolled']}/{s['n_images']} faces), "
-             f"threshold {s['reference']['best_threshold']:.4f}"]
+    lines = [
+        f"  {s['model']} on {s['dataset']} ({s['n_enrolled']}/{s['n_images']} faces), "
+        f"threshold {s['reference']['best_threshold']:.4f}"
+    ]
     for name, c in s["candidates"].items():
         e, v, d = c["embeddings"], c["verification"], c["decisions"]
         tar = "n/a" if v["tar_delta"] is None else f"{v['tar_delta']:+.4f}"
@@ -391,8 +437,10 @@ def main(cfg: DictConfig) -> None:
     summary = run(cfg, out_dir)
     log.info("wrote %s", out_dir / "parity.json")
     if not summary["pass"]:
-        log.error("parity FAILED: %s", "; ".join(f"{k}: {v}" for k, c in summary["candidates"].items()
-                                                 for v in c["violations"]))
+        log.error(
+            "parity FAILED: %s",
+            "; ".join(f"{k}: {v}" for k, c in summary["candidates"].items() for v in c["violations"]),
+        )
         sys.exit(1)
 
 

@@ -72,8 +72,9 @@ class Crops:
     failures: dict[int, str] = field(default_factory=dict)
 
 
-def crop_image(image: np.ndarray, detector: FaceDetector | None, cfg: PipelineCfg,
-               size: tuple[int, int] = (112, 112)) -> tuple[np.ndarray, float, int, np.ndarray]:
+def crop_image(
+    image: np.ndarray, detector: FaceDetector | None, cfg: PipelineCfg, size: tuple[int, int] = (112, 112)
+) -> tuple[np.ndarray, float, int, np.ndarray]:
     """One RGB image -> (crop uint8 ``[H, W, 3]``, detector score, faces found, landmarks ``[5, 2]``).
 
     Raises ``LookupError`` when alignment is asked for and no face is found.
@@ -90,9 +91,15 @@ def crop_image(image: np.ndarray, detector: FaceDetector | None, cfg: PipelineCf
     return align(image, det.landmarks, size), det.score, len(dets), det.landmarks
 
 
-def crop_images(paths: Sequence[Path], detector: FaceDetector | None, cfg: PipelineCfg, *,
-                size: tuple[int, int] = (112, 112), aligned: bool = False,
-                images: Sequence[bytes] | None = None) -> Crops:
+def crop_images(
+    paths: Sequence[Path],
+    detector: FaceDetector | None,
+    cfg: PipelineCfg,
+    *,
+    size: tuple[int, int] = (112, 112),
+    aligned: bool = False,
+    images: Sequence[bytes] | None = None,
+) -> Crops:
     """Read, detect and align every image; failures are recorded, never dropped silently.
 
     Args:
@@ -106,8 +113,13 @@ def crop_images(paths: Sequence[Path], detector: FaceDetector | None, cfg: Pipel
     if images is not None and len(images) != len(paths):
         raise ValueError(f"{len(images)} images for {len(paths)} paths")
     n = len(paths)
-    out = Crops(np.zeros((n, *size, 3), np.uint8), np.zeros(n, bool), np.full(n, np.nan, np.float32),
-                np.full(n, -1, np.int32), np.full((n, 5, 2), np.nan, np.float32))
+    out = Crops(
+        np.zeros((n, *size, 3), np.uint8),
+        np.zeros(n, bool),
+        np.full(n, np.nan, np.float32),
+        np.full(n, -1, np.int32),
+        np.full((n, 5, 2), np.nan, np.float32),
+    )
     step_cfg = PipelineCfg(align=False) if aligned else cfg
     desc = "align" if step_cfg.align else "load"
     for i, path in enumerate(tqdm(paths, desc=desc, unit="img", disable=not cfg.progress, leave=False)):
@@ -125,7 +137,9 @@ def crop_images(paths: Sequence[Path], detector: FaceDetector | None, cfg: Pipel
         out.faces[i], out.det_scores[i], out.n_faces[i], out.landmarks[i] = crop, score, nf, lm
         out.ok[i] = True
     if out.failures:
-        log.warning("%d of %d images did not enrol (first: %s)", len(out.failures), n, next(iter(out.failures.values())))
+        log.warning(
+            "%d of %d images did not enrol (first: %s)", len(out.failures), n, next(iter(out.failures.values()))
+        )
     return out
 
 
@@ -181,8 +195,13 @@ def embed_crops(crops: np.ndarray, embedder: Embedder, cfg: PipelineCfg, *, raw:
         crops = np.ascontiguousarray(crops[..., ::-1])
     fn = embedder.embed_raw if raw else embedder.embed
     out = np.empty((len(crops), embedder.contract.embed_dim), np.float32)
-    for s in tqdm(batches(len(crops), cfg.batch_size), desc=f"embed ({embedder.backend})", unit="batch",
-                  disable=not cfg.progress, leave=False):
+    for s in tqdm(
+        batches(len(crops), cfg.batch_size),
+        desc=f"embed ({embedder.backend})",
+        unit="batch",
+        disable=not cfg.progress,
+        leave=False,
+    ):
         out[s] = fn(crops[s])
     return out
 
@@ -230,40 +249,67 @@ class EmbeddedSet:
 
 def detector_settings(cfg: DetectorCfg) -> dict[str, Any]:
     """The detector settings that change crops, for cache keys (``select`` is the pipeline's)."""
-    return {"min_face_size": int(cfg.min_face_size), "thresholds": [float(t) for t in cfg.thresholds],
-            "factor": float(cfg.factor)}
+    return {
+        "min_face_size": int(cfg.min_face_size),
+        "thresholds": [float(t) for t in cfg.thresholds],
+        "factor": float(cfg.factor),
+    }
 
 
-def crops_key(content: str, cfg: PipelineCfg, detector_settings: dict[str, Any], size: tuple[int, int],
-              aligned: bool) -> str:
+def crops_key(
+    content: str, cfg: PipelineCfg, detector_settings: dict[str, Any], size: tuple[int, int], aligned: bool
+) -> str:
     """Cache key of the aligned crops (see :mod:`fetoolkit.cache`)."""
     v = library_versions()
     step_align = cfg.align and not aligned
-    return digest({
-        "what": "crops", "content": content, "aligned_input": aligned, "align": cfg.align,
-        "select": cfg.select if step_align else None, "detector": detector_settings if step_align else None,
-        "size": list(size), "template": ARCFACE_TEMPLATE.tolist() if step_align else None,
-        "libs": {k: v.get(k) for k in ("pillow", "opencv-python-headless", "numpy")}
-        | ({k: v.get(k) for k in ("torch", "facenet-pytorch")} if step_align else {}),
-    })
+    return digest(
+        {
+            "what": "crops",
+            "content": content,
+            "aligned_input": aligned,
+            "align": cfg.align,
+            "select": cfg.select if step_align else None,
+            "detector": detector_settings if step_align else None,
+            "size": list(size),
+            "template": ARCFACE_TEMPLATE.tolist() if step_align else None,
+            "libs": {k: v.get(k) for k in ("pillow", "opencv-python-headless", "numpy")}
+            | ({k: v.get(k) for k in ("torch", "facenet-pytorch")} if step_align else {}),
+        }
+    )
 
 
 def embeddings_key(crops: str, embedder: Embedder, cfg: PipelineCfg, flip: bool) -> str:
     """Cache key of the embeddings: the crops' key plus weights, backend, contract and swap_rb."""
     v = library_versions()
-    return digest({
-        "what": "embeddings", "crops": crops, "model": embedder.name, "backend": embedder.backend,
-        "weights_sha256": getattr(embedder, "weights_sha256", None), "contract": embedder.contract.to_dict(),
-        "swap_rb": cfg.swap_rb, "flip": flip, "degrade": cfg.degrade,
-        "lib": v.get("onnxruntime") if embedder.backend == "onnx" else v.get("torch"),
-    })
+    return digest(
+        {
+            "what": "embeddings",
+            "crops": crops,
+            "model": embedder.name,
+            "backend": embedder.backend,
+            "weights_sha256": getattr(embedder, "weights_sha256", None),
+            "contract": embedder.contract.to_dict(),
+            "swap_rb": cfg.swap_rb,
+            "flip": flip,
+            "degrade": cfg.degrade,
+            "lib": v.get("onnxruntime") if embedder.backend == "onnx" else v.get("torch"),
+        }
+    )
 
 
-def embed_dataset(paths: Sequence[Path], embedder: Embedder, cfg: PipelineCfg, *,
-                  images: Sequence[bytes] | None = None, aligned: bool = False,
-                  detector: FaceDetector | Callable[[], FaceDetector] | None = None,
-                  detector_settings: dict[str, Any] | None = None, flip: bool = False,
-                  cache: EmbeddingCache | None = None, cache_crops: bool = True) -> EmbeddedSet:
+def embed_dataset(
+    paths: Sequence[Path],
+    embedder: Embedder,
+    cfg: PipelineCfg,
+    *,
+    images: Sequence[bytes] | None = None,
+    aligned: bool = False,
+    detector: FaceDetector | Callable[[], FaceDetector] | None = None,
+    detector_settings: dict[str, Any] | None = None,
+    flip: bool = False,
+    cache: EmbeddingCache | None = None,
+    cache_crops: bool = True,
+) -> EmbeddedSet:
     """Detect, align and embed every image of a data set, through the on-disk cache.
 
     Args:
@@ -293,14 +339,38 @@ def embed_dataset(paths: Sequence[Path], embedder: Embedder, cfg: PipelineCfg, *
         ekey = embeddings_key(ckey, embedder, cfg, flip)
         hit = cache.load("emb", ekey)
         if hit is not None:
-            log.info("embedding cache hit: %s (%s/%s, %d images)", cache.path("emb", ekey), embedder.name,
-                     embedder.backend, len(paths))
-            return EmbeddedSet(hit["raw"], hit["raw_flip"] if flip else None, hit["ok"], hit["det_scores"],
-                               hit["n_faces"], hit["landmarks"], decode_failures(hit, paths), "hit", "skipped",
-                               timing, ekey, hit.get("degraded"))
+            log.info(
+                "embedding cache hit: %s (%s/%s, %d images)",
+                cache.path("emb", ekey),
+                embedder.name,
+                embedder.backend,
+                len(paths),
+            )
+            return EmbeddedSet(
+                hit["raw"],
+                hit["raw_flip"] if flip else None,
+                hit["ok"],
+                hit["det_scores"],
+                hit["n_faces"],
+                hit["landmarks"],
+                decode_failures(hit, paths),
+                "hit",
+                "skipped",
+                timing,
+                ekey,
+                hit.get("degraded"),
+            )
     t = time.perf_counter()
-    crops, crops_state = cached_crops(paths, cfg, images=images, aligned=aligned, detector=detector, size=size,
-                                      key=ckey, cache=cache if cache_crops else None)
+    crops, crops_state = cached_crops(
+        paths,
+        cfg,
+        images=images,
+        aligned=aligned,
+        detector=detector,
+        size=size,
+        key=ckey,
+        cache=cache if cache_crops else None,
+    )
     timing["detect_align"] = round(time.perf_counter() - t, 3)
     t = time.perf_counter()
     d = embedder.contract.embed_dim
@@ -318,22 +388,48 @@ def embed_dataset(paths: Sequence[Path], embedder: Embedder, cfg: PipelineCfg, *
         mirrored = np.ascontiguousarray(faces[crops.ok][:, :, ::-1])
         raw_flip[crops.ok] = embed_crops(mirrored, embedder, cfg, raw=True)
     timing["embed"] = round(time.perf_counter() - t, 3)
-    out = EmbeddedSet(raw, raw_flip, crops.ok, crops.det_scores, crops.n_faces, crops.landmarks,
-                      dict(crops.failures), "off" if cache is None else "miss", crops_state, timing, ekey, degraded)
+    out = EmbeddedSet(
+        raw,
+        raw_flip,
+        crops.ok,
+        crops.det_scores,
+        crops.n_faces,
+        crops.landmarks,
+        dict(crops.failures),
+        "off" if cache is None else "miss",
+        crops_state,
+        timing,
+        ekey,
+        degraded,
+    )
     if cache is not None and ekey is not None:
-        arrays = {"raw": raw, "ok": crops.ok, "det_scores": crops.det_scores, "n_faces": crops.n_faces,
-                  "landmarks": crops.landmarks, "degraded": degraded, **encode_failures(crops.failures, paths)}
+        arrays = {
+            "raw": raw,
+            "ok": crops.ok,
+            "det_scores": crops.det_scores,
+            "n_faces": crops.n_faces,
+            "landmarks": crops.landmarks,
+            "degraded": degraded,
+            **encode_failures(crops.failures, paths),
+        }
         if raw_flip is not None:
             arrays["raw_flip"] = raw_flip
         log.info("embedding cache miss: stored %s", cache.save("emb", ekey, arrays))
     return out
 
 
-def cached_crops(paths: Sequence[Path], cfg: PipelineCfg, *, images: Sequence[bytes] | None = None,
-                 aligned: bool = False, detector: FaceDetector | Callable[[], FaceDetector] | None = None,
-                 size: tuple[int, int] = (112, 112), key: str | None = None,
-                 cache: EmbeddingCache | None = None,
-                 detector_settings: dict[str, Any] | None = None) -> tuple[Crops, str]:
+def cached_crops(
+    paths: Sequence[Path],
+    cfg: PipelineCfg,
+    *,
+    images: Sequence[bytes] | None = None,
+    aligned: bool = False,
+    detector: FaceDetector | Callable[[], FaceDetector] | None = None,
+    size: tuple[int, int] = (112, 112),
+    key: str | None = None,
+    cache: EmbeddingCache | None = None,
+    detector_settings: dict[str, Any] | None = None,
+) -> tuple[Crops, str]:
     """Aligned crops of a data set through the crops cache: ``(crops, "hit" | "miss" | "off")``.
 
     Args:
@@ -351,14 +447,25 @@ def cached_crops(paths: Sequence[Path], cfg: PipelineCfg, *, images: Sequence[by
         c = cache.load("crops", key)
         if c is not None:
             log.info("crops cache hit: %s", cache.path("crops", key))
-            return Crops(c["faces"], c["ok"], c["det_scores"], c["n_faces"], c["landmarks"], decode_failures(c, paths)), "hit"
+            return Crops(
+                c["faces"], c["ok"], c["det_scores"], c["n_faces"], c["landmarks"], decode_failures(c, paths)
+            ), "hit"
     det = None
     if cfg.align and not aligned:
         det = detector() if callable(detector) else detector
     crops = crop_images(paths, det, cfg, size=size, aligned=aligned, images=images)
     if cache is None or key is None:
         return crops, "off"
-    cache.save("crops", key, {"faces": crops.faces, "ok": crops.ok, "det_scores": crops.det_scores,
-                              "n_faces": crops.n_faces, "landmarks": crops.landmarks,
-                              **encode_failures(crops.failures, paths)})
+    cache.save(
+        "crops",
+        key,
+        {
+            "faces": crops.faces,
+            "ok": crops.ok,
+            "det_scores": crops.det_scores,
+            "n_faces": crops.n_faces,
+            "landmarks": crops.landmarks,
+            **encode_failures(crops.failures, paths),
+        },
+    )
     return crops, "miss"

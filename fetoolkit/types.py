@@ -64,9 +64,7 @@ class InputContract:
         """
         check_faces(faces, self.size)
         x = faces[..., ::-1] if self.color == "BGR" else faces
-        x = (x.astype(np.float32) - np.asarray(self.mean, np.float32)) / np.asarray(
-            self.std, np.float32
-        )
+        x = (x.astype(np.float32) - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
         if self.layout == "NCHW":
             x = x.transpose(0, 3, 1, 2)
         return np.ascontiguousarray(x)
@@ -80,7 +78,7 @@ class InputContract:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "InputContract":
+    def from_dict(cls, d: dict[str, Any]) -> InputContract:
         known = {f for f in cls.__dataclass_fields__}
         unknown = set(d) - known
         if unknown:
@@ -95,9 +93,7 @@ def check_faces(faces: np.ndarray, size: tuple[int, int]) -> None:
     if faces.dtype != np.uint8:
         raise ValueError(f"faces must be uint8 RGB, got dtype {faces.dtype}")
     if faces.ndim != 4 or faces.shape[1:] != (size[0], size[1], 3):
-        raise ValueError(
-            f"faces must have shape [N, {size[0]}, {size[1]}, 3], got {list(faces.shape)}"
-        )
+        raise ValueError(f"faces must have shape [N, {size[0]}, {size[1]}, 3], got {list(faces.shape)}")
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,12 @@ def embed_on(kind: str, model: Path, faces: np.ndarray, work: Path) -> tuple[np.
         pytest.skip(f"the AVX2 int8 path cannot be forced on this VNNI machine: {e}")
     np.save(work / "faces.npy", faces)
     out = work / f"emb-{model.stem}.npy"
-    res = subprocess.run([sys.executable, "-c", _EMBED, str(model), str(work / "faces.npy"), str(out)],
-                         env=env, capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [sys.executable, "-c", _EMBED, str(model), str(work / "faces.npy"), str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     return np.load(out), res.stderr

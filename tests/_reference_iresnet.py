@@ -105,9 +105,7 @@ class IResNet(nn.Module):
         nn.init.constant_(self.features.weight, 1.0)
         self.features.weight.requires_grad = False
 
-    def _make_layer(
-        self, block: type[IBasicBlock], planes: int, blocks: int, stride: int = 1
-    ) -> nn.Sequential:
+    def _make_layer(self, block: type[IBasicBlock], planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
         downsample = None
         if stride != 1 or self.inplanes != planes * block.expansion:
             downsample = nn.Sequential(

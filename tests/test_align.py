@@ -14,7 +14,9 @@ def similarity(scale: float, angle_deg: float, tx: float, ty: float) -> np.ndarr
     return np.hstack([r, [[tx], [ty]]])
 
 
-@pytest.mark.parametrize("scale,angle,tx,ty", [(1.0, 0.0, 0.0, 0.0), (0.37, 12.0, -20.0, 5.5), (2.5, -170.0, 300.0, 41.0)])
+@pytest.mark.parametrize(
+    "scale,angle,tx,ty", [(1.0, 0.0, 0.0, 0.0), (0.37, 12.0, -20.0, 5.5), (2.5, -170.0, 300.0, 41.0)]
+)
 def test_recovers_exact_similarity(scale: float, angle: float, tx: float, ty: float) -> None:
     src = np.random.default_rng(0).uniform(0, 200, size=(5, 2))
     m = similarity(scale, angle, tx, ty)
@@ -62,11 +64,11 @@ def test_align_puts_landmarks_on_template() -> None:
     landmarks = ARCFACE_TEMPLATE @ m[:, :2].T + m[:, 2]
     img = np.zeros((h, w, 3), np.uint8)
     for x, y in landmarks:
-        img[int(round(y)) - 3:int(round(y)) + 4, int(round(x)) - 3:int(round(x)) + 4] = 255
+        img[int(round(y)) - 3 : int(round(y)) + 4, int(round(x)) - 3 : int(round(x)) + 4] = 255
     crop = align(img, landmarks)
     assert crop.shape == (112, 112, 3) and crop.dtype == np.uint8
     for x, y in ARCFACE_TEMPLATE:
-        patch = crop[int(y) - 1:int(y) + 2, int(x) - 1:int(x) + 2]
+        patch = crop[int(y) - 1 : int(y) + 2, int(x) - 1 : int(x) + 2]
         assert patch.mean() > 150, f"no dot at template point ({x:.1f}, {y:.1f})"
     assert crop.mean() < 40  # and little else
 

@@ -32,8 +32,9 @@ def test_embed_rejects_wrong_input(arcface: fetoolkit.Embedder) -> None:
         arcface.embed(np.zeros((1, 96, 112, 3), np.uint8))
 
 
-def test_same_person_scores_higher(arcface: fetoolkit.Embedder, aligned_faces: np.ndarray,
-                                   aligned_identities: np.ndarray) -> None:
+def test_same_person_scores_higher(
+    arcface: fetoolkit.Embedder, aligned_faces: np.ndarray, aligned_identities: np.ndarray
+) -> None:
     emb = arcface.embed(aligned_faces)
     sim = emb @ emb.T
     same = aligned_identities[:, None] == aligned_identities[None, :]
@@ -54,7 +55,11 @@ def test_wild_photos_detect_align_embed(arcface: fetoolkit.Embedder) -> None:
         le, re = dets[0].landmarks[0], dets[0].landmarks[1]
         assert le[0] < re[0], "left eye (image left) comes first"
         embs[name] = arcface.embed(fetoolkit.align(image, dets[0].landmarks)[None])[0]
-    obama = [embs["obama.jpg"] @ embs["obama2.jpg"], embs["obama.jpg"] @ embs["obama3.jpg"], embs["obama2.jpg"] @ embs["obama3.jpg"]]
+    obama = [
+        embs["obama.jpg"] @ embs["obama2.jpg"],
+        embs["obama.jpg"] @ embs["obama3.jpg"],
+        embs["obama2.jpg"] @ embs["obama3.jpg"],
+    ]
     cross = [embs[o] @ embs["biden.jpg"] for o in ("obama.jpg", "obama2.jpg", "obama3.jpg")]
     assert min(obama) > max(cross), (obama, cross)
 

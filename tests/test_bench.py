@@ -32,8 +32,11 @@ def torch_macs(module: nn.Module, size: tuple[int, int] = (112, 112)) -> int:
         nonlocal total
         total += out.numel() * m.in_features
 
-    hooks = [m.register_forward_hook(conv_hook if isinstance(m, nn.Conv2d) else linear_hook)
-             for m in module.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    hooks = [
+        m.register_forward_hook(conv_hook if isinstance(m, nn.Conv2d) else linear_hook)
+        for m in module.modules()
+        if isinstance(m, (nn.Conv2d, nn.Linear))
+    ]
     with torch.no_grad():
         module.eval()(torch.zeros(1, 3, *size))
     for h in hooks:
@@ -73,18 +76,25 @@ def tiny_faces(aligned_faces: np.ndarray, aligned_identities: np.ndarray) -> Fac
     from fetoolkit.pipeline import Crops
 
     n = len(aligned_faces)
-    data = EvalData("orl-tiny", [Path(f"s{i}/{k}.pgm") for i in range(1, 21) for k in (1, 2)], True,
-                    kfold_pairs(aligned_identities, n_folds=10, seed=0), all_pairs(aligned_identities))
-    crops = Crops(aligned_faces, np.ones(n, bool), np.ones(n, np.float32), np.ones(n, np.int32),
-                  np.zeros((n, 5, 2), np.float32))
+    data = EvalData(
+        "orl-tiny",
+        [Path(f"s{i}/{k}.pgm") for i in range(1, 21) for k in (1, 2)],
+        True,
+        kfold_pairs(aligned_identities, n_folds=10, seed=0),
+        all_pairs(aligned_identities),
+    )
+    crops = Crops(
+        aligned_faces, np.ones(n, bool), np.ones(n, np.float32), np.ones(n, np.int32), np.zeros((n, 5, 2), np.float32)
+    )
     calib = (np.arange(n) % 2 == 1) & (np.arange(n) < n // 2)  # photo 2 of the first 10 people
     return Faces(aligned_faces, AlignedSet(data, crops), calib, "10 test faces")
 
 
 def test_bench_smoke(tiny_faces: Faces, tmp_path: Path) -> None:
     """Every stage once: peak, export, int8, naive baseline, torch + ORT timings, accuracy, checks."""
-    settings = BenchSettings(models=["arcface"], threads=[1], batches=[1, 2], seconds=0.0, max_reps=1, min_reps=1,
-                             peak_size=512)
+    settings = BenchSettings(
+        models=["arcface"], threads=[1], batches=[1, 2], seconds=0.0, max_reps=1, min_reps=1, peak_size=512
+    )
     out = run_bench(settings, tmp_path, tiny_faces)
     json.dumps(out, allow_nan=False)
     peak = out["peak_gflops"]["1"]
@@ -92,8 +102,14 @@ def test_bench_smoke(tiny_faces: Faces, tmp_path: Path) -> None:
     info = out["models"]["arcface"]
     assert info["gflop_per_face"] == pytest.approx(2 * torch_macs(_arcface_module()) / 1e9)
     cells = {(r["engine"], r["variant"], r["batch"]) for r in info["results"]}
-    assert {("torch", "fp32", 1), ("torch", "fp32", 2), ("onnxruntime", "fp32", 1), ("onnxruntime", "fp32", 2),
-            ("onnxruntime", "int8", 1), ("onnxruntime", "naive", 2)} <= cells, cells
+    assert {
+        ("torch", "fp32", 1),
+        ("torch", "fp32", 2),
+        ("onnxruntime", "fp32", 1),
+        ("onnxruntime", "fp32", 2),
+        ("onnxruntime", "int8", 1),
+        ("onnxruntime", "naive", 2),
+    } <= cells, cells
     phys = out["physical_peak_gflops"]["1"]
     assert phys["gflops"] > out["peak_gflops"]["1"]["peak"], (phys, out["peak_gflops"])  # no sgemm beats the cores
     for r in info["results"]:

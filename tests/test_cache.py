@@ -57,8 +57,15 @@ def images(orl: IdentityDataset, tmp_path: Path) -> list[Path]:
 
 
 def _run(paths, embedder, cache, cfg=None, **kw):
-    return embed_dataset(paths, embedder, cfg or PipelineCfg(progress=False), detector_settings=DET, cache=cache,
-                         detector=_detector, **kw)
+    return embed_dataset(
+        paths,
+        embedder,
+        cfg or PipelineCfg(progress=False),
+        detector_settings=DET,
+        cache=cache,
+        detector=_detector,
+        **kw,
+    )
 
 
 def _detector():
@@ -67,8 +74,9 @@ def _detector():
     return default_detector()
 
 
-def test_second_run_is_served_from_cache(images: list[Path], embedder: CountingEmbedder, tmp_path: Path,
-                                         caplog: pytest.LogCaptureFixture) -> None:
+def test_second_run_is_served_from_cache(
+    images: list[Path], embedder: CountingEmbedder, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     cache = EmbeddingCache(tmp_path / "cache")
     before = embedder.faces
     first = _run(images, embedder, cache, flip=True)
@@ -92,8 +100,9 @@ def test_second_run_is_served_from_cache(images: list[Path], embedder: CountingE
     assert third.cache == "hit" and str(paths2[12]) in third.failures[12]
 
 
-def test_settings_that_change_results_change_the_key(images: list[Path], embedder: CountingEmbedder,
-                                                     tmp_path: Path) -> None:
+def test_settings_that_change_results_change_the_key(
+    images: list[Path], embedder: CountingEmbedder, tmp_path: Path
+) -> None:
     cache = EmbeddingCache(tmp_path / "cache")
     base = _run(images, embedder, cache)
     n = embedder.faces
@@ -132,10 +141,18 @@ def test_key_ingredients() -> None:
     assert crops_key("c" * 64, cfg, DET, (112, 112), True) == crops_key("c" * 64, cfg, {}, (112, 112), True)
     e = Fake()
     ek = embeddings_key(ck, e, cfg, False)
-    others = [embeddings_key(ck, e, replace(cfg, swap_rb=True), False), embeddings_key(ck, e, cfg, True),
-              embeddings_key(ck, e, replace(cfg, degrade=0.25), False), embeddings_key(variants[0], e, cfg, False)]
-    for attr, value in (("backend", "onnx"), ("weights_sha256", "b" * 64), ("name", "m2"),
-                        ("contract", InputContract(embed_dim=192, std=(128.0,) * 3))):
+    others = [
+        embeddings_key(ck, e, replace(cfg, swap_rb=True), False),
+        embeddings_key(ck, e, cfg, True),
+        embeddings_key(ck, e, replace(cfg, degrade=0.25), False),
+        embeddings_key(variants[0], e, cfg, False),
+    ]
+    for attr, value in (
+        ("backend", "onnx"),
+        ("weights_sha256", "b" * 64),
+        ("name", "m2"),
+        ("contract", InputContract(embed_dim=192, std=(128.0,) * 3)),
+    ):
         f = Fake()
         setattr(f, attr, value)
         others.append(embeddings_key(ck, f, cfg, False))
@@ -144,8 +161,9 @@ def test_key_ingredients() -> None:
     assert embeddings_key(ck, e, replace(cfg, batch_size=7, progress=False), False) == ek
 
 
-def test_unreadable_entry_is_recomputed(images: list[Path], embedder: CountingEmbedder, tmp_path: Path,
-                                        caplog: pytest.LogCaptureFixture) -> None:
+def test_unreadable_entry_is_recomputed(
+    images: list[Path], embedder: CountingEmbedder, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     cache = EmbeddingCache(tmp_path / "cache")
     first = _run(images, embedder, cache)
     entry = cache.path("emb", first.key)

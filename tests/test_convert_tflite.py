@@ -133,9 +133,7 @@ def test_parity_check_catches_symmetric_padding(
         ({"tf_same_padding": False}, "MobileFaceNet/Conv2d_0/weights/read", "conv1.conv.weight"),
     ],
 )
-def test_wrong_module_raises_naming_tensor(
-    sirius_tflite: Path, change: dict, tflite_name: str, our_key: str
-) -> None:
+def test_wrong_module_raises_naming_tensor(sirius_tflite: Path, change: dict, tflite_name: str, our_key: str) -> None:
     module = MobileFaceNet(dataclasses.replace(SIRIUS_CONFIG, **change))
     with pytest.raises(ValueError) as err:
         state_dict_from_tflite(sirius_tflite, module)

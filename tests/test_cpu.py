@@ -61,8 +61,13 @@ def test_avx2_shim_hides_avx512_vnni_and_amx_from_a_process() -> None:
     assert m["isa_masked"] == "avx2" and m["int8_kernels"] == "avx2"
     assert set(m["isa"]) == {"avx2", "fma"} & _flags()
     # The libraries see it too: torch's own CPUID reader reports AVX2 as the best kernel set.
-    res = subprocess.run([sys.executable, "-c", "import torch; print(torch.backends.cpu.get_cpu_capability())"],
-                         env=env, capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [sys.executable, "-c", "import torch; print(torch.backends.cpu.get_cpu_capability())"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0 and res.stdout.strip() == "AVX2", (res.stdout, res.stderr[-500:])
 
 

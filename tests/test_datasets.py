@@ -51,8 +51,10 @@ def _write(path: Path, text: str) -> Path:
 
 
 def test_parse_pairs_standard_header(tmp_path: Path) -> None:
-    p = _write(tmp_path / "pairs.txt", "2\t2\nA\t1\t2\nB\t1\t3\nA\t1\tB\t2\nC\t4\tA\t2\n"
-                                       "C\t1\t2\nA\t2\t3\nB\t1\tC\t1\nA\t3\tC\t2\n")
+    p = _write(
+        tmp_path / "pairs.txt",
+        "2\t2\nA\t1\t2\nB\t1\t3\nA\t1\tB\t2\nC\t4\tA\t2\nC\t1\t2\nA\t2\t3\nB\t1\tC\t1\nA\t3\tC\t2\n",
+    )
     pairs, n_sets, n_per = parse_pairs(p)
     assert (n_sets, n_per, len(pairs)) == (2, 2, 8)
     assert [q.fold for q in pairs] == [0, 0, 0, 0, 1, 1, 1, 1]
@@ -67,15 +69,18 @@ def test_parse_pairs_single_number_header(tmp_path: Path) -> None:
     assert (n_sets, n_per) == (1, 1) and [q.same for q in pairs] == [True, False]
 
 
-@pytest.mark.parametrize("text, match", [
-    ("x y\nA 1 2\nA 1 B 1\n", "header"),
-    ("1 1\nA 1 2\n", "announces"),
-    ("1 1\nA 1\nA 1 B 1\n", ":2: expected"),
-    ("1 1\nA 1 2\nA one B 1\n", ":3: expected"),
-    ("1 1\nA 1 2\nA 1 A 2\n", "same person"),
-    ("1 1\nA 1 2\nA 1 3\n", "set 1 holds 2 matched"),
-    ("1 1\nA 0 2\nA 1 B 1\n", "start at 1"),
-])
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("x y\nA 1 2\nA 1 B 1\n", "header"),
+        ("1 1\nA 1 2\n", "announces"),
+        ("1 1\nA 1\nA 1 B 1\n", ":2: expected"),
+        ("1 1\nA 1 2\nA one B 1\n", ":3: expected"),
+        ("1 1\nA 1 2\nA 1 A 2\n", "same person"),
+        ("1 1\nA 1 2\nA 1 3\n", "set 1 holds 2 matched"),
+        ("1 1\nA 0 2\nA 1 B 1\n", "start at 1"),
+    ],
+)
 def test_parse_pairs_errors_name_the_line(tmp_path: Path, text: str, match: str) -> None:
     with pytest.raises(PairsFileError, match=match):
         parse_pairs(_write(tmp_path / "pairs.txt", text))
@@ -85,7 +90,10 @@ def test_load_lfw_paths_and_identities(tmp_path: Path) -> None:
     write_pairs(tmp_path / "pairs.txt", [([("Ann_Lee", 1, 2)], [("Ann_Lee", 1, "Bob", 3)])])
     s = load_lfw(tmp_path, tmp_path / "pairs.txt")
     assert [p.relative_to(tmp_path).as_posix() for p in s.paths] == [
-        "Ann_Lee/Ann_Lee_0001.jpg", "Ann_Lee/Ann_Lee_0002.jpg", "Bob/Bob_0003.jpg"]
+        "Ann_Lee/Ann_Lee_0001.jpg",
+        "Ann_Lee/Ann_Lee_0002.jpg",
+        "Bob/Bob_0003.jpg",
+    ]
     assert s.names == ["Ann_Lee", "Bob"] and s.identities.tolist() == [0, 0, 1]
     assert s.pairs.idx_a.tolist() == [0, 0] and s.pairs.idx_b.tolist() == [1, 2]
     assert s.pairs.labels.tolist() == [True, False]
@@ -101,7 +109,7 @@ def test_load_lfw_paths_and_identities(tmp_path: Path) -> None:
 def _py2_pickle(images: list[bytes], issame: list[bool]) -> bytes:
     """What Python 2's cPickle.dump((bins, issame), f, protocol=2) writes: images as str opcodes."""
     out = bytearray(b"\x80\x02")  # PROTO 2
-    out += b"](" # EMPTY_LIST, MARK
+    out += b"]("  # EMPTY_LIST, MARK
     for blob in images:
         if len(blob) < 256:
             out += b"U" + bytes([len(blob)]) + blob  # SHORT_BINSTRING
@@ -167,12 +175,15 @@ def test_restricted_unpickler_refuses_code(tmp_path: Path) -> None:
         safe_loads(pickle.dumps(eval, protocol=4))  # builtins.eval
 
 
-@pytest.mark.parametrize("obj, match", [
-    ({"bins": []}, "expected a pickled"),
-    (([b"a", b"b", b"c"], [True]), "3 images for 1 pairs"),
-    (([b"a", 5], [True]), "image 1 is a int"),
-    (([b"a", b"b"], ["yes"]), "non-bool"),
-])
+@pytest.mark.parametrize(
+    "obj, match",
+    [
+        ({"bins": []}, "expected a pickled"),
+        (([b"a", b"b", b"c"], [True]), "3 images for 1 pairs"),
+        (([b"a", 5], [True]), "image 1 is a int"),
+        (([b"a", b"b"], ["yes"]), "non-bool"),
+    ],
+)
 def test_read_bin_rejects_malformed(tmp_path: Path, obj, match: str) -> None:
     p = tmp_path / "bad.bin"
     p.write_bytes(pickle.dumps(obj, protocol=4))
@@ -196,11 +207,20 @@ def test_load_bin_merges_duplicates_and_folds(tmp_path: Path) -> None:
 
 
 def test_pairs_csv(tmp_path: Path) -> None:
-    rows = [("a/1.jpg", "a/2.jpg", True), ("a/1.jpg", "b/1.jpg", False), ("/abs/c.jpg", "b/1.jpg", False),
-            ("b/1.jpg", "b/2.jpg", True)]
+    rows = [
+        ("a/1.jpg", "a/2.jpg", True),
+        ("a/1.jpg", "b/1.jpg", False),
+        ("/abs/c.jpg", "b/1.jpg", False),
+        ("b/1.jpg", "b/2.jpg", True),
+    ]
     c = load_pairs_csv(write_pairs_csv(tmp_path / "p.csv", rows), n_folds=2)
-    assert [p.as_posix() for p in c.paths] == [f"{tmp_path}/a/1.jpg", f"{tmp_path}/a/2.jpg", f"{tmp_path}/b/1.jpg",
-                                               "/abs/c.jpg", f"{tmp_path}/b/2.jpg"]
+    assert [p.as_posix() for p in c.paths] == [
+        f"{tmp_path}/a/1.jpg",
+        f"{tmp_path}/a/2.jpg",
+        f"{tmp_path}/b/1.jpg",
+        "/abs/c.jpg",
+        f"{tmp_path}/b/2.jpg",
+    ]
     assert c.pairs.labels.tolist() == [True, False, False, True]
     assert sorted(np.bincount(c.pairs.folds).tolist()) == [2, 2]
     for cls in (True, False):  # stratified: each fold holds one of each class
@@ -209,7 +229,12 @@ def test_pairs_csv(tmp_path: Path) -> None:
     p = _write(tmp_path / "q.csv", "x.png,y.png,same,7\nx.png,z.png,different,9\n")
     c = load_pairs_csv(p, root="/data")
     assert c.paths[0] == Path("/data/x.png") and c.pairs.folds.tolist() == [0, 1]
-    for text, match in [("a,b\n", "2 fields"), ("a.jpg,b.jpg,maybe\n", "label 'maybe'"), ("path1,path2,label\n", "no pairs"), ("a,b,1\nc,d,1\n", "both genuine")]:
+    for text, match in [
+        ("a,b\n", "2 fields"),
+        ("a.jpg,b.jpg,maybe\n", "label 'maybe'"),
+        ("path1,path2,label\n", "no pairs"),
+        ("a,b,1\nc,d,1\n", "both genuine"),
+    ]:
         with pytest.raises(PairsCsvError, match=match):
             load_pairs_csv(_write(tmp_path / "bad.csv", text))
 
@@ -224,13 +249,22 @@ def wild_lfw(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """The in-the-wild photos as an LFW tree: 2 sets of 1 matched + 1 mismatched pair."""
     out = tmp_path_factory.mktemp("wild_lfw")
     wild = load_wild()
-    files = {("Barack_Obama", 1): "obama.jpg", ("Barack_Obama", 2): "obama2.jpg", ("Barack_Obama", 3): "obama3.jpg",
-             ("Joe_Biden", 1): "biden.jpg"}
+    files = {
+        ("Barack_Obama", 1): "obama.jpg",
+        ("Barack_Obama", 2): "obama2.jpg",
+        ("Barack_Obama", 3): "obama3.jpg",
+        ("Joe_Biden", 1): "biden.jpg",
+    }
     for (name, i), f in files.items():
         (out / name).mkdir(exist_ok=True)
         (out / name / f"{name}_{i:04d}.jpg").write_bytes(wild[f].read_bytes())
-    pairs = write_pairs(out / "pairs.txt", [([("Barack_Obama", 1, 2)], [("Barack_Obama", 1, "Joe_Biden", 1)]),
-                                            ([("Barack_Obama", 2, 3)], [("Barack_Obama", 3, "Joe_Biden", 1)])])
+    pairs = write_pairs(
+        out / "pairs.txt",
+        [
+            ([("Barack_Obama", 1, 2)], [("Barack_Obama", 1, "Joe_Biden", 1)]),
+            ([("Barack_Obama", 2, 3)], [("Barack_Obama", 3, "Joe_Biden", 1)]),
+        ],
+    )
     return out, pairs
 
 
@@ -239,8 +273,14 @@ def test_lfw_reader_on_wild_photos_detects_and_aligns(wild_lfw: tuple[Path, Path
     cfg = compose_eval(["dataset=lfw", f"dataset.root={root}", f"dataset.pairs={pairs}"])
     data = load_eval_data(cfg.dataset)
     assert data.name == "lfw" and not data.aligned and len(data.paths) == 4
-    ev = evaluate(data, create_embedder("arcface"), pipeline=PipelineCfg(progress=False),
-                  cache=EmbeddingCache(tmp_path / "cache"), stats=StatsCfg(n_boot=50), quality=QualityCfg(flip=False))
+    ev = evaluate(
+        data,
+        create_embedder("arcface"),
+        pipeline=PipelineCfg(progress=False),
+        cache=EmbeddingCache(tmp_path / "cache"),
+        stats=StatsCfg(n_boot=50),
+        quality=QualityCfg(flip=False),
+    )
     s = ev.summary
     assert s["fte"] == 0 and (ev.embedded.n_faces >= 1).all() and np.isfinite(ev.embedded.det_scores).all()
     assert s["kfold"]["n_folds"] == 2 and s["n_genuine"] == 2 and s["n_impostor"] == 2
@@ -252,8 +292,9 @@ def test_lfw_reader_on_wild_photos_detects_and_aligns(wild_lfw: tuple[Path, Path
 @pytest.fixture(scope="module")
 def orl_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """``dataset=orl`` (served from the embedding cache after the first run on a machine)."""
-    return run(compose_eval(["model=arcface", "dataset=orl", "pipeline.progress=false"]),
-               tmp_path_factory.mktemp("orl"))
+    return run(
+        compose_eval(["model=arcface", "dataset=orl", "pipeline.progress=false"]), tmp_path_factory.mktemp("orl")
+    )
 
 
 @pytest.fixture(scope="module")
@@ -265,26 +306,41 @@ def orl_layouts(tmp_path_factory: pytest.TempPathFactory, orl: IdentityDataset, 
     out = tmp_path_factory.mktemp("orl_layouts")
     data = from_identities(orl, 10, 0, "kfold")
     root, pairs = write_lfw_tree(orl.paths, orl.identities, orl.names, data.kfold, out / "lfw_layout")
-    crops, _ = cached_crops(orl.paths, PipelineCfg(progress=False), detector=detector, cache=EmbeddingCache(),
-                            detector_settings=detector_settings(DetectorCfg()))
+    crops, _ = cached_crops(
+        orl.paths,
+        PipelineCfg(progress=False),
+        detector=detector,
+        cache=EmbeddingCache(),
+        detector_settings=detector_settings(DetectorCfg()),
+    )
     assert crops.ok.all()
     binfile = write_aligned_bin(crops.faces, data.kfold, out / "orl_aligned.bin", protocol=2)
     return {"root": root, "pairs": pairs, "bin": binfile}
 
 
-def test_orl_as_lfw_tree_matches_dataset_orl(orl_run: dict, orl_layouts: dict[str, Path],
-                                             tmp_path: Path) -> None:
-    res = run(compose_eval(["model=arcface", "dataset=lfw", f"dataset.root={orl_layouts['root']}",
-                            f"dataset.pairs={orl_layouts['pairs']}", "pipeline.progress=false"]), tmp_path)
+def test_orl_as_lfw_tree_matches_dataset_orl(orl_run: dict, orl_layouts: dict[str, Path], tmp_path: Path) -> None:
+    res = run(
+        compose_eval(
+            [
+                "model=arcface",
+                "dataset=lfw",
+                f"dataset.root={orl_layouts['root']}",
+                f"dataset.pairs={orl_layouts['pairs']}",
+                "pipeline.progress=false",
+            ]
+        ),
+        tmp_path,
+    )
     assert res["n_images"] == 400 and res["fte"] == 0
     assert (res["n_genuine"], res["n_impostor"]) == (1800, 1800) and res["kfold"]["n_folds"] == 10
     _close_to_orl(res, orl_run)
 
 
-def test_orl_as_aligned_bin_matches_dataset_orl(orl_run: dict, orl_layouts: dict[str, Path],
-                                                tmp_path: Path) -> None:
-    res = run(compose_eval(["model=arcface", "dataset=bin", f"dataset.path={orl_layouts['bin']}",
-                            "pipeline.progress=false"]), tmp_path)
+def test_orl_as_aligned_bin_matches_dataset_orl(orl_run: dict, orl_layouts: dict[str, Path], tmp_path: Path) -> None:
+    res = run(
+        compose_eval(["model=arcface", "dataset=bin", f"dataset.path={orl_layouts['bin']}", "pipeline.progress=false"]),
+        tmp_path,
+    )
     assert res["dataset"] == "orl_aligned" and res["n_images"] == 400  # 7200 encoded crops, merged
     assert res["data"]["n_encoded"] == 7200 and res["fte"] == 0
     assert res["quality"].get("genuine_spread") is None  # a .bin carries no identities
@@ -310,8 +366,9 @@ def test_folder_and_csv_layouts_of_orl_subset(tmp_path: Path, orl: IdentityDatas
         d = tmp_path / "folder" / orl.names[i]
         d.mkdir(parents=True, exist_ok=True)
         (d / f"{p.stem}.jpg").write_bytes(encode_jpeg(read_image(p)))
-    cfg = compose_eval(["dataset=folder", f"dataset.root={tmp_path / 'folder'}", "dataset.n_folds=2",
-                        "dataset.label=orl8"])
+    cfg = compose_eval(
+        ["dataset=folder", f"dataset.root={tmp_path / 'folder'}", "dataset.n_folds=2", "dataset.label=orl8"]
+    )
     data = load_eval_data(cfg.dataset)
     assert data.name == "orl8" and len(data.paths) == 24 and len(set(data.identities.tolist())) == 8
     for a, b, y in zip(data.roc.idx_a, data.roc.idx_b, data.roc.labels):
@@ -321,7 +378,9 @@ def test_folder_and_csv_layouts_of_orl_subset(tmp_path: Path, orl: IdentityDatas
     assert len(cdata.roc) == len(data.roc) == 24 * 23 // 2
     cache = EmbeddingCache(tmp_path / "cache")
     emb = create_embedder("arcface")
-    kw = dict(pipeline=PipelineCfg(progress=False), cache=cache, stats=StatsCfg(n_boot=0), quality=QualityCfg(flip=False))
+    kw = dict(
+        pipeline=PipelineCfg(progress=False), cache=cache, stats=StatsCfg(n_boot=0), quality=QualityCfg(flip=False)
+    )
     a, b = evaluate(data, emb, **kw), evaluate(cdata, emb, **kw)
     assert a.summary["fte"] == b.summary["fte"] == 0
     assert b.summary["cache"] == "hit"  # same images in the same order: nothing recomputed

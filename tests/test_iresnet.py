@@ -405,12 +405,17 @@ def _tiny_graph(
     """
     u = lambda lo, hi, *shape: rng.uniform(lo, hi, size=shape).astype(np.float32)  # noqa: E731
     inits = [
-        _init("s0", u(0.5, 1.5, 3)), _init("b0", u(-0.3, 0.3, 3)),
-        _init("m0", u(-0.3, 0.3, 3)), _init("v0", u(1e-6, 1e-5, 3)),
-        _init("cw", u(-0.5, 0.5, 4, 3, 3, 3)), _init("cb", u(-0.5, 0.5, 4)),
+        _init("s0", u(0.5, 1.5, 3)),
+        _init("b0", u(-0.3, 0.3, 3)),
+        _init("m0", u(-0.3, 0.3, 3)),
+        _init("v0", u(1e-6, 1e-5, 3)),
+        _init("cw", u(-0.5, 0.5, 4, 3, 3, 3)),
+        _init("cb", u(-0.5, 0.5, 4)),
         _init("slope", u(0.05, 0.4, *slope_shape)),
-        _init("s1", u(0.5, 1.5, 5)), _init("b1", u(-0.3, 0.3, 5)),
-        _init("m1", u(-0.3, 0.3, 5)), _init("v1", u(0.5, 2.0, 5)),
+        _init("s1", u(0.5, 1.5, 5)),
+        _init("b1", u(-0.3, 0.3, 5)),
+        _init("m1", u(-0.3, 0.3, 5)),
+        _init("v1", u(0.5, 2.0, 5)),
     ]
     nodes = [
         helper.make_node("BatchNormalization", ["x", "s0", "b0", "m0", "v0"], ["h0"], epsilon=2e-5),
@@ -506,7 +511,12 @@ def test_registry_records() -> None:
         assert spec.arch == f"iresnet{depth}" and spec.weights is None
         c = spec.contract
         assert (c.size, c.color, c.mean, c.std, c.layout, c.embed_dim) == (
-            (112, 112), "RGB", (127.5,) * 3, (127.5,) * 3, "NCHW", 512
+            (112, 112),
+            "RGB",
+            (127.5,) * 3,
+            (127.5,) * 3,
+            "NCHW",
+            512,
         )
     model = build_arch("iresnet50")
     assert isinstance(model, IResNet) and model.blocks == (3, 4, 14, 3)

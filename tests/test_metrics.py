@@ -69,8 +69,7 @@ def brute_kfold(s: np.ndarray, y: np.ndarray, f: np.ndarray):
         tr, te = f != k, f == k
         u = np.unique(s[tr])
         if u.size > 1:
-            cands = np.concatenate([[u[0] - (u[1] - u[0]) / 2], (u[:-1] + u[1:]) / 2,
-                                    [u[-1] + (u[-1] - u[-2]) / 2]])
+            cands = np.concatenate([[u[0] - (u[1] - u[0]) / 2], (u[:-1] + u[1:]) / 2, [u[-1] + (u[-1] - u[-2]) / 2]])
         else:
             cands = np.array([u[0] - 0.5, u[0] + 0.5])
         train_acc = np.array([np.mean((s[tr] >= c) == y[tr]) for c in cands])
@@ -321,9 +320,16 @@ def test_input_validation(fn) -> None:
         fn(s[None], y[None])
 
 
-@pytest.mark.parametrize("fn", [vm.roc_curve, vm.eer, vm.det_curve,
-                                lambda s, y: vm.kfold_accuracy(s, y, np.arange(4) % 2),
-                                lambda s, y: vm.verification_report(s, y, np.arange(4) % 2)])
+@pytest.mark.parametrize(
+    "fn",
+    [
+        vm.roc_curve,
+        vm.eer,
+        vm.det_curve,
+        lambda s, y: vm.kfold_accuracy(s, y, np.arange(4) % 2),
+        lambda s, y: vm.verification_report(s, y, np.arange(4) % 2),
+    ],
+)
 def test_one_class_raises(fn) -> None:
     with pytest.raises(ValueError, match="both genuine and impostor"):
         fn(np.array([0.1, 0.5, 0.9, 0.3]), np.ones(4, bool))
@@ -398,8 +404,7 @@ def test_bootstrap_is_seeded_and_generic_callable_agrees() -> None:
     assert g == pytest.approx(a, abs=0.01)  # different draws, same distribution
     lo, hi = vm.bootstrap_ci(s, y, "auc", n_boot=100)
     assert lo <= roc_auc_score(y, s) <= hi
-    lo, hi = vm.bootstrap_ci(s, y, lambda sc, lab, fo: vm.kfold_accuracy(sc, lab, fo).accuracy_mean,
-                             n_boot=20, folds=f)
+    lo, hi = vm.bootstrap_ci(s, y, lambda sc, lab, fo: vm.kfold_accuracy(sc, lab, fo).accuracy_mean, n_boot=20, folds=f)
     assert lo <= hi
     # level: a 50% interval sits inside the 95% one
     lo50, hi50 = vm.eer_ci(s, y, n_boot=300, level=0.5)
@@ -426,7 +431,10 @@ def test_report_agrees_with_the_functions_and_is_json_ready() -> None:
     r = vm.verification_report(s, y, f, n_boot=50, seed=4)
     acc = vm.kfold_accuracy(s, y, f)
     assert (r.accuracy_mean, r.accuracy_std, r.best_threshold) == (
-        acc.accuracy_mean, acc.accuracy_std, acc.best_threshold)
+        acc.accuracy_mean,
+        acc.accuracy_std,
+        acc.best_threshold,
+    )
     assert (r.eer, r.eer_threshold) == (vm.eer(s, y).eer, vm.eer(s, y).threshold)
     assert r.auc == pytest.approx(vm.auc(vm.roc_curve(s, y)), abs=1e-12)
     assert r.tar_at_far["1e-2"] == vm.tar_at_far(s, y, 1e-2)
@@ -435,9 +443,21 @@ def test_report_agrees_with_the_functions_and_is_json_ready() -> None:
     assert r.tar_at_far_ci["1e-1"] == vm.tar_at_far_ci(s, y, 0.1, n_boot=50, seed=4)
 
     d = json.loads(json.dumps(r.to_dict(), allow_nan=False))
-    for key in ("n_genuine", "n_impostor", "accuracy_mean", "accuracy_std", "best_threshold", "auc",
-                "eer", "tar_at_far", "tar_at_far_reasons", "threshold_at_far", "accuracy_ci",
-                "eer_ci", "tar_at_far_ci"):
+    for key in (
+        "n_genuine",
+        "n_impostor",
+        "accuracy_mean",
+        "accuracy_std",
+        "best_threshold",
+        "auc",
+        "eer",
+        "tar_at_far",
+        "tar_at_far_reasons",
+        "threshold_at_far",
+        "accuracy_ci",
+        "eer_ci",
+        "tar_at_far_ci",
+    ):
         assert key in d, key
     assert set(d["tar_at_far"]) == {"1e-1", "1e-2", "1e-3"}
     assert d["tar_at_far"]["1e-3"] is None and d["threshold_at_far"]["1e-3"] is None

@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import onnx
@@ -26,16 +26,36 @@ from fetoolkit.data.wild import load_wild
 from fetoolkit.detect.align import resize_whole
 from fetoolkit.detect.mtcnn import MTCNNDetector
 from fetoolkit.detect.mtcnn_onnx import (
-    MANIFEST, NETS, OnnxMTCNNDetector, crop_bounds, crop_resize_area, ensure_mtcnn_onnx, facenet_weights,
-    integral_image, nms, nms_min, pnet_boxes, pyramid_scales, regress, resize_area, square,
+    MANIFEST,
+    NETS,
+    OnnxMTCNNDetector,
+    crop_bounds,
+    crop_resize_area,
+    ensure_mtcnn_onnx,
+    facenet_weights,
+    integral_image,
+    nms,
+    nms_min,
+    pnet_boxes,
+    pyramid_scales,
+    regress,
+    resize_area,
+    square,
 )
 from fetoolkit.imageio import read_image
 from fetoolkit.types import Detection
 
 BOX_TOL = 1e-2  # px, boxes and landmarks (measured: < 2e-4)
 SCORE_TOL = 1e-5  # measured: < 5e-7
-WILD_DIR_FILES = ("32bit.png", "biden.jpg", "obama.jpg", "obama2.jpg", "obama3.jpg", "obama_partial_face.jpg",
-                  "obama_partial_face2.jpg")
+WILD_DIR_FILES = (
+    "32bit.png",
+    "biden.jpg",
+    "obama.jpg",
+    "obama2.jpg",
+    "obama3.jpg",
+    "obama_partial_face.jpg",
+    "obama_partial_face2.jpg",
+)
 SERVICE_MAX_SIDE = 640  # configs/serve.yaml detect_max_side
 
 
@@ -106,6 +126,7 @@ def assert_same_detections(ref: list[Detection], got: list[Detection], what: str
 # Files
 # --------------------------------------------------------------------------------------------
 
+
 def test_onnx_files_pass_checker_and_match_torch_nets() -> None:
     """The three graphs check, PNet takes any H, W and batch, and every output equals torch's."""
     import torch
@@ -115,8 +136,11 @@ def test_onnx_files_pass_checker_and_match_torch_nets() -> None:
     assert set(paths) == set(NETS)
     sources = facenet_weights()
     rng = np.random.default_rng(0)
-    cases = {"pnet": [(1, 3, 12, 12), (2, 3, 37, 50), (1, 3, 101, 64)], "rnet": [(1, 3, 24, 24), (5, 3, 24, 24)],
-             "onet": [(1, 3, 48, 48), (3, 3, 48, 48)]}
+    cases = {
+        "pnet": [(1, 3, 12, 12), (2, 3, 37, 50), (1, 3, 101, 64)],
+        "rnet": [(1, 3, 24, 24), (5, 3, 24, 24)],
+        "onet": [(1, 3, 48, 48), (3, 3, 48, 48)],
+    }
     for net, cls in (("pnet", PNet), ("rnet", RNet), ("onet", ONet)):
         onnx.checker.check_model(onnx.load(str(paths[net])), full_check=True)
         module = cls(pretrained=False)
@@ -155,6 +179,7 @@ def test_ensure_exports_in_a_child_process(tmp_path: Path) -> None:
 # Parity with facenet-pytorch
 # --------------------------------------------------------------------------------------------
 
+
 def test_pipeline_steps_equal_facenet_pytorch_bit_for_bit(wild_images: dict[str, np.ndarray]) -> None:
     """Each numpy step against the facenet-pytorch / torch / torchvision code it reproduces.
 
@@ -180,7 +205,7 @@ def test_pipeline_steps_equal_facenet_pytorch_bit_for_bit(wild_images: dict[str,
     for size in (24, 48):
         got = crop_resize_area(table, y0, y1, x0, x1, size)
         for k in range(20):
-            crop = timg[0, :, y0[k]:y1[k], x0[k]:x1[k]].unsqueeze(0)
+            crop = timg[0, :, y0[k] : y1[k], x0[k] : x1[k]].unsqueeze(0)
             want = interpolate(crop, size=(size, size), mode="area")[0].permute(1, 2, 0).numpy()
             np.testing.assert_array_equal(got[k], want)
 
@@ -198,18 +223,19 @@ def test_pipeline_steps_equal_facenet_pytorch_bit_for_bit(wild_images: dict[str,
         tb, ts, ti = torch.from_numpy(boxes), torch.from_numpy(scores), torch.zeros(n, dtype=torch.int64)
         for thr in (0.5, 0.7):
             np.testing.assert_array_equal(nms(boxes, scores, thr), batched_nms(tb, ts, ti, thr).numpy())
-        np.testing.assert_array_equal(nms_min(boxes, scores, 0.7),
-                                      fp.batched_nms_numpy(tb, ts, ti, 0.7, "Min").numpy())
+        np.testing.assert_array_equal(nms_min(boxes, scores, 0.7), fp.batched_nms_numpy(tb, ts, ti, 0.7, "Min").numpy())
         mv = rng.normal(0, 0.1, (n, 4)).astype(np.float32)
         tb5 = torch.from_numpy(np.concatenate([boxes, scores[:, None]], axis=1))
         np.testing.assert_array_equal(square(boxes), fp.rerec(tb5.clone())[:, :4].numpy())
-        np.testing.assert_array_equal(regress(boxes, mv, plus_one=True),
-                                      fp.bbreg(tb5.clone(), torch.from_numpy(mv))[:, :4].numpy())
+        np.testing.assert_array_equal(
+            regress(boxes, mv, plus_one=True), fp.bbreg(tb5.clone(), torch.from_numpy(mv))[:, :4].numpy()
+        )
         shifted = boxes * 5 - 300  # partly outside a 500 x 400 image
         y, ey, x, ex = fp.pad(torch.from_numpy(shifted), 500, 400)
         cy0, cy1, cx0, cx1, valid = crop_bounds(shifted, 500, 400)
         for got_, want_ in ((cy0, y - 1), (cy1, ey), (cx0, x - 1), (cx1, ex), (valid, (ey > y - 1) & (ex > x - 1))):
             np.testing.assert_array_equal(got_, want_)
+
 
 def test_parity_orl(orl: IdentityDataset, detector: MTCNNDetector, onnx_detector: OnnxMTCNNDetector) -> None:
     """All 400 ORL faces (92x112 grey): one face each, same numbers."""
@@ -222,8 +248,9 @@ def test_parity_orl(orl: IdentityDataset, detector: MTCNNDetector, onnx_detector
     assert n_faces >= 390  # the comparison is not vacuous
 
 
-def test_parity_wild(wild_images: dict[str, np.ndarray], detector: MTCNNDetector,
-                     onnx_detector: OnnxMTCNNDetector) -> None:
+def test_parity_wild(
+    wild_images: dict[str, np.ndarray], detector: MTCNNDetector, onnx_detector: OnnxMTCNNDetector
+) -> None:
     """Every wild photo, at full size (up to 2333x1434) and at the service's 640 px."""
     for name, image in wild_images.items():
         ref = detector.detect(image)
@@ -235,7 +262,7 @@ def test_parity_crowd(orl: IdentityDataset, detector: MTCNNDetector, onnx_detect
     """A 10x10 mosaic of ORL faces: 100 faces, over 1,000 PNet candidates at a scale and in total
     (torchvision's other ``batched_nms`` path), many overlapping boxes in every NMS."""
     faces = [read_image(p) for p in orl.paths[:100]]
-    mosaic = np.concatenate([np.concatenate(faces[r * 10:(r + 1) * 10], axis=1) for r in range(10)], axis=0)
+    mosaic = np.concatenate([np.concatenate(faces[r * 10 : (r + 1) * 10], axis=1) for r in range(10)], axis=0)
     ref = detector.detect(mosaic)
     assert len(ref) == 100
     assert_same_detections(ref, onnx_detector.detect(mosaic), "mosaic")
@@ -243,15 +270,25 @@ def test_parity_crowd(orl: IdentityDataset, detector: MTCNNDetector, onnx_detect
 
 def test_no_face(detector: MTCNNDetector, onnx_detector: OnnxMTCNNDetector) -> None:
     rng = np.random.default_rng(0)
-    for image in (np.full((200, 200, 3), 128, np.uint8), rng.integers(0, 256, (200, 200, 3), dtype=np.uint8),
-                  rng.integers(0, 256, (480, 640, 3), dtype=np.uint8), np.zeros((20, 20, 3), np.uint8)):
+    for image in (
+        np.full((200, 200, 3), 128, np.uint8),
+        rng.integers(0, 256, (200, 200, 3), dtype=np.uint8),
+        rng.integers(0, 256, (480, 640, 3), dtype=np.uint8),
+        np.zeros((20, 20, 3), np.uint8),
+    ):
         assert detector.detect(image) == []
         assert onnx_detector.detect(image) == []
 
 
 def test_bad_images_raise_like_torch(detector: MTCNNDetector, onnx_detector: OnnxMTCNNDetector) -> None:
-    bad = [np.zeros((11, 50, 3), np.uint8), np.zeros((50, 11, 3), np.uint8), np.zeros((50, 50, 3), np.float32),
-           np.zeros((50, 50), np.uint8), np.zeros((50, 50, 4), np.uint8), [[0, 0, 0]]]
+    bad = [
+        np.zeros((11, 50, 3), np.uint8),
+        np.zeros((50, 11, 3), np.uint8),
+        np.zeros((50, 50, 3), np.float32),
+        np.zeros((50, 50), np.uint8),
+        np.zeros((50, 50, 4), np.uint8),
+        [[0, 0, 0]],
+    ]
     for image in bad:
         for d in (detector, onnx_detector):
             with pytest.raises(ValueError, match="image"):
@@ -269,11 +306,17 @@ def test_shorter_side_below_min_face_size_is_no_face(onnx_detector: OnnxMTCNNDet
 # Threads and imports
 # --------------------------------------------------------------------------------------------
 
-def test_thread_safe(orl: IdentityDataset, wild_images: dict[str, np.ndarray],
-                     onnx_detector: OnnxMTCNNDetector) -> None:
+
+def test_thread_safe(
+    orl: IdentityDataset, wild_images: dict[str, np.ndarray], onnx_detector: OnnxMTCNNDetector
+) -> None:
     """4 threads detecting different images at once give the sequential results bit for bit."""
-    images = [wild_images[f"obama.jpg@{SERVICE_MAX_SIDE}"], wild_images[f"biden.jpg@{SERVICE_MAX_SIDE}"],
-              read_image(orl.paths[0]), shrink(wild_images["obama3.jpg"], 400)] * 3
+    images = [
+        wild_images[f"obama.jpg@{SERVICE_MAX_SIDE}"],
+        wild_images[f"biden.jpg@{SERVICE_MAX_SIDE}"],
+        read_image(orl.paths[0]),
+        shrink(wild_images["obama3.jpg"], 400),
+    ] * 3
     sequential = [onnx_detector.detect(im) for im in images]
     with ThreadPoolExecutor(max_workers=4) as pool:
         concurrent = list(pool.map(onnx_detector.detect, images))

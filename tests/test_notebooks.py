@@ -21,7 +21,9 @@ def test_there_are_notebooks() -> None:
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.name)
 def test_stored_without_outputs(nb: Path) -> None:
     cells = json.loads(nb.read_text())["cells"]
-    dirty = [i for i, c in enumerate(cells) if c["cell_type"] == "code" and (c.get("outputs") or c.get("execution_count"))]
+    dirty = [
+        i for i, c in enumerate(cells) if c["cell_type"] == "code" and (c.get("outputs") or c.get("execution_count"))
+    ]
     assert not dirty, f"{nb.name}: cells {dirty} carry outputs; strip them before committing"
 
 
@@ -29,8 +31,14 @@ def test_stored_without_outputs(nb: Path) -> None:
 def test_executes(nb: Path, tmp_path: Path) -> None:
     out = tmp_path / nb.name
     jupyter_execute = Path(sys.executable).with_name("jupyter-execute")
-    proc = subprocess.run([str(jupyter_execute), str(nb), f"--output={out}"], capture_output=True, text=True,
-                          cwd=REPO, timeout=900, env={**os.environ, "NOTEBOOK_OUT": str(tmp_path / "run")})
+    proc = subprocess.run(
+        [str(jupyter_execute), str(nb), f"--output={out}"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=900,
+        env={**os.environ, "NOTEBOOK_OUT": str(tmp_path / "run")},
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     executed = json.loads(out.read_text())
     images = sum(1 for c in executed["cells"] for o in c.get("outputs", []) if "image/png" in o.get("data", {}))

@@ -99,8 +99,14 @@ def small_orl(orl, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _overrides(root: Path, cache: Path, *extra: str) -> list[str]:
-    return [f"dataset=folder", f"dataset.root={root}", "dataset.n_folds=4", "pipeline.progress=false",
-            f"cache.dir={cache}", *extra]
+    return [
+        "dataset=folder",
+        f"dataset.root={root}",
+        "dataset.n_folds=4",
+        "pipeline.progress=false",
+        f"cache.dir={cache}",
+        *extra,
+    ]
 
 
 def compose_parity(overrides: list[str]):
@@ -114,8 +120,9 @@ def crops_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.parametrize(("model", "vendor"), [("arcface", "vendor_tflite"), ("mobilefacenet512", "vendor_onnx")])
-def test_parity_job_passes_for_real_models(small_orl: Path, crops_cache: Path, tmp_path: Path, model: str,
-                                           vendor: str) -> None:
+def test_parity_job_passes_for_real_models(
+    small_orl: Path, crops_cache: Path, tmp_path: Path, model: str, vendor: str
+) -> None:
     from fetoolkit.parity import run
 
     summary = run(compose_parity(_overrides(small_orl, crops_cache, f"model={model}")), tmp_path)
@@ -143,12 +150,14 @@ def broken_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
     module = load_module(spec, path, sha)
     with torch.no_grad():
         module.layers[3].dw.prelu.weight.mul_(-1.0)
-    return export_onnx(module, spec.contract, tmp_path_factory.mktemp("broken") / "broken.onnx",
-                       name=spec.name, source_sha256=sha)
+    return export_onnx(
+        module, spec.contract, tmp_path_factory.mktemp("broken") / "broken.onnx", name=spec.name, source_sha256=sha
+    )
 
 
-def test_parity_job_catches_a_broken_export(small_orl: Path, crops_cache: Path, broken_export: Path,
-                                            tmp_path: Path) -> None:
+def test_parity_job_catches_a_broken_export(
+    small_orl: Path, crops_cache: Path, broken_export: Path, tmp_path: Path
+) -> None:
     from fetoolkit.parity import run
 
     cfg = compose_parity(_overrides(small_orl, crops_cache, "model=arcface", f"onnx={broken_export}", "vendor=false"))
@@ -160,24 +169,44 @@ def test_parity_job_catches_a_broken_export(small_orl: Path, crops_cache: Path, 
 
 def test_parity_cli_exit_status(small_orl: Path, crops_cache: Path, broken_export: Path, tmp_path: Path) -> None:
     """``python -m fetoolkit.parity`` exits 1 past the tolerances (and 0 within them)."""
-    args = [sys.executable, "-m", "fetoolkit.parity", "model=arcface", "vendor=false",
-            *_overrides(small_orl, crops_cache)]
-    bad = subprocess.run([*args, f"onnx={broken_export}", f"hydra.run.dir={tmp_path / 'bad'}"],
-                         capture_output=True, text=True, cwd=REPO, timeout=600)
+    args = [
+        sys.executable,
+        "-m",
+        "fetoolkit.parity",
+        "model=arcface",
+        "vendor=false",
+        *_overrides(small_orl, crops_cache),
+    ]
+    bad = subprocess.run(
+        [*args, f"onnx={broken_export}", f"hydra.run.dir={tmp_path / 'bad'}"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
+    )
     assert bad.returncode == 1, bad.stderr[-3000:]
     assert "parity FAILED" in bad.stderr + bad.stdout
     assert json.loads((tmp_path / "bad" / "parity.json").read_text())["pass"] is False
 
 
 def test_parity_job_int8_reports_held_out_pairs(small_orl: Path, crops_cache: Path, tmp_path: Path) -> None:
-    from fetoolkit.backends.quantize import META_CALIBRATION
     from fetoolkit.backends.onnx_backend import read_metadata
+    from fetoolkit.backends.quantize import META_CALIBRATION
     from fetoolkit.parity import run
 
     # 32 faces give too few impostors for TAR@1e-3, so that limit is off here.
-    cfg = compose_parity(_overrides(small_orl, crops_cache, "model=mobilefacenet512", "precision=int8",
-                                    "calibration.images=[1.pgm]", "vendor=false",
-                                    "tolerance.int8.max_tar_drop=null", "tolerance.int8.max_accuracy_drop=null"))
+    cfg = compose_parity(
+        _overrides(
+            small_orl,
+            crops_cache,
+            "model=mobilefacenet512",
+            "precision=int8",
+            "calibration.images=[1.pgm]",
+            "vendor=false",
+            "tolerance.int8.max_tar_drop=null",
+            "tolerance.int8.max_accuracy_drop=null",
+        )
+    )
     summary = run(cfg, tmp_path)
     c = summary["candidates"]["onnx_export"]
     assert c["precision"] == "int8" and c["pass"]

@@ -120,8 +120,14 @@ def test_error_vs_reject_against_brute_force() -> None:
 
 
 def test_erc_area_by_hand() -> None:
-    c = qm.ErcCurve(np.array([0.0, 0.1, 0.2, 0.3]), np.array([0.04, 0.02, 0.02, 0.0]), np.zeros(4),
-                    np.ones(4, np.int64), np.ones(4, np.int64), 0.5)
+    c = qm.ErcCurve(
+        np.array([0.0, 0.1, 0.2, 0.3]),
+        np.array([0.04, 0.02, 0.02, 0.0]),
+        np.zeros(4),
+        np.ones(4, np.int64),
+        np.ones(4, np.int64),
+        0.5,
+    )
     # trapezoids over 0..0.2: (0.04+0.02)/2*0.1 + 0.02*0.1 = 0.005, / 0.2
     assert qm.erc_area(c, 0.2) == pytest.approx(0.025)
 
@@ -152,8 +158,9 @@ def clean_quality(aligned_faces: np.ndarray, arcface) -> np.ndarray:
 
 
 @pytest.mark.parametrize("kind", DEGRADATIONS)
-def test_default_quality_ranks_degraded_faces_lower(aligned_faces: np.ndarray, arcface, clean_quality: np.ndarray,
-                                                    kind: str) -> None:
+def test_default_quality_ranks_degraded_faces_lower(
+    aligned_faces: np.ndarray, arcface, clean_quality: np.ndarray, kind: str
+) -> None:
     """On real ORL crops, a blurred/noisy/dark/low-resolution copy scores lower than the original."""
     q0 = clean_quality
     q1 = qm.face_quality(arcface.embed_raw(degrade(aligned_faces, kind)))
@@ -166,8 +173,16 @@ def test_erc_on_mixed_quality_orl() -> None:
     Also the measurement behind the choice of the default:
     ``python -m fetoolkit.eval model=arcface pipeline.degrade=0.25`` (quality.erc in results.json).
     """
-    cfg = compose_eval(["model=arcface", "dataset=orl", "pipeline.progress=false", "pipeline.degrade=0.25",
-                        "stats.n_boot=0", "quality.flip=false"])
+    cfg = compose_eval(
+        [
+            "model=arcface",
+            "dataset=orl",
+            "pipeline.progress=false",
+            "pipeline.degrade=0.25",
+            "stats.n_boot=0",
+            "quality.flip=false",
+        ]
+    )
     res = run(cfg, None)
     assert res["n_degraded"] == 100
     erc = res["quality"]["erc"]

@@ -47,9 +47,21 @@ def sweep(tmp_path_factory: pytest.TempPathFactory, orl_subset: Path) -> Path:
     """Two runs (torch and onnx backends) in one sweep-like folder."""
     out = tmp_path_factory.mktemp("sweep")
     for k, backend in enumerate(("torch", "onnx")):
-        run(compose_eval(["model=arcface", f"backend={backend}", "dataset=folder", f"dataset.root={orl_subset}",
-                          "dataset.n_folds=2", "dataset.label=orl8", "pipeline.progress=false", "stats.n_boot=200"]),
-            out / f"{k}-arcface-{backend}")
+        run(
+            compose_eval(
+                [
+                    "model=arcface",
+                    f"backend={backend}",
+                    "dataset=folder",
+                    f"dataset.root={orl_subset}",
+                    "dataset.n_folds=2",
+                    "dataset.label=orl8",
+                    "pipeline.progress=false",
+                    "stats.n_boot=200",
+                ]
+            ),
+            out / f"{k}-arcface-{backend}",
+        )
     return out
 
 
@@ -86,7 +98,8 @@ def test_pair_table_reproduces_the_figures(sweep: Path) -> None:
     assert acc.accuracy_mean == pytest.approx(res["accuracy_mean"], abs=1e-12)
     first = roc.iloc[0]
     assert Path(first["path_a"]).parent.name == "s1" and bool(first["label"]) == (
-        Path(first["path_a"]).parent == Path(first["path_b"]).parent)
+        Path(first["path_a"]).parent == Path(first["path_b"]).parent
+    )
 
 
 def test_markdown_summary(sweep: Path) -> None:
@@ -117,13 +130,23 @@ def test_compare_collects_runs(sweep: Path) -> None:
 
 
 def test_compare_cli(sweep: Path, tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "fetoolkit.compare", str(sweep), "--out", str(tmp_path)],
-                          capture_output=True, text=True, cwd=REPO, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "fetoolkit.compare", str(sweep), "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "| arcface_mbf.sirius | onnx |" in proc.stdout
     assert {p.name for p in tmp_path.iterdir()} >= {"comparison.md", "comparison.csv", "roc_overlay.png"}
-    bad = subprocess.run([sys.executable, "-m", "fetoolkit.compare", str(tmp_path / "empty_nothing")],
-                         capture_output=True, text=True, cwd=REPO, timeout=300)
+    bad = subprocess.run(
+        [sys.executable, "-m", "fetoolkit.compare", str(tmp_path / "empty_nothing")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
     assert bad.returncode == 2 and "no such folder" in bad.stderr
 
 
@@ -143,12 +166,32 @@ def test_probit_and_edge_case_plots(tmp_path: Path) -> None:
 def test_hydra_multirun_two_models_two_backends(orl_subset: Path, tmp_path: Path) -> None:
     """`-m model.name=A,B backend=torch,onnx` writes four runs and the comparison (the callback)."""
     proc = subprocess.run(
-        [sys.executable, "-m", "fetoolkit.eval", "-m", "model=arcface", "model.name=arcface_mbf.sirius,mobilefacenet512",
-         "backend=torch,onnx", "dataset=folder", f"dataset.root={orl_subset}", "dataset.n_folds=2",
-         "pipeline.progress=false", "stats.n_boot=100", f"hydra.sweep.dir={tmp_path}"],
-        capture_output=True, text=True, cwd=REPO, timeout=1200)
+        [
+            sys.executable,
+            "-m",
+            "fetoolkit.eval",
+            "-m",
+            "model=arcface",
+            "model.name=arcface_mbf.sirius,mobilefacenet512",
+            "backend=torch,onnx",
+            "dataset=folder",
+            f"dataset.root={orl_subset}",
+            "dataset.n_folds=2",
+            "pipeline.progress=false",
+            "stats.n_boot=100",
+            f"hydra.sweep.dir={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=1200,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     df = pd.read_csv(tmp_path / "comparison.csv")
-    assert sorted(zip(df["model"], df["backend"])) == [("arcface_mbf.sirius", "onnx"), ("arcface_mbf.sirius", "torch"),
-                                                      ("mobilefacenet512", "onnx"), ("mobilefacenet512", "torch")]
+    assert sorted(zip(df["model"], df["backend"])) == [
+        ("arcface_mbf.sirius", "onnx"),
+        ("arcface_mbf.sirius", "torch"),
+        ("mobilefacenet512", "onnx"),
+        ("mobilefacenet512", "torch"),
+    ]
     assert (tmp_path / "comparison.md").is_file() and _png(tmp_path / "roc_overlay.png").std() > 20

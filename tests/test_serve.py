@@ -45,8 +45,9 @@ START_TIMEOUT_S = 240.0
 # ----------------------------------------------------------------------------- server process
 def start_server(run_dir: Path, env_extra: dict[str, str], *, want_status: int = 200) -> ServerProcess:
     """``python -m fetoolkit.serve model=arcface`` with PORT set; waits (bounded) for /api/health."""
-    return serve_process.start_server(["model=arcface"], run_dir, env=env_extra, want_status=want_status,
-                                      timeout=START_TIMEOUT_S, cwd=ROOT)
+    return serve_process.start_server(
+        ["model=arcface"], run_dir, env=env_extra, want_status=want_status, timeout=START_TIMEOUT_S, cwd=ROOT
+    )
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +135,9 @@ def test_health_reports_the_model(client: httpx.Client) -> None:
     assert h["verify_threshold"] == 0.5 and h["face_select"] == "most_confident"
 
 
-def test_server_process_never_loads_torch(server: ServerProcess, client: httpx.Client, wild_b64: dict[str, str]) -> None:
+def test_server_process_never_loads_torch(
+    server: ServerProcess, client: httpx.Client, wild_b64: dict[str, str]
+) -> None:
     """The default service (ONNX model, onnxruntime MTCNN) serves a full photo (detection,
     alignment, embedding) without torch in its address space: torch alone is ~500 MB of RSS."""
     maps = Path(f"/proc/{server.proc.pid}/maps")
@@ -176,8 +179,11 @@ def test_wild_photos_same_person_scores_higher(client: httpx.Client, wild_b64: d
         assert lm[0, 0] < lm[1, 0], "left eye (image left) first"
         assert e["quality"] is not None and 0.0 <= e["quality"] <= 1.0, "quality comes from fetoolkit.metrics.quality"
         emb[name] = vec
-    same = [emb["obama.jpg"] @ emb["obama2.jpg"], emb["obama.jpg"] @ emb["obama3.jpg"],
-            emb["obama2.jpg"] @ emb["obama3.jpg"]]
+    same = [
+        emb["obama.jpg"] @ emb["obama2.jpg"],
+        emb["obama.jpg"] @ emb["obama3.jpg"],
+        emb["obama2.jpg"] @ emb["obama3.jpg"],
+    ]
     cross = [emb[o] @ emb["biden.jpg"] for o in ("obama.jpg", "obama2.jpg", "obama3.jpg")]
     assert min(same) > max(cross) + 0.3, (same, cross)
 
@@ -196,8 +202,9 @@ def test_verify_decides_at_the_configured_threshold(client: httpx.Client, wild_b
     assert r.status_code == 200 and v["is_same_person"] is False and v["score"] < 0.5
 
 
-def test_aligned_crops_match_the_in_process_model(client: httpx.Client, aligned_faces: np.ndarray,
-                                                  aligned_identities: np.ndarray) -> None:
+def test_aligned_crops_match_the_in_process_model(
+    client: httpx.Client, aligned_faces: np.ndarray, aligned_identities: np.ndarray
+) -> None:
     """ORL crops sent with aligned=true: the served embeddings are the model's own, and same-person
     pairs score above different-person pairs."""
     served = []
@@ -243,8 +250,9 @@ def test_batch_answers_each_image(client: httpx.Client, wild_b64: dict[str, str]
     assert_typed_error(r, 422, ErrorType.INVALID_INPUT)
 
 
-def test_grey_rgba_16bit_and_exif_images(client: httpx.Client, aligned_faces: np.ndarray,
-                                         wild_b64: dict[str, str]) -> None:
+def test_grey_rgba_16bit_and_exif_images(
+    client: httpx.Client, aligned_faces: np.ndarray, wild_b64: dict[str, str]
+) -> None:
     face = aligned_faces[0]  # ORL is grey: R = G = B
     grey = face[..., 0]
     ref = embedding_of(client, encode(face), aligned=True)
@@ -290,29 +298,60 @@ def test_malformed_requests_get_typed_errors(client: httpx.Client, wild_b64: dic
         ("json list", _j([1, 2]), "application/json", 422, ErrorType.INVALID_INPUT),
         ("missing image", _j({"aligned": True}), "application/json", 422, ErrorType.INVALID_INPUT),
         ("image not a string", _j({"image": 12}), "application/json", 422, ErrorType.INVALID_INPUT),
-        ("aligned not a bool", _j({"image": "aGk=", "aligned": "maybe"}), "application/json", 422,
-         ErrorType.INVALID_INPUT),
+        (
+            "aligned not a bool",
+            _j({"image": "aGk=", "aligned": "maybe"}),
+            "application/json",
+            422,
+            ErrorType.INVALID_INPUT,
+        ),
         ("text/plain", _j({"image": "aGk="}), "text/plain", 415, ErrorType.INVALID_INPUT),
         ("not base64", _j({"image": "!!!***"}), "application/json", 400, ErrorType.IMAGE_DECODE_ERROR),
         ("empty image", _j({"image": ""}), "application/json", 400, ErrorType.IMAGE_DECODE_ERROR),
-        ("base64 text", _j({"image": base64.b64encode(b"hello world").decode()}), "application/json", 400,
-         ErrorType.IMAGE_DECODE_ERROR),
-        ("truncated png", _j({"image": base64.b64encode(png[: len(png) // 2]).decode()}), "application/json", 400,
-         ErrorType.IMAGE_DECODE_ERROR),
-        ("bomb header", _j({"image": base64.b64encode(png_header_only(100_000, 100_000)).decode()}),
-         "application/json", 400, ErrorType.IMAGE_DECODE_ERROR),
-        ("25 MP image", _j({"image": base64.b64encode(big.getvalue()).decode()}), "application/json", 400,
-         ErrorType.IMAGE_DECODE_ERROR),
+        (
+            "base64 text",
+            _j({"image": base64.b64encode(b"hello world").decode()}),
+            "application/json",
+            400,
+            ErrorType.IMAGE_DECODE_ERROR,
+        ),
+        (
+            "truncated png",
+            _j({"image": base64.b64encode(png[: len(png) // 2]).decode()}),
+            "application/json",
+            400,
+            ErrorType.IMAGE_DECODE_ERROR,
+        ),
+        (
+            "bomb header",
+            _j({"image": base64.b64encode(png_header_only(100_000, 100_000)).decode()}),
+            "application/json",
+            400,
+            ErrorType.IMAGE_DECODE_ERROR,
+        ),
+        (
+            "25 MP image",
+            _j({"image": base64.b64encode(big.getvalue()).decode()}),
+            "application/json",
+            400,
+            ErrorType.IMAGE_DECODE_ERROR,
+        ),
         ("no face", _j({"image": base64.b64encode(png).decode()}), "application/json", 422, ErrorType.ALIGNMENT_ERROR),
-        ("5x5 image", _j({"image": encode(np.zeros((5, 5, 3), np.uint8))}), "application/json", 422,
-         ErrorType.ALIGNMENT_ERROR),
+        (
+            "5x5 image",
+            _j({"image": encode(np.zeros((5, 5, 3), np.uint8))}),
+            "application/json",
+            422,
+            ErrorType.ALIGNMENT_ERROR,
+        ),
     ]
     for name, body, ctype, status, kind in cases:
         r = _post(client, ep, body, ctype)
         assert r.status_code == status and r.json()["error_type"] == kind.value, (name, r.status_code, r.text[:300])
         assert r.json()["success"] is False and r.json()["message"], name
-    body = assert_typed_error(_post(client, ep, _j({"image": base64.b64encode(big.getvalue()).decode()})), 400,
-                              ErrorType.IMAGE_DECODE_ERROR)
+    body = assert_typed_error(
+        _post(client, ep, _j({"image": base64.b64encode(big.getvalue()).decode()})), 400, ErrorType.IMAGE_DECODE_ERROR
+    )
     assert "pixels" in body["message"]
     assert_typed_error(client.get(ep), 405, ErrorType.METHOD_NOT_ALLOWED)
     assert_typed_error(client.get("/api/nothing-here"), 404, ErrorType.NOT_FOUND)
@@ -320,8 +359,11 @@ def test_malformed_requests_get_typed_errors(client: httpx.Client, wild_b64: dic
     # Accepted spellings of base64: a data URL, line breaks, missing padding.
     b64 = wild_b64["obama2.jpg"]
     ref = embedding_of(client, b64)
-    for variant in (f"data:image/jpeg;base64,{b64}", "\n".join(b64[i:i + 76] for i in range(0, len(b64), 76)),
-                    b64.rstrip("=")):
+    for variant in (
+        f"data:image/jpeg;base64,{b64}",
+        "\n".join(b64[i : i + 76] for i in range(0, len(b64), 76)),
+        b64.rstrip("="),
+    ):
         assert float(embedding_of(client, variant) @ ref) > 0.9999
     assert_healthy(client)
 
@@ -344,8 +386,9 @@ def _raw_http(port: int, head: bytes, chunks: list[bytes], timeout: float = 30.0
             data += got
         header, _, body = data.partition(b"\r\n\r\n")
         status = int(header.split(b" ", 2)[1])
-        length = next(int(line.split(b":", 1)[1]) for line in header.split(b"\r\n")
-                      if line.lower().startswith(b"content-length"))
+        length = next(
+            int(line.split(b":", 1)[1]) for line in header.split(b"\r\n") if line.lower().startswith(b"content-length")
+        )
         while len(body) < length and time.monotonic() < deadline:
             got = s.recv(65536)
             if not got:
@@ -356,13 +399,17 @@ def _raw_http(port: int, head: bytes, chunks: list[bytes], timeout: float = 30.0
 
 def test_request_size_limit(server: ServerProcess, client: httpx.Client) -> None:
     # Declared too large: refused on the headers alone, before any body is read.
-    head = (f"POST /api/extract-embedding HTTP/1.1\r\nHost: {HOST}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {17 * 1024 * 1024}\r\nConnection: close\r\n\r\n").encode()
+    head = (
+        f"POST /api/extract-embedding HTTP/1.1\r\nHost: {HOST}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {17 * 1024 * 1024}\r\nConnection: close\r\n\r\n"
+    ).encode()
     status, body = _raw_http(server.port, head, [b'{"image": "'])
     assert status == 413 and body["error_type"] == "PAYLOAD_TOO_LARGE", body
     # Chunked with no length: counted as it arrives, refused past the limit.
-    head = (f"POST /api/extract-embedding HTTP/1.1\r\nHost: {HOST}\r\nContent-Type: application/json\r\n"
-            f"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n").encode()
+    head = (
+        f"POST /api/extract-embedding HTTP/1.1\r\nHost: {HOST}\r\nContent-Type: application/json\r\n"
+        f"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    ).encode()
     mib = b"A" * (1 << 20)
     chunk = f"{len(mib):x}\r\n".encode() + mib + b"\r\n"
     status, body = _raw_http(server.port, head, [b'5\r\n{"ima\r\n', *([chunk] * 20)])
@@ -381,7 +428,7 @@ def test_fuzz_malformed_bodies(client: httpx.Client, aligned_faces: np.ndarray) 
     def junk_value(depth: int = 0) -> object:
         kind = rng.randrange(8 if depth < 2 else 5)
         if kind == 0:
-            return rng.randint(-2**40, 2**40)
+            return rng.randint(-(2**40), 2**40)
         if kind == 1:
             return rng.random() * 1e6
         if kind == 2:
@@ -457,6 +504,7 @@ def test_fuzz_malformed_bodies(client: httpx.Client, aligned_faces: np.ndarray) 
 def test_overload_gets_503_with_retry_after(client: httpx.Client, wild_b64: dict[str, str]) -> None:
     """MAX_CONCURRENT_REQUESTS=2: a burst of 10 full-image requests gets some 503 SERVER_BUSY with
     Retry-After at once (no queue), the admitted ones succeed, and the server serves on."""
+
     def one(_: int) -> httpx.Response:
         with httpx.Client(base_url=str(client.base_url), timeout=120.0) as c:
             return c.post("/api/extract-embedding", json={"image": wild_b64["obama3.jpg"]})
@@ -484,8 +532,9 @@ def test_model_load_failure_is_reported(tmp_path: Path) -> None:
             h = c.get("/api/health").json()
             assert h["status"] == "unhealthy" and h["model_status"]["loaded"] is False
             assert str(missing) in h["model_status"]["error"]
-            r = c.post("/api/extract-embedding", json={"image": encode(np.zeros((112, 112, 3), np.uint8)),
-                                                       "aligned": True})
+            r = c.post(
+                "/api/extract-embedding", json={"image": encode(np.zeros((112, 112, 3), np.uint8)), "aligned": True}
+            )
             assert_typed_error(r, 503, ErrorType.MODEL_LOAD_ERROR)
             assert "MODEL_PATH" in r.json()["message"] or str(missing) in r.json()["message"]
         assert srv.proc.poll() is None
@@ -502,8 +551,13 @@ def test_settings_env_overrides_config() -> None:
     s = ServeSettings.from_cfg(cfg, environ={})
     assert (s.port, s.backend, s.max_concurrent_requests, s.face_select) == (8002, "onnx", 16, "largest")
     assert s.detector.min_face_size == 20 and s.verify_threshold == 0.5
-    env = {"PORT": "9123", "MODEL_PATH": "/m/x.onnx", "LOG_LEVEL": "DEBUG", "MAX_CONCURRENT_REQUESTS": "3",
-           "HOST": "0.0.0.0"}
+    env = {
+        "PORT": "9123",
+        "MODEL_PATH": "/m/x.onnx",
+        "LOG_LEVEL": "DEBUG",
+        "MAX_CONCURRENT_REQUESTS": "3",
+        "HOST": "0.0.0.0",
+    }
     s = ServeSettings.from_cfg(cfg, environ=env)
     got = (s.port, s.weights, s.log_level, s.max_concurrent_requests, s.host)
     assert got == (9123, "/m/x.onnx", "debug", 3, "0.0.0.0")
@@ -518,7 +572,7 @@ def test_decode_base64_variants() -> None:
     b64 = base64.b64encode(data).decode()
     assert decode_base64(b64) == data
     assert decode_base64("data:image/png;base64," + b64) == data
-    assert decode_base64("\r\n".join(b64[i:i + 64] for i in range(0, len(b64), 64))) == data
+    assert decode_base64("\r\n".join(b64[i : i + 64] for i in range(0, len(b64), 64))) == data
     assert decode_base64(base64.urlsafe_b64encode(data).decode().rstrip("=")) == data
     for bad in ("abc$", "a", "data:image/png,abc"):
         with pytest.raises(ImageDecodeFailed):
@@ -570,8 +624,23 @@ def test_bench_serve_runs(tmp_path: Path) -> None:
     from fetoolkit.bench_serve import main
 
     out = tmp_path / "bench_serve.json"
-    args = ["--out", str(out), "--duration", "3", "--warmup", "1", "--raw-duration", "1", "--batched", "4",
-            "--concurrency", "1", "4", "--rounds", "2"]
+    args = [
+        "--out",
+        str(out),
+        "--duration",
+        "3",
+        "--warmup",
+        "1",
+        "--raw-duration",
+        "1",
+        "--batched",
+        "4",
+        "--concurrency",
+        "1",
+        "4",
+        "--rounds",
+        "2",
+    ]
     assert main(args) == 0
     r = json.loads(out.read_text())
     for kind in ("aligned", "full"):
@@ -625,8 +694,12 @@ def test_pool_size_follows_batching() -> None:
 def test_bare_reference_app_serves_the_same_model(tmp_path: Path, aligned_faces: np.ndarray) -> None:
     """``fetoolkit.serve.bare`` (make bench-serve's reference point) embeds aligned crops with the
     service's model: the same vectors as the in-process model; a bad body gets 400 and it goes on."""
-    bare = serve_process.launch(["-m", "fetoolkit.serve.bare", "--model", "arcface", "--workers", "1"],
-                                tmp_path / "bare", timeout=START_TIMEOUT_S, cwd=ROOT)
+    bare = serve_process.launch(
+        ["-m", "fetoolkit.serve.bare", "--model", "arcface", "--workers", "1"],
+        tmp_path / "bare",
+        timeout=START_TIMEOUT_S,
+        cwd=ROOT,
+    )
     try:
         with httpx.Client(base_url=bare.url, timeout=60.0) as c:
             got = []

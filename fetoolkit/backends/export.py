@@ -48,11 +48,21 @@ import torch.nn as nn
 from onnx import helper, numpy_helper
 
 from fetoolkit.backends.onnx_backend import EXPORT_VERSION
+from fetoolkit.backends.onnx_graph import (  # noqa: F401
+    META_CONTRACT,
+    META_EMBED_DIM,
+    META_EXPORT,
+    META_MODEL,
+    META_PRECISION,
+    META_SOURCE_SHA256,
+    graph_maps,
+    opset_of,
+    pad_attributes,
+    remove_unused_initializers,
+    set_metadata,
+    zero_pads_hw,
+)
 from fetoolkit.backends.quantize import split_prelus
-from fetoolkit.backends.onnx_graph import (META_CONTRACT, META_EMBED_DIM, META_EXPORT, META_MODEL,  # noqa: F401
-                                           META_PRECISION, META_SOURCE_SHA256, set_metadata)
-from fetoolkit.backends.onnx_graph import (graph_maps, opset_of, pad_attributes, remove_unused_initializers,
-                                          zero_pads_hw)
 from fetoolkit.hub import atomic_path
 from fetoolkit.types import InputContract
 
@@ -66,8 +76,16 @@ PreluForm = Literal["split", "decomposed", "native"]
 PRELU_FORMS: tuple[str, ...] = ("split", "decomposed", "native")
 
 
-def export_onnx(module: nn.Module, contract: InputContract, path: str | Path, *, name: str,
-                source_sha256: str | None, opset: int = 17, prelu: PreluForm = "split") -> Path:
+def export_onnx(
+    module: nn.Module,
+    contract: InputContract,
+    path: str | Path,
+    *,
+    name: str,
+    source_sha256: str | None,
+    opset: int = 17,
+    prelu: PreluForm = "split",
+) -> Path:
     """Write ``module`` as an ONNX file with a dynamic batch axis, checked by ``onnx.checker``.
 
     The file records the input contract, the model name, the embedding size and the source
@@ -102,12 +120,20 @@ def export_onnx(module: nn.Module, contract: InputContract, path: str | Path, *,
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
             out_shape = tuple(module(dummy).shape)
             if out_shape != (2, contract.embed_dim):
-                raise ValueError(f"{name}: the module returns {list(out_shape)} for 2 faces, the contract says "
-                                 f"[N, {contract.embed_dim}]")
+                raise ValueError(
+                    f"{name}: the module returns {list(out_shape)} for 2 faces, the contract says "
+                    f"[N, {contract.embed_dim}]"
+                )
             torch.onnx.export(
-                module, (dummy,), tmp, input_names=["input"], output_names=["embedding"],
-                opset_version=opset, dynamic_axes={"input": {0: "batch"}, "embedding": {0: "batch"}},
-                do_constant_folding=True, dynamo=False,
+                module,
+                (dummy,),
+                tmp,
+                input_names=["input"],
+                output_names=["embedding"],
+                opset_version=opset,
+                dynamic_axes={"input": {0: "batch"}, "embedding": {0: "batch"}},
+                do_constant_folding=True,
+                dynamo=False,
             )
         model = onnx.load(tmp)
         dims = model.graph.output[0].type.tensor_type.shape.dim
@@ -121,17 +147,33 @@ def export_onnx(module: nn.Module, contract: InputContract, path: str | Path, *,
             n_prelu = split_prelus(model)
         n_zeroed = zero_negligible_weights(model)
         remove_unused_initializers(model)
-        log.debug("%s: folded %d constant nodes, %d Pad nodes into Convs, rewrote %d PReLUs, zeroed %d "
-                  "negligible weights", name, n_folded, n_pads, n_prelu, n_zeroed)
-        export_info = {"opset": opset, "prelu": prelu, "weights_zeroed_below": NEGLIGIBLE_WEIGHT,
-                       "n_weights_zeroed": n_zeroed,
-                       "exporter": f"torch {torch.__version__} (TorchScript)",
-                       "fetoolkit_export_version": EXPORT_VERSION}
-        set_metadata(model, {
-            META_CONTRACT: contract.to_json(), META_MODEL: name, META_SOURCE_SHA256: source_sha256 or "",
-            META_EMBED_DIM: str(contract.embed_dim), META_PRECISION: "fp32",
-            META_EXPORT: json.dumps(export_info, sort_keys=True),
-        })
+        log.debug(
+            "%s: folded %d constant nodes, %d Pad nodes into Convs, rewrote %d PReLUs, zeroed %d negligible weights",
+            name,
+            n_folded,
+            n_pads,
+            n_prelu,
+            n_zeroed,
+        )
+        export_info = {
+            "opset": opset,
+            "prelu": prelu,
+            "weights_zeroed_below": NEGLIGIBLE_WEIGHT,
+            "n_weights_zeroed": n_zeroed,
+            "exporter": f"torch {torch.__version__} (TorchScript)",
+            "fetoolkit_export_version": EXPORT_VERSION,
+        }
+        set_metadata(
+            model,
+            {
+                META_CONTRACT: contract.to_json(),
+                META_MODEL: name,
+                META_SOURCE_SHA256: source_sha256 or "",
+                META_EMBED_DIM: str(contract.embed_dim),
+                META_PRECISION: "fp32",
+                META_EXPORT: json.dumps(export_info, sort_keys=True),
+            },
+        )
         onnx.checker.check_model(model, full_check=True)
         onnx.save(model, str(tmp))
     log.info("exported %s to %s", name, path)
@@ -142,8 +184,15 @@ def export_onnx(module: nn.Module, contract: InputContract, path: str | Path, *,
 # Graph passes (in place; each returns how many nodes it changed)
 # --------------------------------------------------------------------------------------------
 
-_RANDOM_OPS = ("RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
-               "Bernoulli", "Dropout")
+_RANDOM_OPS = (
+    "RandomNormal",
+    "RandomUniform",
+    "RandomNormalLike",
+    "RandomUniformLike",
+    "Multinomial",
+    "Bernoulli",
+    "Dropout",
+)
 
 
 def fold_constant_nodes(model: onnx.ModelProto, max_elements: int = 1 << 16) -> int:
@@ -173,8 +222,11 @@ def fold_constant_nodes(model: onnx.ModelProto, max_elements: int = 1 << 16) -> 
                     values = None
                     break
                 values[name] = consts[name]
-        if values is None or (not node.input and node.op_type != "Constant") or any(
-                v.size > max_elements for v in values.values()):
+        if (
+            values is None
+            or (not node.input and node.op_type != "Constant")
+            or any(v.size > max_elements for v in values.values())
+        ):
             kept.append(node)
             continue
         if node.op_type == "Constant":
@@ -184,8 +236,10 @@ def fold_constant_nodes(model: onnx.ModelProto, max_elements: int = 1 << 16) -> 
                 continue
             out = numpy_helper.to_array(attr.t)
         else:
-            inputs = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(v.dtype), None)
-                      for n, v in values.items()]
+            inputs = [
+                helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(v.dtype), None)
+                for n, v in values.items()
+            ]
             sub = helper.make_graph([node], "fold", inputs, [helper.make_tensor_value_info(node.output[0], 0, None)])
             try:
                 (out,) = ReferenceEvaluator(sub, opsets={"": opset}).run(None, values)
@@ -234,8 +288,12 @@ def fuse_zero_pads_into_convs(model: onnx.ModelProto) -> int:
         users = consumers.get(node.output[0], [])
         if not users or any(u.op_type != "Conv" or u.input[0] != node.output[0] for u in users):
             continue
-        if any(helper.get_attribute_value(a) not in (b"NOTSET", "NOTSET") for u in users for a in u.attribute
-               if a.name == "auto_pad"):
+        if any(
+            helper.get_attribute_value(a) not in (b"NOTSET", "NOTSET")
+            for u in users
+            for a in u.attribute
+            if a.name == "auto_pad"
+        ):
             continue
         for conv in users:
             attr = next((a for a in conv.attribute if a.name == "pads"), None)

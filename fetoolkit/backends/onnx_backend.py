@@ -11,8 +11,13 @@ import onnx
 import onnxruntime as ort
 
 from fetoolkit.backends.common import batches, l2_normalize
-from fetoolkit.backends.onnx_graph import (META_CALIBRATION, META_CONTRACT, META_MODEL, META_PRECISION,
-                                           META_SOURCE_SHA256)
+from fetoolkit.backends.onnx_graph import (
+    META_CALIBRATION,
+    META_CONTRACT,
+    META_MODEL,
+    META_PRECISION,
+    META_SOURCE_SHA256,
+)
 from fetoolkit.cpu import int8_kind, machine_info
 from fetoolkit.types import InputContract
 
@@ -24,13 +29,14 @@ log = logging.getLogger(__name__)
 EXPORT_VERSION = 5
 
 
-
 #: Why 8-bit weights are not the default, with the figures measured for the warning below
 #: (tests/test_export.py, faces that did not calibrate; AVX2 forced with fetoolkit.native).
-WEIGHT_BITS_DOC = ("onnxruntime's u8s8 kernels on CPUs without VNNI add pairs of uint8 x int8 products in int16 "
-                   "with saturation (vpmaddubsw), which full-range 8-bit weights overflow; on the arcface int8 "
-                   "export the cosine to fp32 fell from min 0.9935 / mean 0.996 with VNNI to 0.966 / 0.983 "
-                   "without, while 7-bit weights give 0.992 / 0.995 on both")
+WEIGHT_BITS_DOC = (
+    "onnxruntime's u8s8 kernels on CPUs without VNNI add pairs of uint8 x int8 products in int16 "
+    "with saturation (vpmaddubsw), which full-range 8-bit weights overflow; on the arcface int8 "
+    "export the cosine to fp32 fell from min 0.9935 / mean 0.996 with VNNI to 0.966 / 0.983 "
+    "without, while 7-bit weights give 0.992 / 0.995 on both"
+)
 
 
 def check_int8_fits_cpu(meta: dict[str, str], where: str) -> str | None:
@@ -51,9 +57,11 @@ def check_int8_fits_cpu(meta: dict[str, str], where: str) -> str | None:
         bits = 8  # files from before weight_bits was recorded used the full range
     if bits != 8:
         return None
-    msg = (f"{where}: int8 file quantised with full-range 8-bit weights (for VNNI CPUs) runs on a CPU without "
-           f"VNNI ({machine_info()['cpu']}): expect lower accuracy. {WEIGHT_BITS_DOC}. Re-export it with "
-           "`python -m fetoolkit.export ... precision=int8 quantize.weight_bits=7`.")
+    msg = (
+        f"{where}: int8 file quantised with full-range 8-bit weights (for VNNI CPUs) runs on a CPU without "
+        f"VNNI ({machine_info()['cpu']}): expect lower accuracy. {WEIGHT_BITS_DOC}. Re-export it with "
+        "`python -m fetoolkit.export ... precision=int8 quantize.weight_bits=7`."
+    )
     log.warning(msg)
     return msg
 
@@ -104,8 +112,16 @@ class OnnxEmbedder:
 
     backend = "onnx"
 
-    def __init__(self, path: str | Path, contract: InputContract | None = None, *, name: str | None = None,
-                 weights_sha256: str | None = None, num_threads: int | None = None, batch_size: int = 32) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        contract: InputContract | None = None,
+        *,
+        name: str | None = None,
+        weights_sha256: str | None = None,
+        num_threads: int | None = None,
+        batch_size: int = 32,
+    ) -> None:
         path = Path(path)
         if not path.is_file():
             raise OnnxModelError(f"ONNX file not found: {path}")
@@ -122,7 +138,9 @@ class OnnxEmbedder:
         if META_CONTRACT in meta:
             file_contract = InputContract.from_dict(json.loads(meta[META_CONTRACT]))
             if contract is not None and contract != file_contract:
-                log.warning("%s: contract given %s differs from the file's %s; using the file's", path, contract, file_contract)
+                log.warning(
+                    "%s: contract given %s differs from the file's %s; using the file's", path, contract, file_contract
+                )
             contract = file_contract
         if contract is None:
             raise OnnxModelError(
@@ -135,7 +153,9 @@ class OnnxEmbedder:
         self.weights_sha256 = weights_sha256 or meta.get(META_SOURCE_SHA256)
         self.batch_size = batch_size
         try:
-            self.session = ort.InferenceSession(source, session_options(num_threads), providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(
+                source, session_options(num_threads), providers=["CPUExecutionProvider"]
+            )
         except Exception as e:
             raise OnnxModelError(f"onnxruntime cannot load {path}: {e}") from None
         self._check_io(weight_names)

@@ -44,8 +44,10 @@ def input_channel_slices(conv: onnx.NodeProto, weight: np.ndarray, channels: int
     if per_group * groups != channels or m % groups:
         return None
     out_per_group = m // groups
-    return [(slice((c // per_group) * out_per_group, (c // per_group + 1) * out_per_group), c % per_group)
-            for c in range(channels)]
+    return [
+        (slice((c // per_group) * out_per_group, (c // per_group + 1) * out_per_group), c % per_group)
+        for c in range(channels)
+    ]
 
 
 def graph_maps(nodes: Iterable[onnx.NodeProto]) -> tuple[dict[str, onnx.NodeProto], dict[str, list[onnx.NodeProto]]]:

@@ -61,8 +61,16 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from fetoolkit.backends.onnx_graph import (META_CALIBRATION, META_PRECISION, data_inputs, graph_maps,
-                                           input_channel_slices, opset_of, remove_unused_initializers, set_metadata)
+from fetoolkit.backends.onnx_graph import (
+    META_CALIBRATION,
+    META_PRECISION,
+    data_inputs,
+    graph_maps,
+    input_channel_slices,
+    opset_of,
+    remove_unused_initializers,
+    set_metadata,
+)
 from fetoolkit.cpu import machine_info
 from fetoolkit.hub import atomic_path
 
@@ -74,9 +82,10 @@ CalibrationMethodName = Literal["minmax", "entropy", "percentile"]
 WeightBits = Literal[7, 8]
 
 #: What each weight range is for (recorded in the file as ``kernels``).
-WEIGHT_BITS_TARGET = {7: "any x86-64 CPU (7-bit weights: no u8s8 saturation without VNNI)",
-                      8: "CPUs with VNNI only (full-range weights saturate in int16 on AVX2-only CPUs)"}
-
+WEIGHT_BITS_TARGET = {
+    7: "any x86-64 CPU (7-bit weights: no u8s8 saturation without VNNI)",
+    8: "CPUs with VNNI only (full-range weights saturate in int16 on AVX2-only CPUs)",
+}
 
 
 class _FaceBatches:
@@ -84,7 +93,7 @@ class _FaceBatches:
 
     def __init__(self, input_name: str, x: np.ndarray, batch_size: int) -> None:
         self.input_name = input_name
-        self.batches = [np.ascontiguousarray(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
+        self.batches = [np.ascontiguousarray(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
         self.pos = 0
 
     def get_next(self) -> dict[str, np.ndarray] | None:
@@ -135,8 +144,9 @@ def _channel_vector(value: np.ndarray, channels: int | None = None) -> np.ndarra
     return vec if channels is None or len(vec) == channels else None
 
 
-def _prelu_of(node: onnx.NodeProto, g_maps: tuple[dict, dict], consts: dict[str, np.ndarray]
-              ) -> tuple[str, np.ndarray, np.ndarray, list[onnx.NodeProto]] | None:
+def _prelu_of(
+    node: onnx.NodeProto, g_maps: tuple[dict, dict], consts: dict[str, np.ndarray]
+) -> tuple[str, np.ndarray, np.ndarray, list[onnx.NodeProto]] | None:
     """``(y, a, b, nodes)`` if ``node`` ends a PReLU written as ``T = a*y + b*relu(y)``.
 
     Recognises our export's decomposed form (``Add(Mul(y, a), Mul(Relu(y), b))``, b = 1 - a as
@@ -169,8 +179,9 @@ def _prelu_of(node: onnx.NodeProto, g_maps: tuple[dict, dict], consts: dict[str,
             continue
         inner = [lin, relu, pos]
         # the pattern's intermediate tensors feed nothing else
-        if any(c is not pos for c in consumers.get(relu.output[0], [])) or \
-                any(c is not node for t in (lin.output[0], pos.output[0]) for c in consumers.get(t, [])):
+        if any(c is not pos for c in consumers.get(relu.output[0], [])) or any(
+            c is not node for t in (lin.output[0], pos.output[0]) for c in consumers.get(t, [])
+        ):
             continue
         return y, a.astype(np.float64), b.astype(np.float64), [*inner, node]
     return None
@@ -201,8 +212,14 @@ def split_prelus(model: onnx.ModelProto) -> int:
             continue
         y, a, b, nodes = found
         src = producer.get(y)
-        if src is None or src.op_type != "Conv" or len(src.input) < 2 or src.input[1] not in consts or \
-                consts[src.input[1]].ndim != 4 or consts[src.input[1]].shape[0] != len(a):
+        if (
+            src is None
+            or src.op_type != "Conv"
+            or len(src.input) < 2
+            or src.input[1] not in consts
+            or consts[src.input[1]].ndim != 4
+            or consts[src.input[1]].shape[0] != len(a)
+        ):
             continue  # only NCHW Conv outputs: the 1x1 depthwise Convs need the channel axis
         t = node.output[0]
         sign = np.where(b < 0, -1.0, 1.0)
@@ -214,8 +231,12 @@ def split_prelus(model: onnx.ModelProto) -> int:
             ok = True
             for conv in sinks:
                 w_name = conv.input[1] if conv.op_type == "Conv" and len(conv.input) > 1 else ""
-                if conv.op_type != "Conv" or conv.input[0] != t or w_name not in consts or \
-                        len(consumers.get(w_name, [])) != 1:
+                if (
+                    conv.op_type != "Conv"
+                    or conv.input[0] != t
+                    or w_name not in consts
+                    or len(consumers.get(w_name, [])) != 1
+                ):
                     ok = False
                     break
                 w = consts[w_name].astype(np.float64)
@@ -234,8 +255,10 @@ def split_prelus(model: onnx.ModelProto) -> int:
             inits[w_name].CopyFrom(numpy_helper.from_array(consts[w_name], w_name))
         c = len(a)
         lin_w, relu_w = f"{t}_split_lin_w", f"{t}_split_relu_w"
-        new_inits += [numpy_helper.from_array((sign * a).astype(np.float32).reshape(c, 1, 1, 1), lin_w),
-                      numpy_helper.from_array((sign * b).astype(np.float32).reshape(c, 1, 1, 1), relu_w)]
+        new_inits += [
+            numpy_helper.from_array((sign * a).astype(np.float32).reshape(c, 1, 1, 1), lin_w),
+            numpy_helper.from_array((sign * b).astype(np.float32).reshape(c, 1, 1, 1), relu_w),
+        ]
         dw = {"group": c, "kernel_shape": [1, 1]}
         replaced[id(node)] = [
             helper.make_node("Conv", [y, lin_w], [f"{t}_split_lin"], name=f"{t}_split_lin", **dw),
@@ -284,8 +307,14 @@ def _regions(model: onnx.ModelProto, consts: dict[str, np.ndarray]) -> list[dict
         t = conv.input[0]
         seen.add(t)
         sinks = consumers.get(t, [])
-        if any(s.op_type != "Conv" or s.input[0] != t or len(s.input) < 2 or s.input[1] not in consts
-               or consts[s.input[1]].ndim != 4 for s in sinks):
+        if any(
+            s.op_type != "Conv"
+            or s.input[0] != t
+            or len(s.input) < 2
+            or s.input[1] not in consts
+            or consts[s.input[1]].ndim != 4
+            for s in sinks
+        ):
             continue
         tensors, producers, inner, stack, ok = {t}, [], [], [t], True
         while stack and ok:
@@ -305,8 +334,11 @@ def _regions(model: onnx.ModelProto, consts: dict[str, np.ndarray]) -> list[dict
                     ok = len(data) == 2
                 elif node.op_type in ("Mul", "PRelu"):
                     const = [i for i in node.input if i and i in consts]
-                    ok = len(data) == 1 and len(const) == 1 and (
-                        consts[const[0]].size == 1 or _channel_vector(consts[const[0]]) is not None)
+                    ok = (
+                        len(data) == 1
+                        and len(const) == 1
+                        and (consts[const[0]].size == 1 or _channel_vector(consts[const[0]]) is not None)
+                    )
                 for i in data:
                     if i not in tensors:
                         tensors.add(i)
@@ -320,8 +352,9 @@ def _regions(model: onnx.ModelProto, consts: dict[str, np.ndarray]) -> list[dict
     return regions
 
 
-def _channel_ranges(model: onnx.ModelProto, x: np.ndarray, tensors: Sequence[str],
-                    batch_size: int = 8) -> dict[str, np.ndarray]:
+def _channel_ranges(
+    model: onnx.ModelProto, x: np.ndarray, tensors: Sequence[str], batch_size: int = 8
+) -> dict[str, np.ndarray]:
     """Per-channel ``max |value|`` of NCHW ``tensors`` over the faces ``x`` (onnxruntime, fp32).
 
     The reductions run inside the graph (``Abs`` + ``ReduceMax`` over all axes but 1), so only
@@ -349,7 +382,7 @@ def _channel_ranges(model: onnx.ModelProto, x: np.ndarray, tensors: Sequence[str
     name = _input_name(model)
     out = {t: np.zeros(0) for t in tensors}
     for i in range(0, len(x), batch_size):
-        for t, v in zip(tensors, sess.run(None, {name: x[i:i + batch_size]})):
+        for t, v in zip(tensors, sess.run(None, {name: x[i : i + batch_size]})):
             m = np.asarray(v, np.float64).reshape(-1)
             out[t] = m if out[t].size == 0 else np.maximum(out[t], m)
     return out
@@ -432,10 +465,20 @@ def _check_same_outputs(a: onnx.ModelProto, b: onnx.ModelProto, x: np.ndarray, w
     return cos
 
 
-def quantize_int8(src: str | Path, dst: str | Path, calibration: np.ndarray, *, describe: str,
-                  method: CalibrationMethodName = "minmax", per_channel: bool = True, batch_size: int = 8,
-                  nodes_to_exclude: Sequence[str] = (), split_prelu: bool = True, equalize: bool = True,
-                  weight_bits: WeightBits = 7) -> Path:
+def quantize_int8(
+    src: str | Path,
+    dst: str | Path,
+    calibration: np.ndarray,
+    *,
+    describe: str,
+    method: CalibrationMethodName = "minmax",
+    per_channel: bool = True,
+    batch_size: int = 8,
+    nodes_to_exclude: Sequence[str] = (),
+    split_prelu: bool = True,
+    equalize: bool = True,
+    weight_bits: WeightBits = 7,
+) -> Path:
     """Static QDQ int8 quantisation of an fp32 ONNX file, calibrated on real faces.
 
     The recipe (defaults; see the module docstring for why and for the figures): the exact fp32
@@ -464,18 +507,21 @@ def quantize_int8(src: str | Path, dst: str | Path, calibration: np.ndarray, *, 
     Returns:
         ``dst``.
     """
-    from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
-                                          quantize_static)
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     src, dst = Path(src), Path(dst)
     if weight_bits not in (7, 8):
         raise ValueError(f"weight_bits must be 7 or 8, got {weight_bits!r}")
     calibration = np.asarray(calibration)
     if calibration.dtype != np.float32 or calibration.ndim != 4 or len(calibration) == 0:
-        raise ValueError(f"calibration must be float32 [N, C, H, W] with N >= 1, got {calibration.dtype} "
-                         f"{list(calibration.shape)}")
-    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-               "percentile": CalibrationMethod.Percentile}
+        raise ValueError(
+            f"calibration must be float32 [N, C, H, W] with N >= 1, got {calibration.dtype} {list(calibration.shape)}"
+        )
+    methods = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }
     if method not in methods:
         raise ValueError(f"calibration method must be one of {sorted(methods)}, got {method!r}")
     source = onnx.load(str(src))
@@ -495,24 +541,47 @@ def quantize_int8(src: str | Path, dst: str | Path, calibration: np.ndarray, *, 
         del graph
         out = Path(tmp) / "int8.onnx"
         with _quiet_root_logger(logging.ERROR):  # onnxruntime.quantization logs an INFO line per adjusted scale
-            quantize_static(str(prepared), str(out), reader, quant_format=QuantFormat.QDQ, per_channel=per_channel,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            reduce_range=weight_bits == 7, calibrate_method=methods[method],
-                            nodes_to_exclude=list(nodes_to_exclude))
+            quantize_static(
+                str(prepared),
+                str(out),
+                reader,
+                quant_format=QuantFormat.QDQ,
+                per_channel=per_channel,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                reduce_range=weight_bits == 7,
+                calibrate_method=methods[method],
+                nodes_to_exclude=list(nodes_to_exclude),
+            )
         model = onnx.load(str(out))
     machine = machine_info()
-    info: dict[str, Any] = {"n_faces": int(len(calibration)), "faces": describe, "method": method,
-                            "per_channel": per_channel, "format": "QDQ", "activations": "uint8",
-                            "weights": "int8", "nodes_excluded": list(nodes_to_exclude),
-                            "prelus_split": n_split, "regions_equalized": n_equalized,
-                            "weight_bits": weight_bits, "kernels": WEIGHT_BITS_TARGET[weight_bits],
-                            "quantized_on": {k: machine[k] for k in ("cpu", "isa", "isa_masked", "int8_kernels")}}
+    info: dict[str, Any] = {
+        "n_faces": int(len(calibration)),
+        "faces": describe,
+        "method": method,
+        "per_channel": per_channel,
+        "format": "QDQ",
+        "activations": "uint8",
+        "weights": "int8",
+        "nodes_excluded": list(nodes_to_exclude),
+        "prelus_split": n_split,
+        "regions_equalized": n_equalized,
+        "weight_bits": weight_bits,
+        "kernels": WEIGHT_BITS_TARGET[weight_bits],
+        "quantized_on": {k: machine[k] for k in ("cpu", "isa", "isa_masked", "int8_kernels")},
+    }
     set_metadata(model, {p.key: p.value for p in source.metadata_props})
     set_metadata(model, {META_PRECISION: "int8", META_CALIBRATION: json.dumps(info, sort_keys=True)})
     onnx.checker.check_model(model)
     _write_atomically(model, dst)
-    log.info("wrote int8 %s (calibrated on %d faces: %s; %d PReLUs split, %d regions equalised)", dst,
-             len(calibration), describe, n_split, n_equalized)
+    log.info(
+        "wrote int8 %s (calibrated on %d faces: %s; %d PReLUs split, %d regions equalised)",
+        dst,
+        len(calibration),
+        describe,
+        n_split,
+        n_equalized,
+    )
     return dst
 
 

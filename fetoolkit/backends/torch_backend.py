@@ -22,8 +22,15 @@ class TorchEmbedder:
 
     backend = "torch"
 
-    def __init__(self, module: nn.Module, contract: InputContract, *, name: str,
-                 weights_sha256: str | None = None, batch_size: int = 32) -> None:
+    def __init__(
+        self,
+        module: nn.Module,
+        contract: InputContract,
+        *,
+        name: str,
+        weights_sha256: str | None = None,
+        batch_size: int = 32,
+    ) -> None:
         if contract.layout != "NCHW":
             raise ValueError(f"torch modules here take NCHW input; contract says {contract.layout}")
         self.module = module.eval()

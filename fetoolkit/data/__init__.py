@@ -52,8 +52,16 @@ def from_identities(ds: IdentityDataset, n_folds: int, seed: int, roc_pairs: str
         raise ValueError(f"dataset.roc_pairs must be 'all' or 'kfold', got {roc_pairs!r}")
     kfold = kfold_pairs(ds.identities, n_folds=n_folds, seed=seed)
     roc = all_pairs(ds.identities) if roc_pairs == "all" else kfold
-    return EvalData(ds.name, ds.paths, ds.aligned, kfold, roc, identities=ds.identities, identity_names=ds.names,
-                    meta={"protocol": f"{n_folds} subject-disjoint folds; ROC over {roc_pairs} pairs", **ds.meta})
+    return EvalData(
+        ds.name,
+        ds.paths,
+        ds.aligned,
+        kfold,
+        roc,
+        identities=ds.identities,
+        identity_names=ds.names,
+        meta={"protocol": f"{n_folds} subject-disjoint folds; ROC over {roc_pairs} pairs", **ds.meta},
+    )
 
 
 def _required(cfg: Any, key: str, what: str) -> Any:
@@ -79,27 +87,60 @@ def load_eval_data(cfg: Any, seed: int = 0) -> EvalData:
         root = _required(cfg, "root", "the folder holding <Name>/<Name>_0001.jpg")
         pairs = _required(cfg, "pairs", "the pairs.txt file")
         s = load_lfw(root, pairs, ext=cfg.get("ext") or "jpg")
-        return EvalData(label, s.paths, bool(cfg.get("aligned", False)), s.pairs, s.pairs,
-                        identities=s.identities, identity_names=s.names, meta={"root": str(root), "pairs": str(pairs),
-                                                       "protocol": "pairs.txt sets as folds"})
+        return EvalData(
+            label,
+            s.paths,
+            bool(cfg.get("aligned", False)),
+            s.pairs,
+            s.pairs,
+            identities=s.identities,
+            identity_names=s.names,
+            meta={"root": str(root), "pairs": str(pairs), "protocol": "pairs.txt sets as folds"},
+        )
     if name == "bin":
         from fetoolkit.data.binset import load_bin
 
         path = Path(_required(cfg, "path", "an insightface verification file such as lfw.bin"))
         b = load_bin(path, n_folds=int(cfg.get("n_folds") or 10))
         labels = [Path(f"{path.name}#{k}") for k in range(len(b.images))]
-        return EvalData(cfg.get("label") or path.stem, labels, True, b.pairs, b.pairs, images=b.images,
-                        meta={"path": str(path), "n_encoded": b.n_encoded,
-                              "protocol": "consecutive pairs in 10 folds (insightface)"})
+        return EvalData(
+            cfg.get("label") or path.stem,
+            labels,
+            True,
+            b.pairs,
+            b.pairs,
+            images=b.images,
+            meta={
+                "path": str(path),
+                "n_encoded": b.n_encoded,
+                "protocol": "consecutive pairs in 10 folds (insightface)",
+            },
+        )
     if name == "csv":
         from fetoolkit.data.csvpairs import load_pairs_csv
 
         path = _required(cfg, "path", "a CSV of path1,path2,label")
         c = load_pairs_csv(path, root=cfg.get("root"), n_folds=int(cfg.get("n_folds") or 10), seed=seed)
-        return EvalData(label, c.paths, bool(cfg.get("aligned", False)), c.pairs, c.pairs,
-                        meta={"path": str(path), "protocol": "CSV pairs"})
+        return EvalData(
+            label,
+            c.paths,
+            bool(cfg.get("aligned", False)),
+            c.pairs,
+            c.pairs,
+            meta={"path": str(path), "protocol": "CSV pairs"},
+        )
     raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
 
 
-__all__ = ["DATASETS", "EvalData", "IdentityDataset", "PairProtocol", "all_pairs", "from_identities", "kfold_pairs",
-           "load_eval_data", "load_identity_folder", "load_orl"]
+__all__ = [
+    "DATASETS",
+    "EvalData",
+    "IdentityDataset",
+    "PairProtocol",
+    "all_pairs",
+    "from_identities",
+    "kfold_pairs",
+    "load_eval_data",
+    "load_identity_folder",
+    "load_orl",
+]

@@ -105,7 +105,8 @@ class RestrictedUnpickler(pickle.Unpickler):
         except KeyError:
             raise pickle.UnpicklingError(
                 f"refusing to load global {module}.{name}: a verification .bin holds only encoded "
-                "images (bytes or uint8 arrays) and bools") from None
+                "images (bytes or uint8 arrays) and bools"
+            ) from None
 
     def persistent_load(self, pid: Any) -> Any:
         raise pickle.UnpicklingError("persistent ids are not allowed in a .bin")
@@ -121,9 +122,11 @@ def _as_bytes(x: Any, k: int) -> bytes:
         return bytes(x)
     if isinstance(x, np.ndarray) and x.dtype == np.uint8 and x.ndim == 1:
         return x.tobytes()
-    raise BinFileError(f"image {k} is a {type(x).__name__}"
-                       f"{'' if not isinstance(x, np.ndarray) else f' of dtype {x.dtype}, shape {x.shape}'}; "
-                       "expected encoded image bytes or a 1-D uint8 array of them")
+    raise BinFileError(
+        f"image {k} is a {type(x).__name__}"
+        f"{'' if not isinstance(x, np.ndarray) else f' of dtype {x.dtype}, shape {x.shape}'}; "
+        "expected encoded image bytes or a 1-D uint8 array of them"
+    )
 
 
 def _as_bools(x: Any) -> np.ndarray:
@@ -185,8 +188,9 @@ def read_bin(path: str | Path) -> tuple[list[bytes], np.ndarray]:
     images = [_as_bytes(x, k) for k, x in enumerate(bins)]
     same = _as_bools(issame)
     if len(images) != 2 * len(same):
-        raise BinFileError(f"{path}: {len(images)} images for {len(same)} pairs; a .bin holds two "
-                           "consecutive images per pair")
+        raise BinFileError(
+            f"{path}: {len(images)} images for {len(same)} pairs; a .bin holds two consecutive images per pair"
+        )
     if not same.size:
         raise BinFileError(f"{path}: no pairs")
     return images, same
@@ -218,13 +222,13 @@ def load_bin(path: str | Path, n_folds: int = 10) -> BinSet:
     for f, part in enumerate(np.array_split(np.arange(n), n_folds)):
         folds[part] = f
     pairs = PairProtocol(idx[0::2].copy(), idx[1::2].copy(), same, folds)
-    log.info("%s: %d pairs (%d genuine), %d images of which %d distinct", path, n, int(same.sum()),
-             len(images), len(uniq))
+    log.info(
+        "%s: %d pairs (%d genuine), %d images of which %d distinct", path, n, int(same.sum()), len(images), len(uniq)
+    )
     return BinSet(uniq, pairs, len(images))
 
 
-def write_bin(path: str | Path, images: list[bytes], issame: list[bool] | np.ndarray, *,
-              protocol: int = 4) -> Path:
+def write_bin(path: str | Path, images: list[bytes], issame: list[bool] | np.ndarray, *, protocol: int = 4) -> Path:
     """Write a ``.bin`` (``pickle.dump((images, issame))``, as insightface does); for tests and export."""
     path = Path(path)
     with open(path, "wb") as f:

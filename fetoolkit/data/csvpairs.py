@@ -50,8 +50,7 @@ class CsvPairs:
     pairs: PairProtocol
 
 
-def load_pairs_csv(path: str | Path, *, root: str | Path | None = None, n_folds: int = 10,
-                   seed: int = 0) -> CsvPairs:
+def load_pairs_csv(path: str | Path, *, root: str | Path | None = None, n_folds: int = 10, seed: int = 0) -> CsvPairs:
     """Read a ``path1,path2,label[,fold]`` CSV.
 
     Raises:
@@ -65,8 +64,12 @@ def load_pairs_csv(path: str | Path, *, root: str | Path | None = None, n_folds:
     base = Path(root) if root is not None else path.parent
     with open(path, newline="") as f:
         rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
-    if rows and len(rows[0]) >= 3 and _label(rows[0][2]) is None and not any(
-            Path(f.strip()).suffix.lower() in IMAGE_SUFFIXES for f in rows[0][:2]):
+    if (
+        rows
+        and len(rows[0]) >= 3
+        and _label(rows[0][2]) is None
+        and not any(Path(f.strip()).suffix.lower() in IMAGE_SUFFIXES for f in rows[0][:2])
+    ):
         rows = rows[1:]  # a header: its label field is not a label and it names no image files
     if not rows:
         raise PairsCsvError(f"{path}: no pairs")
@@ -76,8 +79,9 @@ def load_pairs_csv(path: str | Path, *, root: str | Path | None = None, n_folds:
     has_fold = len(rows[0]) >= 4
     for no, r in enumerate(rows, 1):
         if len(r) < 3 or (has_fold and len(r) < 4):
-            raise PairsCsvError(f"{path}: pair row {no} has {len(r)} fields; expected path1,path2,label"
-                                f"{',fold' if has_fold else ''}")
+            raise PairsCsvError(
+                f"{path}: pair row {no} has {len(r)} fields; expected path1,path2,label{',fold' if has_fold else ''}"
+            )
         y = _label(r[2])
         if y is None:
             raise PairsCsvError(f"{path}: pair row {no}: label {r[2]!r} is not 1/0, true/false or same/different")
@@ -98,8 +102,9 @@ def load_pairs_csv(path: str | Path, *, root: str | Path | None = None, n_folds:
                 raise PairsCsvError(f"{path}: pair row {no}: fold {r[3]!r} is not an integer") from None
     labels = np.asarray(lab, bool)
     if labels.all() or not labels.any():
-        raise PairsCsvError(f"{path}: needs both genuine and impostor pairs; got {int(labels.sum())} genuine "
-                            f"of {labels.size}")
+        raise PairsCsvError(
+            f"{path}: needs both genuine and impostor pairs; got {int(labels.sum())} genuine of {labels.size}"
+        )
     if has_fold:
         f_arr = np.asarray(fold, np.int64)
         f_arr = np.unique(f_arr, return_inverse=True)[1].astype(np.int64)  # consecutive 0..K-1

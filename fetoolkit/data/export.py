@@ -50,13 +50,21 @@ def _fold_order(pairs: PairProtocol) -> list[tuple[np.ndarray, np.ndarray]]:
         out.append((g, i))
     sizes = {len(x) for gi in out for x in gi}
     if len(sizes) != 1:
-        raise ValueError(f"LFW-style sets need the same number of genuine and impostor pairs in every fold; got "
-                         f"{sorted(sizes)}")
+        raise ValueError(
+            f"LFW-style sets need the same number of genuine and impostor pairs in every fold; got {sorted(sizes)}"
+        )
     return out
 
 
-def write_lfw_tree(paths: Sequence[Path], identities: np.ndarray, names: Sequence[str], pairs: PairProtocol,
-                   out_dir: str | Path, *, quality: int = 95) -> tuple[Path, Path]:
+def write_lfw_tree(
+    paths: Sequence[Path],
+    identities: np.ndarray,
+    names: Sequence[str],
+    pairs: PairProtocol,
+    out_dir: str | Path,
+    *,
+    quality: int = 95,
+) -> tuple[Path, Path]:
     """Write images as ``out_dir/lfw/<Name>/<Name>_<NNNN>.jpg`` and the pairs as ``out_dir/pairs.txt``.
 
     Args:
@@ -82,15 +90,20 @@ def write_lfw_tree(paths: Sequence[Path], identities: np.ndarray, names: Sequenc
         target.write_bytes(encode_jpeg(read_image(paths[k]), quality))
     sets = []
     for g, i in _fold_order(pairs):
-        nm = [(names[int(identities[a])], int(number[a]), int(number[b])) for a, b in zip(pairs.idx_a[g], pairs.idx_b[g])]
-        mm = [(names[int(identities[a])], int(number[a]), names[int(identities[b])], int(number[b]))
-              for a, b in zip(pairs.idx_a[i], pairs.idx_b[i])]
+        nm = [
+            (names[int(identities[a])], int(number[a]), int(number[b])) for a, b in zip(pairs.idx_a[g], pairs.idx_b[g])
+        ]
+        mm = [
+            (names[int(identities[a])], int(number[a]), names[int(identities[b])], int(number[b]))
+            for a, b in zip(pairs.idx_a[i], pairs.idx_b[i])
+        ]
         sets.append((nm, mm))
     return root, write_pairs(out_dir / "pairs.txt", sets)
 
 
-def write_aligned_bin(crops: np.ndarray, pairs: PairProtocol, path: str | Path, *, quality: int = 95,
-                      protocol: int = 4) -> Path:
+def write_aligned_bin(
+    crops: np.ndarray, pairs: PairProtocol, path: str | Path, *, quality: int = 95, protocol: int = 4
+) -> Path:
     """Write aligned crops as an insightface ``.bin``: two consecutive JPEG images per pair.
 
     Args:
@@ -135,8 +148,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.info("wrote %s and %s", root, pairs)
     if args.bin:
         dcfg = DetectorCfg()
-        crops, state = cached_crops(orl.paths, PipelineCfg(), detector=lambda: MTCNNDetector(dcfg),
-                                    cache=EmbeddingCache(), detector_settings=detector_settings(dcfg))
+        crops, state = cached_crops(
+            orl.paths,
+            PipelineCfg(),
+            detector=lambda: MTCNNDetector(dcfg),
+            cache=EmbeddingCache(),
+            detector_settings=detector_settings(dcfg),
+        )
         if not crops.ok.all():
             log.error("%d ORL images did not enrol; cannot write every pair", int((~crops.ok).sum()))
             return 1

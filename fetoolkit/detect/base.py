@@ -53,7 +53,9 @@ def select_face(dets: list[Detection], image_shape: tuple[int, ...], policy: Sel
         return max(dets, key=lambda d: float((d.box[2] - d.box[0]) * (d.box[3] - d.box[1])))
     if policy == "center":
         cy, cx = image_shape[0] / 2.0, image_shape[1] / 2.0
-        return min(dets, key=lambda d: float(((d.box[0] + d.box[2]) / 2 - cx) ** 2 + ((d.box[1] + d.box[3]) / 2 - cy) ** 2))
+        return min(
+            dets, key=lambda d: float(((d.box[0] + d.box[2]) / 2 - cx) ** 2 + ((d.box[1] + d.box[3]) / 2 - cy) ** 2)
+        )
     raise ValueError(f"unknown face-selection policy {policy!r}; use most_confident, largest or center")
 
 

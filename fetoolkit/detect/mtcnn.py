@@ -55,8 +55,14 @@ class MTCNNDetector:
         c = self.cfg
         with self._lock, torch.no_grad():
             boxes, points = detect_face(
-                image[None], c.min_face_size, self.pnet, self.rnet, self.onet,
-                list(c.thresholds), c.factor, torch.device("cpu"),
+                image[None],
+                c.min_face_size,
+                self.pnet,
+                self.rnet,
+                self.onet,
+                list(c.thresholds),
+                c.factor,
+                torch.device("cpu"),
             )
         # With numpy 2 facenet-pytorch hands back object arrays: make them plain floats.
         b = np.asarray(boxes[0], dtype=np.float32).reshape(-1, 5)

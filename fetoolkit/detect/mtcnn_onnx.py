@@ -53,8 +53,9 @@ import os
 import subprocess
 import sys
 import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -88,6 +89,7 @@ _ensure_lock = threading.Lock()
 # --------------------------------------------------------------------------------------------
 # Files: export (in a process that may import torch) and the cache
 # --------------------------------------------------------------------------------------------
+
 
 def facenet_weights() -> dict[str, Path]:
     """``{net: path}`` of ``pnet.pt``, ``rnet.pt``, ``onet.pt`` in the installed facenet-pytorch.
@@ -144,8 +146,7 @@ def export_mtcnn_onnx(out_dir: str | os.PathLike[str]) -> dict[str, Path]:
     shas = {net: sha256_file(p) for net, p in sources.items()}
     names = onnx_file_names(shas)
     builders = {"pnet": PNet, "rnet": RNet, "onet": ONet}
-    dummies = {"pnet": torch.zeros(1, 3, 31, 27), "rnet": torch.zeros(2, 3, 24, 24),
-               "onet": torch.zeros(2, 3, 48, 48)}
+    dummies = {"pnet": torch.zeros(1, 3, 31, 27), "rnet": torch.zeros(2, 3, 24, 24), "onet": torch.zeros(2, 3, 48, 48)}
     paths: dict[str, Path] = {}
     for net in NETS:
         module = builders[net](pretrained=False)
@@ -158,15 +159,32 @@ def export_mtcnn_onnx(out_dir: str | os.PathLike[str]) -> dict[str, Path]:
         with atomic_path(path) as tmp:
             with torch.no_grad(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-                torch.onnx.export(module, (dummies[net],), tmp, input_names=["input"],
-                                  output_names=list(OUTPUTS[net]), opset_version=OPSET,
-                                  dynamic_axes=dynamic, do_constant_folding=True, dynamo=False)
+                torch.onnx.export(
+                    module,
+                    (dummies[net],),
+                    tmp,
+                    input_names=["input"],
+                    output_names=list(OUTPUTS[net]),
+                    opset_version=OPSET,
+                    dynamic_axes=dynamic,
+                    do_constant_folding=True,
+                    dynamo=False,
+                )
             model = onnx.load(tmp)
             n_prelu = _decompose_prelu_exact(model)
-            meta = {"fetoolkit.model": f"facenet-pytorch MTCNN {net}", "fetoolkit.source_sha256": shas[net],
-                    "fetoolkit.export": json.dumps({"opset": OPSET, "mtcnn_export_version": EXPORT_VERSION,
-                                                    "exporter": f"torch {torch.__version__} (TorchScript)",
-                                                    "prelu": "relu(y) + (-a) * relu(-y)"}, sort_keys=True)}
+            meta = {
+                "fetoolkit.model": f"facenet-pytorch MTCNN {net}",
+                "fetoolkit.source_sha256": shas[net],
+                "fetoolkit.export": json.dumps(
+                    {
+                        "opset": OPSET,
+                        "mtcnn_export_version": EXPORT_VERSION,
+                        "exporter": f"torch {torch.__version__} (TorchScript)",
+                        "prelu": "relu(y) + (-a) * relu(-y)",
+                    },
+                    sort_keys=True,
+                ),
+            }
             for key, value in meta.items():
                 entry = model.metadata_props.add()
                 entry.key, entry.value = key, value
@@ -236,12 +254,16 @@ def _expected_files(model_dir: Path) -> dict[str, Path]:
     except FileNotFoundError:
         manifest = model_dir / MANIFEST
         if not manifest.is_file():
-            raise FileNotFoundError(f"no MTCNN ONNX files in {model_dir} (no {MANIFEST}), and facenet-pytorch, "
-                                    "whose weights they are exported from, is not installed") from None
+            raise FileNotFoundError(
+                f"no MTCNN ONNX files in {model_dir} (no {MANIFEST}), and facenet-pytorch, "
+                "whose weights they are exported from, is not installed"
+            ) from None
         data = json.loads(manifest.read_text())
         if data.get("export_version") != EXPORT_VERSION:
-            raise FileNotFoundError(f"{manifest} is export version {data.get('export_version')}, this code "
-                                    f"reads {EXPORT_VERSION}, and facenet-pytorch is not installed to re-export")
+            raise FileNotFoundError(
+                f"{manifest} is export version {data.get('export_version')}, this code "
+                f"reads {EXPORT_VERSION}, and facenet-pytorch is not installed to re-export"
+            )
         return {net: model_dir / data["files"][net] for net in NETS}
 
 
@@ -263,8 +285,9 @@ def ensure_mtcnn_onnx(model_dir: str | os.PathLike[str] | None = None) -> dict[s
         log.info("exporting MTCNN to ONNX in a child process: %s", " ".join(cmd))
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
-            raise RuntimeError(f"exporting MTCNN to ONNX failed (exit {proc.returncode}): {' '.join(cmd)}\n"
-                               f"{proc.stderr[-4000:]}")
+            raise RuntimeError(
+                f"exporting MTCNN to ONNX failed (exit {proc.returncode}): {' '.join(cmd)}\n{proc.stderr[-4000:]}"
+            )
         missing = [str(p) for p in paths.values() if not p.is_file()]
         if missing:
             raise RuntimeError(f"{' '.join(cmd)} ran but did not write {missing}")
@@ -286,6 +309,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 # --------------------------------------------------------------------------------------------
 # The numpy pipeline (pure functions; float32 unless said otherwise)
 # --------------------------------------------------------------------------------------------
+
 
 def pyramid_scales(height: int, width: int, min_face_size: int, factor: float) -> list[float]:
     """facenet-pytorch's scales: ``12 / min_face_size * factor**k`` while ``min(h, w) * scale >= 12``
@@ -351,8 +375,9 @@ def resize_area(table: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
     return _average(sums, (r1 - r0)[:, None, None], (c1 - c0)[None, :, None])
 
 
-def crop_resize_area(table: np.ndarray, y0: np.ndarray, y1: np.ndarray, x0: np.ndarray, x1: np.ndarray,
-                     size: int) -> np.ndarray:
+def crop_resize_area(
+    table: np.ndarray, y0: np.ndarray, y1: np.ndarray, x0: np.ndarray, x1: np.ndarray, size: int
+) -> np.ndarray:
     """Crops ``image[y0:y1, x0:x1]`` each resized to ``[size, size, 3]`` as ``resize_area`` does.
 
     Args:
@@ -378,8 +403,9 @@ def normalise(pixels: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.moveaxis(x, -1, -3))
 
 
-def pnet_boxes(reg: np.ndarray, prob: np.ndarray, scale: float, threshold: float
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def pnet_boxes(
+    reg: np.ndarray, prob: np.ndarray, scale: float, threshold: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Candidate boxes from one PNet output (facenet-pytorch's ``generateBoundingBox``).
 
     Args:
@@ -526,6 +552,7 @@ def landmarks_to_image(boxes: np.ndarray, rel: np.ndarray) -> np.ndarray:
 # The detector
 # --------------------------------------------------------------------------------------------
 
+
 class OnnxMTCNNDetector:
     """facenet-pytorch's MTCNN in onnxruntime + numpy: the same detections as ``MTCNNDetector``.
 
@@ -606,8 +633,9 @@ class OnnxMTCNNDetector:
         pick = nms(boxes, scores, 0.7)
         return square(regress(boxes[pick], reg[pick], plus_one=False)), scores[pick]
 
-    def _run_crops(self, net: str, table: np.ndarray, boxes: np.ndarray, width: int, height: int,
-                   size: int) -> tuple[list[np.ndarray], np.ndarray]:
+    def _run_crops(
+        self, net: str, table: np.ndarray, boxes: np.ndarray, width: int, height: int, size: int
+    ) -> tuple[list[np.ndarray], np.ndarray]:
         """Crop ``boxes`` from the image, resize to ``size``, run ``net`` in chunks.
 
         Returns:
@@ -619,7 +647,7 @@ class OnnxMTCNNDetector:
         session = self._sessions[net]
         outs: list[list[np.ndarray]] = [[] for _ in OUTPUTS[net]]
         for start in range(0, len(idx), CHUNK[net]):
-            k = idx[start:start + CHUNK[net]]
+            k = idx[start : start + CHUNK[net]]
             x = normalise(crop_resize_area(table, y0[k], y1[k], x0[k], x1[k], size))
             for acc, out in zip(outs, session.run(None, {"input": x})):
                 acc.append(out)
@@ -631,8 +659,9 @@ class OnnxMTCNNDetector:
             results.append(full)
         return results, valid
 
-    def _stage_rnet(self, table: np.ndarray, boxes: np.ndarray, width: int, height: int, threshold: float
-                    ) -> tuple[np.ndarray, np.ndarray]:
+    def _stage_rnet(
+        self, table: np.ndarray, boxes: np.ndarray, width: int, height: int, threshold: float
+    ) -> tuple[np.ndarray, np.ndarray]:
         """RNet on 24 px crops: keep ``prob > threshold``, NMS 0.7, regression (+1), squaring."""
         (reg, prob), valid = self._run_crops("rnet", table, boxes, width, height, 24)
         scores = prob[:, 1]
@@ -641,8 +670,9 @@ class OnnxMTCNNDetector:
         pick = nms(boxes, scores, 0.7)
         return square(regress(boxes[pick], reg[pick], plus_one=True)), scores[pick]
 
-    def _stage_onet(self, table: np.ndarray, boxes: np.ndarray, width: int, height: int, threshold: float
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _stage_onet(
+        self, table: np.ndarray, boxes: np.ndarray, width: int, height: int, threshold: float
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """ONet on 48 px crops: keep ``prob > threshold``, landmarks, regression (+1), "Min" NMS 0.7."""
         (reg, rel, prob), valid = self._run_crops("onet", table, boxes, width, height, 48)
         scores = prob[:, 1]

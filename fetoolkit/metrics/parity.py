@@ -137,8 +137,10 @@ def _check_pair(ref: np.ndarray, cand: np.ndarray, what: str, ndim: int) -> tupl
     ref = np.asarray(ref, dtype=np.float64)
     cand = np.asarray(cand, dtype=np.float64)
     if ref.ndim != ndim or ref.shape != cand.shape:
-        raise ValueError(f"{what}: reference and candidate must have the same {ndim}-d shape, got "
-                         f"{list(ref.shape)} and {list(cand.shape)}")
+        raise ValueError(
+            f"{what}: reference and candidate must have the same {ndim}-d shape, got "
+            f"{list(ref.shape)} and {list(cand.shape)}"
+        )
     if ref.shape[0] == 0:
         raise ValueError(f"{what}: nothing to compare (0 rows)")
     if not (np.isfinite(ref).all() and np.isfinite(cand).all()):
@@ -167,15 +169,20 @@ def embedding_agreement(ref: np.ndarray, cand: np.ndarray) -> EmbeddingAgreement
     cos = np.einsum("ij,ij->i", ref, cand) / (nr * nc)
     diff_n = np.abs(ref / nr[:, None] - cand / nc[:, None]).max()
     return EmbeddingAgreement(
-        n=int(len(ref)), cosine_min=float(cos.min()), cosine_mean=float(cos.mean()),
-        cosine_p001=float(np.quantile(cos, 0.001)), worst_index=int(cos.argmin()),
-        max_abs_diff=float(np.abs(ref - cand).max()), max_abs_diff_normalized=float(diff_n),
+        n=int(len(ref)),
+        cosine_min=float(cos.min()),
+        cosine_mean=float(cos.mean()),
+        cosine_p001=float(np.quantile(cos, 0.001)),
+        worst_index=int(cos.argmin()),
+        max_abs_diff=float(np.abs(ref - cand).max()),
+        max_abs_diff_normalized=float(diff_n),
         ref_max_abs=float(np.abs(ref).max()),
     )
 
 
-def decision_agreement(ref_scores: np.ndarray, cand_scores: np.ndarray, threshold: float,
-                       labels: np.ndarray | None = None) -> DecisionAgreement:
+def decision_agreement(
+    ref_scores: np.ndarray, cand_scores: np.ndarray, threshold: float, labels: np.ndarray | None = None
+) -> DecisionAgreement:
     """Decisions (``score >= threshold``) that differ between two score sets of the same pairs.
 
     Args:
@@ -197,14 +204,26 @@ def decision_agreement(ref_scores: np.ndarray, cand_scores: np.ndarray, threshol
         if lab.shape != ref.shape:
             raise ValueError(f"labels shape {list(lab.shape)} differs from scores {list(ref.shape)}")
         gen, imp = int((flipped & lab).sum()), int((flipped & ~lab).sum())
-    return DecisionAgreement(threshold=float(threshold), n_pairs=int(len(ref)), n_flipped=int(flipped.sum()),
-                             n_flipped_genuine=gen, n_flipped_impostor=imp,
-                             max_score_diff=float(np.abs(ref - cand).max()))
+    return DecisionAgreement(
+        threshold=float(threshold),
+        n_pairs=int(len(ref)),
+        n_flipped=int(flipped.sum()),
+        n_flipped_genuine=gen,
+        n_flipped_impostor=imp,
+        max_score_diff=float(np.abs(ref - cand).max()),
+    )
 
 
-def verification_shift(ref_roc: np.ndarray, cand_roc: np.ndarray, roc_labels: np.ndarray,
-                       ref_kfold: np.ndarray, cand_kfold: np.ndarray, kfold_labels: np.ndarray,
-                       kfold_folds: np.ndarray, far: float = 1e-3) -> VerificationShift:
+def verification_shift(
+    ref_roc: np.ndarray,
+    cand_roc: np.ndarray,
+    roc_labels: np.ndarray,
+    ref_kfold: np.ndarray,
+    cand_kfold: np.ndarray,
+    kfold_labels: np.ndarray,
+    kfold_folds: np.ndarray,
+    far: float = 1e-3,
+) -> VerificationShift:
     """TAR@FAR (ROC pairs) and k-fold accuracy (k-fold pairs) of both score sets, and the change.
 
     Args:
@@ -225,15 +244,24 @@ def verification_shift(ref_roc: np.ndarray, cand_roc: np.ndarray, roc_labels: np
     ar = vm.kfold_accuracy(ref_kfold, kfold_labels, kfold_folds)
     ac = vm.kfold_accuracy(cand_kfold, kfold_labels, kfold_folds)
     return VerificationShift(
-        far=float(far), tar_ref=float(tr.tar), tar_cand=float(tc.tar), tar_delta=float(tc.tar - tr.tar),
-        accuracy_ref=float(ar.accuracy_mean), accuracy_cand=float(ac.accuracy_mean),
-        accuracy_delta=float(ac.accuracy_mean - ar.accuracy_mean), best_threshold_ref=float(ar.best_threshold),
+        far=float(far),
+        tar_ref=float(tr.tar),
+        tar_cand=float(tc.tar),
+        tar_delta=float(tc.tar - tr.tar),
+        accuracy_ref=float(ar.accuracy_mean),
+        accuracy_cand=float(ac.accuracy_mean),
+        accuracy_delta=float(ac.accuracy_mean - ar.accuracy_mean),
+        best_threshold_ref=float(ar.best_threshold),
         tar_reason=tr.reason or tc.reason,
     )
 
 
-def check_tolerance(tol: ParityTolerance, emb: EmbeddingAgreement, decisions: list[DecisionAgreement],
-                    shift: VerificationShift | None = None) -> list[str]:
+def check_tolerance(
+    tol: ParityTolerance,
+    emb: EmbeddingAgreement,
+    decisions: list[DecisionAgreement],
+    shift: VerificationShift | None = None,
+) -> list[str]:
     """The limits of ``tol`` that the figures break, one sentence each (empty: all met).
 
     A NaN TAR counts as a violation when ``max_tar_drop`` is set (it could not be checked).
@@ -244,8 +272,10 @@ def check_tolerance(tol: ParityTolerance, emb: EmbeddingAgreement, decisions: li
     if tol.max_flipped is not None:
         for d in decisions:
             if d.n_flipped > tol.max_flipped:
-                out.append(f"{d.n_flipped} of {d.n_pairs} decisions flipped at threshold {d.threshold:.4f} "
-                           f"(allowed {tol.max_flipped})")
+                out.append(
+                    f"{d.n_flipped} of {d.n_pairs} decisions flipped at threshold {d.threshold:.4f} "
+                    f"(allowed {tol.max_flipped})"
+                )
     if shift is not None and tol.max_tar_drop is not None:
         if not math.isfinite(shift.tar_delta):
             out.append(f"TAR@FAR={shift.far:g} could not be compared: {shift.tar_reason}")

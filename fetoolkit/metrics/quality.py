@@ -72,8 +72,9 @@ def _check_raw(raw: Any) -> np.ndarray:
     if not np.issubdtype(x.dtype, np.floating):
         raise ValueError(f"raw embeddings must be floating point, got dtype {x.dtype}")
     if not np.isfinite(x).all():
-        raise ValueError("raw embeddings contain NaN or infinite values (failed images must be "
-                         "left out before scoring quality)")
+        raise ValueError(
+            "raw embeddings contain NaN or infinite values (failed images must be left out before scoring quality)"
+        )
     return x.astype(np.float64, copy=False)
 
 
@@ -110,8 +111,7 @@ class NormSummary:
     rms_median: float
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-                for k, v in self.__dict__.items()}
+        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in self.__dict__.items()}
 
 
 def norm_summary(raw: np.ndarray) -> NormSummary:
@@ -122,8 +122,17 @@ def norm_summary(raw: np.ndarray) -> NormSummary:
         return NormSummary(0, nan, nan, nan, nan, nan, nan, nan, nan)
     n = embedding_norms(x).astype(np.float64)
     q = np.quantile(n, [0.0, 0.05, 0.5, 0.95, 1.0])
-    return NormSummary(int(n.size), float(n.mean()), float(n.std()), float(q[0]), float(q[1]),
-                       float(q[2]), float(q[3]), float(q[4]), float(q[2] / math.sqrt(x.shape[1])))
+    return NormSummary(
+        int(n.size),
+        float(n.mean()),
+        float(n.std()),
+        float(q[0]),
+        float(q[1]),
+        float(q[2]),
+        float(q[3]),
+        float(q[4]),
+        float(q[2] / math.sqrt(x.shape[1])),
+    )
 
 
 def diversity(raw: np.ndarray) -> np.ndarray:
@@ -276,17 +285,28 @@ class ErcCurve:
         def fl(a: np.ndarray) -> list[float | None]:
             return [None if not math.isfinite(v) else float(v) for v in a]
 
-        return {"reject": fl(self.reject), "fnmr": fl(self.fnmr), "fmr": fl(self.fmr),
-                "n_genuine": [int(v) for v in self.n_genuine],
-                "n_impostor": [int(v) for v in self.n_impostor], "threshold": float(self.threshold)}
+        return {
+            "reject": fl(self.reject),
+            "fnmr": fl(self.fnmr),
+            "fmr": fl(self.fmr),
+            "n_genuine": [int(v) for v in self.n_genuine],
+            "n_impostor": [int(v) for v in self.n_impostor],
+            "threshold": float(self.threshold),
+        }
 
 
 DEFAULT_REJECT = tuple(np.round(np.arange(0.0, 0.301, 0.01), 2))
 
 
-def error_vs_reject(scores: np.ndarray, labels: np.ndarray, idx_a: np.ndarray, idx_b: np.ndarray,
-                    quality: np.ndarray, threshold: float,
-                    reject: Sequence[float] = DEFAULT_REJECT) -> ErcCurve:
+def error_vs_reject(
+    scores: np.ndarray,
+    labels: np.ndarray,
+    idx_a: np.ndarray,
+    idx_b: np.ndarray,
+    quality: np.ndarray,
+    threshold: float,
+    reject: Sequence[float] = DEFAULT_REJECT,
+) -> ErcCurve:
     """Error-versus-reject curve: reject the lowest-quality images, watch FNMR at a fixed threshold.
 
     At reject fraction ``r`` the ``floor(r * N)`` images with the lowest quality are dropped
@@ -339,8 +359,9 @@ def error_vs_reject(scores: np.ndarray, labels: np.ndarray, idx_a: np.ndarray, i
     with np.errstate(invalid="ignore", divide="ignore"):
         fnmr = np.where(ng > 0, eg / np.maximum(ng, 1), np.nan)
         fmr = np.where(ni > 0, ei / np.maximum(ni, 1), np.nan)
-    return ErcCurve(r, fnmr.astype(np.float64), fmr.astype(np.float64), ng.astype(np.int64),
-                    ni.astype(np.int64), float(threshold))
+    return ErcCurve(
+        r, fnmr.astype(np.float64), fmr.astype(np.float64), ng.astype(np.int64), ni.astype(np.int64), float(threshold)
+    )
 
 
 def erc_area(curve: ErcCurve, max_reject: float = 0.2) -> float:
@@ -389,9 +410,16 @@ class GenuineSpread:
             "std_median": float(np.median(std[ok])) if ok.any() else None,
             "std_max": float(std[ok].max()) if ok.any() else None,
             "mean_median": float(np.median(self.mean)) if self.mean else None,
-            "worst": [{"subject": int(self.subjects[i]), "std": float(self.std[i]),
-                       "mean": float(self.mean[i]), "min": float(self.min[i]),
-                       "n_pairs": int(self.n_pairs[i])} for i in order],
+            "worst": [
+                {
+                    "subject": int(self.subjects[i]),
+                    "std": float(self.std[i]),
+                    "mean": float(self.mean[i]),
+                    "min": float(self.min[i]),
+                    "n_pairs": int(self.n_pairs[i]),
+                }
+                for i in order
+            ],
         }
 
 
@@ -419,6 +447,10 @@ def genuine_spread(scores: np.ndarray, labels: np.ndarray, subject: np.ndarray) 
     std = np.where(cnt >= 2, np.sqrt(var), np.nan)
     mn = np.full(ids.size, np.inf)
     np.minimum.at(mn, inv, sg)
-    return GenuineSpread(tuple(int(i) for i in ids), tuple(float(v) for v in mean),
-                         tuple(float(v) for v in std), tuple(float(v) for v in mn),
-                         tuple(int(c) for c in cnt))
+    return GenuineSpread(
+        tuple(int(i) for i in ids),
+        tuple(float(v) for v in mean),
+        tuple(float(v) for v in std),
+        tuple(float(v) for v in mn),
+        tuple(int(c) for c in cnt),
+    )

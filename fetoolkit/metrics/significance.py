@@ -32,8 +32,9 @@ def binom_two_sided_half(k: int, n: int) -> float:
         return 1.0
     k = min(k, n - k)
     i = np.arange(k + 1, dtype=np.float64)
-    log_terms = (math.lgamma(n + 1) - np.array([math.lgamma(x + 1) + math.lgamma(n - x + 1) for x in i])
-                 - n * math.log(2.0))
+    log_terms = (
+        math.lgamma(n + 1) - np.array([math.lgamma(x + 1) + math.lgamma(n - x + 1) for x in i]) - n * math.log(2.0)
+    )
     m = log_terms.max()
     tail = math.exp(m) * float(np.exp(log_terms - m).sum())
     return min(1.0, 2.0 * tail)

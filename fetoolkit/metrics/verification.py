@@ -259,8 +259,9 @@ def _check_scores_labels(scores: Any, labels: Any) -> tuple[np.ndarray, np.ndarr
     if not np.isfinite(s).all():
         n_nan = int(np.isnan(s).sum())
         n_inf = int(np.isinf(s).sum())
-        raise ValueError(f"scores must be finite: {n_nan} NaN and {n_inf} infinite of {s.size} "
-                         "(drop or fix those pairs first)")
+        raise ValueError(
+            f"scores must be finite: {n_nan} NaN and {n_inf} infinite of {s.size} (drop or fix those pairs first)"
+        )
     lab = np.asarray(labels)
     if lab.ndim != 1:
         raise ValueError(f"labels must be 1-D [P], got shape {lab.shape}")
@@ -273,8 +274,7 @@ def _check_scores_labels(scores: Any, labels: Any) -> tuple[np.ndarray, np.ndarr
         ok = is1 | (lab == 0)
         if not ok.all():
             bad = np.unique(lab[~ok])[:5]
-            raise ValueError(f"labels must be 0/1 or bool (1 = genuine); found other values, "
-                             f"e.g. {bad.tolist()}")
+            raise ValueError(f"labels must be 0/1 or bool (1 = genuine); found other values, e.g. {bad.tolist()}")
         y = is1
     else:
         raise ValueError(f"labels must be bool or 0/1 numbers, got dtype {lab.dtype}")
@@ -283,8 +283,9 @@ def _check_scores_labels(scores: Any, labels: Any) -> tuple[np.ndarray, np.ndarr
 
 def _require_both(n_genuine: int, n_impostor: int, what: str) -> None:
     if n_genuine == 0 or n_impostor == 0:
-        raise ValueError(f"{what} needs both genuine and impostor pairs; got {n_genuine} genuine "
-                         f"and {n_impostor} impostor")
+        raise ValueError(
+            f"{what} needs both genuine and impostor pairs; got {n_genuine} genuine and {n_impostor} impostor"
+        )
 
 
 def _check_folds(folds: Any, n: int) -> tuple[np.ndarray, int]:
@@ -301,16 +302,19 @@ def _check_folds(folds: Any, n: int) -> tuple[np.ndarray, int]:
             raise ValueError("folds must be integer fold ids (found non-integer values)")
     lo, hi = int(f.min()), int(f.max())
     if hi - lo + 1 > n:
-        raise ValueError(f"fold ids span {lo}..{hi} but there are only {n} pairs: some folds have "
-                         "no pairs (fold ids must be consecutive integers)")
+        raise ValueError(
+            f"fold ids span {lo}..{hi} but there are only {n} pairs: some folds have "
+            "no pairs (fold ids must be consecutive integers)"
+        )
     idx = (f - lo).astype(np.int32)
     counts = np.bincount(idx, minlength=hi - lo + 1)
     if counts.size < 2:
         raise ValueError(f"k-fold accuracy needs at least 2 folds, got 1 (fold id {lo})")
     empty = np.flatnonzero(counts == 0)
     if empty.size:
-        raise ValueError(f"fold ids must be consecutive integers {lo}..{hi}; folds "
-                         f"{(empty + lo).tolist()[:10]} have no pairs")
+        raise ValueError(
+            f"fold ids must be consecutive integers {lo}..{hi}; folds {(empty + lo).tolist()[:10]} have no pairs"
+        )
     return idx, int(counts.size)
 
 
@@ -513,8 +517,10 @@ def _nan_reason(n_genuine: int, n_impostor: int, far: float) -> str | None:
         return f"no impostor pairs: FAR {far:g} cannot be measured"
     if _far_quota(n_impostor, far) < 1:
         need = math.ceil(1.0 / far - _FAR_EPS)
-        return (f"FAR {far:g} is finer than 1/n_impostor = 1/{n_impostor} = {1.0 / n_impostor:.3g}: "
-                f"at least {need} impostor pairs are needed to measure it, there are {n_impostor}")
+        return (
+            f"FAR {far:g} is finer than 1/n_impostor = 1/{n_impostor} = {1.0 / n_impostor:.3g}: "
+            f"at least {need} impostor pairs are needed to measure it, there are {n_impostor}"
+        )
     if n_genuine == 0:
         return "no genuine pairs: TAR is undefined"
     return None
@@ -558,8 +564,13 @@ def roc_curve(scores: np.ndarray, labels: np.ndarray) -> RocCurve:
     j = np.arange(p.m, -1, -1)
     tps = p.n_genuine - p.gbelow[j]
     fps = p.n_impostor - (p.starts_ext[j] - p.gbelow[j])
-    return RocCurve(far=fps / p.n_impostor, tar=tps / p.n_genuine, thresholds=p.threshold(j),
-                    n_genuine=p.n_genuine, n_impostor=p.n_impostor)
+    return RocCurve(
+        far=fps / p.n_impostor,
+        tar=tps / p.n_genuine,
+        thresholds=p.threshold(j),
+        n_genuine=p.n_genuine,
+        n_impostor=p.n_impostor,
+    )
 
 
 def auc(curve: RocCurve) -> float:
@@ -682,8 +693,7 @@ def tar_at_far_decades(scores: np.ndarray, labels: np.ndarray) -> dict[str, TarA
 # --------------------------------------------------------------------------------------------
 
 
-def _kfold_core(p: _Sorted, f: np.ndarray, n_folds: int,
-                w: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def _kfold_core(p: _Sorted, f: np.ndarray, n_folds: int, w: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """LFW k-fold accuracy of each weighting of the pairs.
 
     Args:
@@ -778,9 +788,16 @@ def _kfold_core(p: _Sorted, f: np.ndarray, n_folds: int,
     return accs, thrs
 
 
-def _median_maximiser(masked: np.ndarray, best: np.ndarray, cand_sp: np.ndarray, h: np.ndarray,
-                      cand_run: np.ndarray, a: np.ndarray, e: np.ndarray,
-                      off_full: np.ndarray) -> np.ndarray:
+def _median_maximiser(
+    masked: np.ndarray,
+    best: np.ndarray,
+    cand_sp: np.ndarray,
+    h: np.ndarray,
+    cand_run: np.ndarray,
+    a: np.ndarray,
+    e: np.ndarray,
+    off_full: np.ndarray,
+) -> np.ndarray:
     """The median (lower middle) of the boundaries reaching ``best``, per row: int64 ``[B]``."""
     b = masked.shape[0]
     r_sp, t_sp = np.nonzero(cand_sp == best[:, None])
@@ -791,7 +808,7 @@ def _median_maximiser(masked: np.ndarray, best: np.ndarray, cand_sp: np.ndarray,
         target = best[r_run] + off_full[r_run, t_run]
         width = int(min(length.max(), 256))
         col = start[:, None] + np.arange(width)
-        hit = (masked[r_run[:, None], np.minimum(col, masked.shape[1] - 1)] == target[:, None])
+        hit = masked[r_run[:, None], np.minimum(col, masked.shape[1] - 1)] == target[:, None]
         hit &= np.arange(width) < length[:, None]
         pr, pc = np.nonzero(hit)
         rows_l.append(r_run[pr])
@@ -810,8 +827,9 @@ def _median_maximiser(masked: np.ndarray, best: np.ndarray, cand_sp: np.ndarray,
     return js_all[first + (count - 1) // 2]
 
 
-def _chosen_thresholds(u: np.ndarray, h: np.ndarray, sp_valid: np.ndarray,
-                       present_all: np.ndarray | None, jstar: np.ndarray) -> np.ndarray:
+def _chosen_thresholds(
+    u: np.ndarray, h: np.ndarray, sp_valid: np.ndarray, present_all: np.ndarray | None, jstar: np.ndarray
+) -> np.ndarray:
     """Threshold of the chosen boundary of each row (see :func:`_kfold_core`).
 
     ``jstar = 0``: below the lowest training score; otherwise between group ``jstar - 1``
@@ -856,10 +874,13 @@ def _chosen_thresholds(u: np.ndarray, h: np.ndarray, sp_valid: np.ndarray,
 
 def _kfold_result(accs: np.ndarray, thrs: np.ndarray) -> KFoldAccuracy:
     a, t = accs[0], thrs[0]
-    return KFoldAccuracy(accuracy_mean=float(a.mean()), accuracy_std=float(a.std()),
-                         fold_accuracies=tuple(float(x) for x in a),
-                         fold_thresholds=tuple(float(x) for x in t),
-                         best_threshold=float(t.mean()))
+    return KFoldAccuracy(
+        accuracy_mean=float(a.mean()),
+        accuracy_std=float(a.std()),
+        fold_accuracies=tuple(float(x) for x in a),
+        fold_thresholds=tuple(float(x) for x in t),
+        best_threshold=float(t.mean()),
+    )
 
 
 def kfold_accuracy(scores: np.ndarray, labels: np.ndarray, folds: np.ndarray) -> KFoldAccuracy:
@@ -941,8 +962,15 @@ def _percentile(stats: np.ndarray, level: float) -> tuple[float, float]:
     return (float(lo), float(hi))
 
 
-def _boot_roc(p: _Sorted, n_boot: int, seed: int, f: np.ndarray | None, fars: Sequence[float],
-              want_eer: bool = True, want_auc: bool = False) -> dict[str, np.ndarray]:
+def _boot_roc(
+    p: _Sorted,
+    n_boot: int,
+    seed: int,
+    f: np.ndarray | None,
+    fars: Sequence[float],
+    want_eer: bool = True,
+    want_auc: bool = False,
+) -> dict[str, np.ndarray]:
     """EER / AUC / TAR@FAR of ``n_boot`` class-stratified resamples: float64 ``[n_boot]`` each.
 
     Keys ``"eer"``, ``"auc"`` and ``far_key(far)``. TAR@FAR is NaN on every resample when the
@@ -973,8 +1001,7 @@ def _boot_roc(p: _Sorted, n_boot: int, seed: int, f: np.ndarray | None, fars: Se
 def _boot_accuracy(p: _Sorted, f: np.ndarray, n_folds: int, n_boot: int, seed: int) -> np.ndarray:
     """Mean k-fold accuracy of ``n_boot`` resamples stratified by (fold, class): float64 ``[n_boot]``."""
     rng = np.random.default_rng(seed)
-    strata = [s for k in range(n_folds) for c in (p.y, ~p.y)
-              if (s := np.flatnonzero((f == k) & c)).size]
+    strata = [s for k in range(n_folds) for c in (p.y, ~p.y) if (s := np.flatnonzero((f == k) & c)).size]
     out = []
     for b in _batches(n_boot, p.n):
         accs, _ = _kfold_core(p, f, n_folds, _draw(strata, p.n, b, rng))
@@ -985,10 +1012,17 @@ def _boot_accuracy(p: _Sorted, f: np.ndarray, n_folds: int, n_boot: int, seed: i
 _NAMED = ("eer", "auc", "accuracy", "tar_at_far")
 
 
-def bootstrap_ci(scores: np.ndarray, labels: np.ndarray,
-                 statistic: str | Callable[..., float], *, n_boot: int = 1000,
-                 level: float = 0.95, seed: int = 0, folds: np.ndarray | None = None,
-                 far: float | None = None) -> tuple[float, float]:
+def bootstrap_ci(
+    scores: np.ndarray,
+    labels: np.ndarray,
+    statistic: str | Callable[..., float],
+    *,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+    folds: np.ndarray | None = None,
+    far: float | None = None,
+) -> tuple[float, float]:
     """Stratified percentile bootstrap interval of a verification statistic.
 
     Genuine and impostor pairs are resampled separately (with replacement, each class keeping
@@ -1041,12 +1075,13 @@ def bootstrap_ci(scores: np.ndarray, labels: np.ndarray,
             raise ValueError("statistic 'tar_at_far' needs far=")
         far = _check_far(far)
         return _percentile(_boot_roc(p, n_boot, seed, f_sorted, [far], want_eer=False)[far_key(far)], level)
-    return _percentile(_boot_roc(p, n_boot, seed, f_sorted, [], want_eer=statistic == "eer",
-                                 want_auc=statistic == "auc")[statistic], level)
+    return _percentile(
+        _boot_roc(p, n_boot, seed, f_sorted, [], want_eer=statistic == "eer", want_auc=statistic == "auc")[statistic],
+        level,
+    )
 
 
-def _boot_generic(p: _Sorted, statistic: Callable[..., float], n_boot: int, seed: int,
-                  folds: Any) -> np.ndarray:
+def _boot_generic(p: _Sorted, statistic: Callable[..., float], n_boot: int, seed: int, folds: Any) -> np.ndarray:
     """Resample indices (stratified) and call ``statistic`` on each resample."""
     rng = np.random.default_rng(seed)
     s = np.empty(p.n)
@@ -1055,8 +1090,7 @@ def _boot_generic(p: _Sorted, statistic: Callable[..., float], n_boot: int, seed
     y[p.order] = p.y
     fo = None if folds is None else np.asarray(folds)
     f_idx = None if folds is None else _check_folds(folds, p.n)[0]
-    strata = [sel[st] for sel in (np.flatnonzero(y), np.flatnonzero(~y))
-              for st in _fold_strata(sel, f_idx)]
+    strata = [sel[st] for sel in (np.flatnonzero(y), np.flatnonzero(~y)) for st in _fold_strata(sel, f_idx)]
     out = np.empty(n_boot)
     for i in range(n_boot):
         idx = np.concatenate([pos[rng.integers(0, pos.size, pos.size)] for pos in strata])
@@ -1064,8 +1098,9 @@ def _boot_generic(p: _Sorted, statistic: Callable[..., float], n_boot: int, seed
     return out
 
 
-def accuracy_ci(scores: np.ndarray, labels: np.ndarray, folds: np.ndarray, *, n_boot: int = 1000,
-                level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+def accuracy_ci(
+    scores: np.ndarray, labels: np.ndarray, folds: np.ndarray, *, n_boot: int = 1000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
     """Bootstrap interval of the mean k-fold accuracy.
 
     Pairs are resampled within each (fold, class) stratum -- every fold keeps its size and
@@ -1076,23 +1111,43 @@ def accuracy_ci(scores: np.ndarray, labels: np.ndarray, folds: np.ndarray, *, n_
     return bootstrap_ci(scores, labels, "accuracy", n_boot=n_boot, level=level, seed=seed, folds=folds)
 
 
-def eer_ci(scores: np.ndarray, labels: np.ndarray, *, n_boot: int = 1000, level: float = 0.95,
-           seed: int = 0, folds: np.ndarray | None = None) -> tuple[float, float]:
+def eer_ci(
+    scores: np.ndarray,
+    labels: np.ndarray,
+    *,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+    folds: np.ndarray | None = None,
+) -> tuple[float, float]:
     """Stratified percentile bootstrap interval of the EER (see :func:`bootstrap_ci`)."""
     return bootstrap_ci(scores, labels, "eer", n_boot=n_boot, level=level, seed=seed, folds=folds)
 
 
-def tar_at_far_ci(scores: np.ndarray, labels: np.ndarray, far: float, *, n_boot: int = 1000,
-                  level: float = 0.95, seed: int = 0,
-                  folds: np.ndarray | None = None) -> tuple[float, float]:
+def tar_at_far_ci(
+    scores: np.ndarray,
+    labels: np.ndarray,
+    far: float,
+    *,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+    folds: np.ndarray | None = None,
+) -> tuple[float, float]:
     """Stratified percentile bootstrap interval of TAR@``far``; ``(nan, nan)`` when not measurable."""
-    return bootstrap_ci(scores, labels, "tar_at_far", n_boot=n_boot, level=level, seed=seed,
-                        folds=folds, far=far)
+    return bootstrap_ci(scores, labels, "tar_at_far", n_boot=n_boot, level=level, seed=seed, folds=folds, far=far)
 
 
-def roc_cis(scores: np.ndarray, labels: np.ndarray, fars: Sequence[float], *, n_boot: int = 1000,
-            level: float = 0.95, seed: int = 0, folds: np.ndarray | None = None,
-            ) -> tuple[tuple[float, float], dict[str, tuple[float, float]]]:
+def roc_cis(
+    scores: np.ndarray,
+    labels: np.ndarray,
+    fars: Sequence[float],
+    *,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+    folds: np.ndarray | None = None,
+) -> tuple[tuple[float, float], dict[str, tuple[float, float]]]:
     """EER and TAR@FAR intervals from one set of bootstrap resamples.
 
     Equal to :func:`eer_ci` and :func:`tar_at_far_ci` called one by one with the same
@@ -1117,9 +1172,16 @@ def roc_cis(scores: np.ndarray, labels: np.ndarray, fars: Sequence[float], *, n_
 # --------------------------------------------------------------------------------------------
 
 
-def verification_report(scores: np.ndarray, labels: np.ndarray, folds: np.ndarray,
-                        fars: Sequence[float] = (1e-1, 1e-2, 1e-3), *, n_boot: int = 0,
-                        seed: int = 0, level: float = 0.95) -> VerificationReport:
+def verification_report(
+    scores: np.ndarray,
+    labels: np.ndarray,
+    folds: np.ndarray,
+    fars: Sequence[float] = (1e-1, 1e-2, 1e-3),
+    *,
+    n_boot: int = 0,
+    seed: int = 0,
+    level: float = 0.95,
+) -> VerificationReport:
     """All verification figures from one sort of the scores.
 
     Args:
@@ -1162,9 +1224,20 @@ def verification_report(scores: np.ndarray, labels: np.ndarray, folds: np.ndarra
         tar_int = {far_key(x): _percentile(st[far_key(x)], level) for x in fars}
         acc_ci = _percentile(_boot_accuracy(p, f_sorted, n_folds, n_boot, seed), level)
     return VerificationReport(
-        n_genuine=p.n_genuine, n_impostor=p.n_impostor,
-        accuracy_mean=ka.accuracy_mean, accuracy_std=ka.accuracy_std,
-        fold_accuracies=ka.fold_accuracies, fold_thresholds=ka.fold_thresholds,
-        best_threshold=ka.best_threshold, auc=area, eer=e.eer, eer_threshold=e.threshold,
-        tar_at_far=tars, n_boot=int(n_boot), ci_level=float(level), accuracy_ci=acc_ci,
-        eer_ci=eer_int, tar_at_far_ci=tar_int)
+        n_genuine=p.n_genuine,
+        n_impostor=p.n_impostor,
+        accuracy_mean=ka.accuracy_mean,
+        accuracy_std=ka.accuracy_std,
+        fold_accuracies=ka.fold_accuracies,
+        fold_thresholds=ka.fold_thresholds,
+        best_threshold=ka.best_threshold,
+        auc=area,
+        eer=e.eer,
+        eer_threshold=e.threshold,
+        tar_at_far=tars,
+        n_boot=int(n_boot),
+        ci_level=float(level),
+        accuracy_ci=acc_ci,
+        eer_ci=eer_int,
+        tar_at_far_ci=tar_int,
+    )

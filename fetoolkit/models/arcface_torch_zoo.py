@@ -46,9 +46,7 @@ _ARCFACE_TORCH_ZOO = "url:https://1drv.ms/u/s!AswpsDO2toNKq0lWY69vN58GR6mw?e=p9O
 # (deepinsight/insightface#2517) -- the URL is kept as the canonical name of the pack.
 _INSIGHTFACE_RELEASE = "url:https://github.com/deepinsight/insightface/releases/download/v0.7"
 # ONNX model zoo, after the repository moved its models under validated/.
-_ONNX_ZOO_ARCFACE = (
-    "url:https://github.com/onnx/models/raw/main/validated/vision/body_analysis/arcface/model"
-)
+_ONNX_ZOO_ARCFACE = "url:https://github.com/onnx/models/raw/main/validated/vision/body_analysis/arcface/model"
 
 
 def _zoo_backbone(folder: str) -> WeightsCfg:
@@ -147,8 +145,7 @@ register_model(
         weights=None,
         contract=ARCFACE_CONTRACT,
         description=(
-            "IResNet-200 (arcface_torch layout); no public weights known, supply a "
-            "backbone.pth or ONNX export"
+            "IResNet-200 (arcface_torch layout); no public weights known, supply a backbone.pth or ONNX export"
         ),
         releases={},
     )

@@ -144,9 +144,7 @@ def target_layers(module: nn.Module) -> list[TargetLayer]:
     return layers
 
 
-def match_layers(
-    source: list[SourceLayer], target: list[TargetLayer], fmt: str
-) -> dict[str, torch.Tensor]:
+def match_layers(source: list[SourceLayer], target: list[TargetLayer], fmt: str) -> dict[str, torch.Tensor]:
     """Pair file layers with module layers in order, check them and build the state_dict.
 
     Args:
@@ -273,8 +271,7 @@ class _TFLiteGraph:
         tensor = self.g.Tensors(t)
         if tensor.Type() != self.tflite.TensorType.FLOAT32:
             raise ValueError(
-                f"tflite tensor {self.name(t)!r} has type {tensor.Type()}, only float32 "
-                "weights are supported"
+                f"tflite tensor {self.name(t)!r} has type {tensor.Type()}, only float32 weights are supported"
             )
         buf = self.model.Buffers(tensor.Buffer())
         if buf.DataLength() > 0:
@@ -286,11 +283,7 @@ class _TFLiteGraph:
     def conv_options(self, k: int) -> tuple[int, int, int, int, int, int]:
         """(padding enum, stride h, stride w, dilation h, dilation w, fused activation)."""
         tfl = self.tflite
-        opts = (
-            tfl.Conv2DOptions()
-            if self.op_names[k] == "CONV_2D"
-            else tfl.DepthwiseConv2DOptions()
-        )
+        opts = tfl.Conv2DOptions() if self.op_names[k] == "CONV_2D" else tfl.DepthwiseConv2DOptions()
         table = self.ops[k].BuiltinOptions()
         opts.Init(table.Bytes, table.Pos)
         return (

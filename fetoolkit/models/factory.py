@@ -23,8 +23,10 @@ BACKENDS = ("torch", "onnx")
 
 def key_hint(spec: ModelSpec) -> str:
     """How to point a model at a local file (for error messages)."""
-    return (f"Point at a local copy with `model.weights=PATH` (Hydra), MODEL_PATH=PATH (service) or "
-            f"create_embedder({spec.name!r}, weights=PATH).")
+    return (
+        f"Point at a local copy with `model.weights=PATH` (Hydra), MODEL_PATH=PATH (service) or "
+        f"create_embedder({spec.name!r}, weights=PATH)."
+    )
 
 
 def resolve_weights(spec: ModelSpec, weights: str | os.PathLike[str] | None) -> tuple[Path, str]:
@@ -85,14 +87,22 @@ def load_module(spec: ModelSpec, path: Path, sha256: str) -> nn.Module:
 
 def onnx_only_message(spec: ModelSpec) -> str:
     """Why an ONNX-only model has no torch backend, and what to run instead."""
-    return (f"{spec.name} is an ONNX-only model (its weights are an ONNX graph with no PyTorch "
-            f"architecture here), so backend=torch does not exist for it: use backend='onnx' "
-            f"(python -m fetoolkit.eval model=... backend=onnx; create_embedder({spec.name!r}, backend='onnx'))")
+    return (
+        f"{spec.name} is an ONNX-only model (its weights are an ONNX graph with no PyTorch "
+        f"architecture here), so backend=torch does not exist for it: use backend='onnx' "
+        f"(python -m fetoolkit.eval model=... backend=onnx; create_embedder({spec.name!r}, backend='onnx'))"
+    )
 
 
-def create_embedder(name: str, *, weights: str | os.PathLike[str] | None = None, backend: str = "torch",
-                    num_threads: int | None = None, batch_size: int = 32,
-                    export_in_subprocess: bool = False) -> Embedder:
+def create_embedder(
+    name: str,
+    *,
+    weights: str | os.PathLike[str] | None = None,
+    backend: str = "torch",
+    num_threads: int | None = None,
+    batch_size: int = 32,
+    export_in_subprocess: bool = False,
+) -> Embedder:
     """Build an embedder for a registered model.
 
     Args:
@@ -118,17 +128,20 @@ def create_embedder(name: str, *, weights: str | os.PathLike[str] | None = None,
         from fetoolkit.backends.onnx_backend import OnnxEmbedder
 
         if path.suffix.lower() == ".onnx":
-            return OnnxEmbedder(path, spec.contract, name=spec.name, weights_sha256=sha,
-                                num_threads=num_threads, batch_size=batch_size)
+            return OnnxEmbedder(
+                path, spec.contract, name=spec.name, weights_sha256=sha, num_threads=num_threads, batch_size=batch_size
+            )
         onnx_path = exported_onnx(spec, path, sha, in_subprocess=export_in_subprocess)
-        return OnnxEmbedder(onnx_path, name=spec.name, weights_sha256=sha, num_threads=num_threads,
-                            batch_size=batch_size)
+        return OnnxEmbedder(
+            onnx_path, name=spec.name, weights_sha256=sha, num_threads=num_threads, batch_size=batch_size
+        )
     if spec.arch is None:
         raise ValueError(onnx_only_message(spec))
     from fetoolkit.backends.torch_backend import TorchEmbedder
 
-    return TorchEmbedder(load_module(spec, path, sha), spec.contract, name=spec.name, weights_sha256=sha,
-                         batch_size=batch_size)
+    return TorchEmbedder(
+        load_module(spec, path, sha), spec.contract, name=spec.name, weights_sha256=sha, batch_size=batch_size
+    )
 
 
 def exported_onnx(spec: ModelSpec, path: Path, sha256: str, *, in_subprocess: bool = False) -> Path:
@@ -148,8 +161,10 @@ def exported_onnx(spec: ModelSpec, path: Path, sha256: str, *, in_subprocess: bo
         log.info("exporting %s to ONNX in a child process: %s", spec.name, " ".join(cmd))
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if done.returncode != 0 or not onnx_path.is_file():
-            raise RuntimeError(f"{spec.name}: the ONNX export ({' '.join(cmd)}) failed with exit code "
-                               f"{done.returncode}: {done.stderr.strip()[-2000:]}")
+            raise RuntimeError(
+                f"{spec.name}: the ONNX export ({' '.join(cmd)}) failed with exit code "
+                f"{done.returncode}: {done.stderr.strip()[-2000:]}"
+            )
         return onnx_path
     from fetoolkit.backends.export import export_onnx
 

@@ -146,9 +146,7 @@ class IResNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Embed a batch; float32 ``[N, 3, 112, 112]`` -> float32 ``[N, num_features]``."""
         if not torch.jit.is_tracing() and tuple(x.shape[-3:]) != (3, *_INPUT_HW):
-            raise ValueError(
-                f"IResNet expects input [N, 3, {_INPUT_HW[0]}, {_INPUT_HW[1]}], got {list(x.shape)}"
-            )
+            raise ValueError(f"IResNet expects input [N, 3, {_INPUT_HW[0]}, {_INPUT_HW[1]}], got {list(x.shape)}")
         x = self.prelu(self.bn1(self.conv1(x)))
         x = self.layer1(x)
         x = self.layer2(x)

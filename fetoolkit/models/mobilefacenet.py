@@ -69,9 +69,7 @@ class MobileFaceNetConfig:
         return self.head_channels[-1]
 
 
-SIRIUS_CONFIG = MobileFaceNetConfig(
-    stem_pointwise=True, head_channels=(512, 192), tf_same_padding=True
-)
+SIRIUS_CONFIG = MobileFaceNetConfig(stem_pointwise=True, head_channels=(512, 192), tf_same_padding=True)
 """sirius-ai MobileFaceNet_TF (ArcFace loss), 192-d, from ``MobileFaceNet.tflite``."""
 
 FACEPLUGIN_CONFIG = MobileFaceNetConfig()
@@ -121,9 +119,7 @@ class ConvUnit(nn.Module):
         symmetric = left == right == top == bottom
         # Asymmetric (TF "SAME", stride 2) padding needs an explicit pad before the conv.
         self.pad = None if symmetric else nn.ZeroPad2d(padding)
-        self.conv = nn.Conv2d(
-            in_ch, out_ch, kernel, stride, padding=left if symmetric else 0, groups=groups
-        )
+        self.conv = nn.Conv2d(in_ch, out_ch, kernel, stride, padding=left if symmetric else 0, groups=groups)
         self.prelu = nn.PReLU(out_ch) if prelu else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -141,9 +137,7 @@ class Bottleneck(nn.Module):
     The input is added to the output when the stride is 1 and the channel count is kept.
     """
 
-    def __init__(
-        self, in_ch: int, out_ch: int, expansion: int, stride: int, padding: Padding
-    ) -> None:
+    def __init__(self, in_ch: int, out_ch: int, expansion: int, stride: int, padding: Padding) -> None:
         super().__init__()
         mid = in_ch * expansion
         self.residual = stride == 1 and in_ch == out_ch

@@ -94,8 +94,15 @@ _WEIGHT_OPS = ("Conv", "BatchNormalization", "PRelu", "Gemm", "MatMul")
 # Ops that may turn constants into constants (folded on the fly by ``_Graph.const``).
 _CONST_OPS = ("Identity", "Unsqueeze", "Squeeze", "Reshape", "Flatten", "Cast", "Constant")
 # Never evaluated while folding constants (not deterministic, or not elementwise-cheap).
-_NEVER_FOLD = ("RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
-               "Bernoulli", "Dropout")
+_NEVER_FOLD = (
+    "RandomNormal",
+    "RandomUniform",
+    "RandomNormalLike",
+    "RandomUniformLike",
+    "Multinomial",
+    "Bernoulli",
+    "Dropout",
+)
 # Constant subgraphs larger than this are not folded (shape arithmetic is tiny).
 _FOLD_MAX_ELEMENTS = 1 << 16
 # Input preprocessing that MXNet-converted graphs carry before the first Conv.
@@ -147,16 +154,12 @@ def load_pth_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 def _unnest_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
     """Find the ``{str: tensor}`` mapping in a loaded checkpoint object."""
     if not isinstance(obj, Mapping):
-        raise ValueError(
-            f"{str(path)!r} holds a {type(obj).__name__}, not a state_dict (a dict of tensors)"
-        )
+        raise ValueError(f"{str(path)!r} holds a {type(obj).__name__}, not a state_dict (a dict of tensors)")
     if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         return {str(k): v for k, v in obj.items()}
     for key in ("state_dict", "model"):
         inner = obj.get(key)
-        if isinstance(inner, Mapping) and inner and all(
-            isinstance(v, torch.Tensor) for v in inner.values()
-        ):
+        if isinstance(inner, Mapping) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
             logger.info("%s: using the state_dict nested under %r", path, key)
             return {str(k): v for k, v in inner.items()}
     bad = [str(k) for k, v in obj.items() if not isinstance(v, torch.Tensor)][:5]
@@ -199,16 +202,10 @@ def check_state_dict(module: nn.Module, state: Mapping[str, torch.Tensor]) -> No
         if missing:
             parts.append(f"missing keys {missing[:10]}" + (" ..." if len(missing) > 10 else ""))
         if unexpected:
-            parts.append(
-                f"unexpected keys {unexpected[:10]}" + (" ..." if len(unexpected) > 10 else "")
-            )
+            parts.append(f"unexpected keys {unexpected[:10]}" + (" ..." if len(unexpected) > 10 else ""))
         if misshapen:
-            parts.append(
-                f"shape mismatches {misshapen[:10]}" + (" ..." if len(misshapen) > 10 else "")
-            )
-        raise ValueError(
-            f"state_dict does not fit {type(module).__name__}: " + "; ".join(parts)
-        )
+            parts.append(f"shape mismatches {misshapen[:10]}" + (" ..." if len(misshapen) > 10 else ""))
+        raise ValueError(f"state_dict does not fit {type(module).__name__}: " + "; ".join(parts))
 
 
 def load_weights_file(module: nn.Module, path: str | Path) -> nn.Module:
@@ -234,10 +231,7 @@ def load_weights_file(module: nn.Module, path: str | Path) -> nn.Module:
 
         state = _strip_prefix(dict(load_file(str(path), device="cpu")), "module.")
     else:
-        raise ValueError(
-            f"don't know how to read weights from {str(path)!r}: expected .onnx, .pth/.pt, "
-            f".safetensors"
-        )
+        raise ValueError(f"don't know how to read weights from {str(path)!r}: expected .onnx, .pth/.pt, .safetensors")
     check_state_dict(module, state)
     module.load_state_dict(state, strict=True)
     return module.eval()
@@ -389,8 +383,9 @@ class _Graph:
         from onnx import helper
         from onnx.reference import ReferenceEvaluator
 
-        inputs = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(v.dtype), None)
-                  for n, v in values.items()]
+        inputs = [
+            helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(v.dtype), None) for n, v in values.items()
+        ]
         outputs = [helper.make_tensor_value_info(node.output[0], 0, None)]
         graph = helper.make_graph([node], "fold", inputs, outputs)
         try:
@@ -502,14 +497,11 @@ def _collect_ops(g: _Graph, path: Path) -> tuple[list[_Op], set[str]]:
             ops.append(_Op("conv", node, tensors, node.output[0], attrs))
         elif node.op_type == "BatchNormalization":
             tensors = {
-                role: need(node, i, role)
-                for i, role in enumerate(("weight", "bias", "running_mean", "running_var"), 1)
+                role: need(node, i, role) for i, role in enumerate(("weight", "bias", "running_mean", "running_var"), 1)
             }
             attrs = _attrs(node)
             if int(attrs.get("training_mode", 0)) != 0 or any(node.output[1:]):
-                raise ValueError(
-                    f"BatchNormalization node {node.name!r} in {path} is in training mode"
-                )
+                raise ValueError(f"BatchNormalization node {node.name!r} in {path} is in training mode")
             if int(attrs.get("spatial", 1)) != 1:
                 raise ValueError(
                     f"BatchNormalization node {node.name!r} in {path} has spatial=0 "
@@ -627,7 +619,11 @@ def _decomposed_prelus(g: _Graph) -> tuple[dict[int, tuple[_Tensor, _Tensor]], s
             if relu is None or relu.op_type != "Relu" or relu.input[0] != lin[1]:
                 continue
             a, b = lin[2].value.astype(np.float64), rel[2].value.astype(np.float64)
-            if a.shape != b.shape or a.size < 1 or not np.allclose(a + b, 1.0, rtol=0, atol=1e-5 * (1 + np.abs(a).max())):
+            if (
+                a.shape != b.shape
+                or a.size < 1
+                or not np.allclose(a + b, 1.0, rtol=0, atol=1e-5 * (1 + np.abs(a).max()))
+            ):
                 continue
             if any(len(g.consumers.get(n.output[0], [])) != 1 for n in (lin[0], rel[0], relu)):
                 continue
@@ -686,8 +682,10 @@ def _split_prelus(g: _Graph) -> tuple[dict[int, tuple[_Tensor, _Tensor]], set[in
             shape = (1, len(a), 1, 1)
             l_t, r_t = g.const(lin.input[1]), g.const(pre.input[1])
             assert l_t is not None and r_t is not None
-            found[id(add)] = (_Tensor(l_t.name, l_t.origin, a.reshape(shape)),
-                              _Tensor(r_t.name, r_t.origin, (1 - a.astype(np.float64)).astype(np.float32)))
+            found[id(add)] = (
+                _Tensor(l_t.name, l_t.origin, a.reshape(shape)),
+                _Tensor(r_t.name, r_t.origin, (1 - a.astype(np.float64)).astype(np.float32)),
+            )
             parts.update((id(lin), id(pre), id(relu)))
             if (s < 0).any():
                 signs[add.output[0]] = s
@@ -699,8 +697,10 @@ def _unfold_sign(weight: _Tensor, sign: np.ndarray, node: Any, path: Any) -> _Te
     """``weight`` ``[M, C/G, kh, kw]`` with input channel ``c`` multiplied by ``sign[c]``."""
     where = input_channel_slices(node, weight.value, len(sign))
     if where is None:
-        raise ValueError(f"Conv node {node.name!r} in {path} reads a split PReLU of {len(sign)} channels, "
-                         f"which its weight {list(weight.value.shape)} cannot take")
+        raise ValueError(
+            f"Conv node {node.name!r} in {path} reads a split PReLU of {len(sign)} channels, "
+            f"which its weight {list(weight.value.shape)} cannot take"
+        )
     out = weight.value.astype(np.float64)
     for c in np.flatnonzero(sign < 0):
         rows, col = where[c]
@@ -797,8 +797,7 @@ class _Mapper:
             t = value
         if tuple(t.shape) != tuple(ref.shape):
             raise ValueError(
-                f"{source} has shape {list(t.shape)}, but our {key!r} has shape "
-                f"{list(ref.shape)} (in {self.path})"
+                f"{source} has shape {list(t.shape)}, but our {key!r} has shape {list(ref.shape)} (in {self.path})"
             )
         self.out[key] = t.to(dtype=ref.dtype).clone()
 
@@ -876,8 +875,7 @@ class _Mapper:
         n = bn.num_features
         if bias is not None and not bn.affine:
             raise ValueError(
-                f"{source} carries a folded bias, but our {slot.prefix.rstrip('.')!r} has no "
-                f"affine bias to hold it"
+                f"{source} carries a folded bias, but our {slot.prefix.rstrip('.')!r} has no affine bias to hold it"
             )
         if bn.affine:
             self.out[slot.key("weight")] = torch.ones(n, dtype=dtype)
@@ -995,10 +993,7 @@ def state_dict_from_onnx(path: str | Path, module: nn.Module) -> dict[str, torch
                 continue
             if has_bias:
                 if bias is None:
-                    raise ValueError(
-                        f"{op.where()} has no bias, but our {slot.key('bias')!r} expects one "
-                        f"(in {path})"
-                    )
+                    raise ValueError(f"{op.where()} has no bias, but our {slot.key('bias')!r} expects one (in {path})")
                 m.put(slot.key("bias"), bias.value, op.where("bias"))
             elif bias is not None and np.any(bias.value != 0):
                 raise ValueError(

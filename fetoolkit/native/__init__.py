@@ -41,8 +41,9 @@ def build(name: str) -> Path:
     if cc is None:
         raise NativeUnavailable(f"no C compiler on PATH to build {src.name} (install gcc, or set CC)")
     with atomic_path(out) as tmp:
-        res = subprocess.run([cc, "-O2", "-shared", "-fPIC", str(src), "-o", str(tmp), "-ldl"],
-                             capture_output=True, text=True)
+        res = subprocess.run(
+            [cc, "-O2", "-shared", "-fPIC", str(src), "-o", str(tmp), "-ldl"], capture_output=True, text=True
+        )
         if res.returncode != 0:
             raise NativeUnavailable(f"{cc} failed on {src.name}: {res.stderr.strip()[-500:]}")
     return out

@@ -13,8 +13,13 @@ import numpy as np
 from matplotlib.figure import Figure
 
 
-def plot_roc(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: str | Path, *,
-             title: str = "ROC", min_far: float | None = None) -> Path:
+def plot_roc(
+    curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    path: str | Path,
+    *,
+    title: str = "ROC",
+    min_far: float | None = None,
+) -> Path:
     """ROC curves on a log-FAR axis, one line per label.
 
     Args:
@@ -32,8 +37,15 @@ def plot_roc(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: str | Pa
         pos = far > 0
         if pos.any():
             finest = min(finest, float(far[pos].min()))
-        ax.step(np.where(pos, far, np.nan), tar, where="post", label=label, lw=1.5 + 0.8 * (k % 2 == 0),
-                ls=styles[(k // 2) % len(styles)] if len(curves) > 1 else "-", alpha=0.9)
+        ax.step(
+            np.where(pos, far, np.nan),
+            tar,
+            where="post",
+            label=label,
+            lw=1.5 + 0.8 * (k % 2 == 0),
+            ls=styles[(k // 2) % len(styles)] if len(curves) > 1 else "-",
+            alpha=0.9,
+        )
     ax.set_xscale("log")
     ax.set_xlim(min_far or finest, 1.0)
     ax.set_ylim(min(0.9, ax.get_ylim()[0]), 1.001)
@@ -67,8 +79,7 @@ def _tick_label(p: float) -> str:
     return f"{p * 100:g}%"
 
 
-def plot_det(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: str | Path, *,
-             title: str = "DET") -> Path:
+def plot_det(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: str | Path, *, title: str = "DET") -> Path:
     """DET curves (FRR against FAR) on normal-deviate axes, one line per label.
 
     Args:
@@ -104,8 +115,14 @@ def plot_det(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: str | Pa
     return path
 
 
-def plot_score_hist(genuine: np.ndarray, impostor: np.ndarray, path: str | Path, *,
-                    thresholds: Mapping[str, float] | None = None, title: str = "scores") -> Path:
+def plot_score_hist(
+    genuine: np.ndarray,
+    impostor: np.ndarray,
+    path: str | Path,
+    *,
+    thresholds: Mapping[str, float] | None = None,
+    title: str = "scores",
+) -> Path:
     """Genuine and impostor score histograms (densities, log count axis) with threshold lines.
 
     Args:
@@ -137,8 +154,13 @@ def plot_score_hist(genuine: np.ndarray, impostor: np.ndarray, path: str | Path,
     return path
 
 
-def plot_erc(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: str | Path, *,
-             baseline: float | None = None, title: str = "error versus reject") -> Path:
+def plot_erc(
+    curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    path: str | Path,
+    *,
+    baseline: float | None = None,
+    title: str = "error versus reject",
+) -> Path:
     """Error-versus-reject curves: FNMR against the fraction of images rejected.
 
     Args:

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from fetoolkit.evaluate import Evaluation
 
 
-def pairs_frame(ev: "Evaluation") -> pd.DataFrame:
+def pairs_frame(ev: Evaluation) -> pd.DataFrame:
     """Every pair of the evaluation, one row each, dropped pairs included.
 
     Columns: ``protocol`` (``roc``, ``kfold``, or ``roc+kfold`` when both use the same pairs),
@@ -29,12 +29,21 @@ def pairs_frame(ev: "Evaluation") -> pd.DataFrame:
     parts = []
     for name, p in protocols:
         score = np.einsum("ij,ij->i", emb[p.idx_a], emb[p.idx_b]).astype(np.float64)
-        parts.append(pd.DataFrame({
-            "protocol": pd.Categorical([name] * len(p), categories=[n for n, _ in protocols]),
-            "idx_a": p.idx_a, "idx_b": p.idx_b, "path_a": names[p.idx_a], "path_b": names[p.idx_b],
-            "label": p.labels, "fold": p.folds, "score": score,
-            "enrolled": ev.embedded.ok[p.idx_a] & ev.embedded.ok[p.idx_b],
-        }))
+        parts.append(
+            pd.DataFrame(
+                {
+                    "protocol": pd.Categorical([name] * len(p), categories=[n for n, _ in protocols]),
+                    "idx_a": p.idx_a,
+                    "idx_b": p.idx_b,
+                    "path_a": names[p.idx_a],
+                    "path_b": names[p.idx_b],
+                    "label": p.labels,
+                    "fold": p.folds,
+                    "score": score,
+                    "enrolled": ev.embedded.ok[p.idx_a] & ev.embedded.ok[p.idx_b],
+                }
+            )
+        )
     return pd.concat(parts, ignore_index=True)
 
 
@@ -116,25 +125,40 @@ def markdown_summary(s: dict[str, Any]) -> str:
     q = s.get("quality") or {}
     if q:
         n = q.get("norms") or {}
-        lines += ["", "## Embedding quality", "",
-                  f"Raw embedding norms: median {fmt(n.get('median'), 2)}, 5-95% {fmt(n.get('p05'), 2)}-"
-                  f"{fmt(n.get('p95'), 2)}, range {fmt(n.get('min'), 2)}-{fmt(n.get('max'), 2)}.", ""]
+        lines += [
+            "",
+            "## Embedding quality",
+            "",
+            f"Raw embedding norms: median {fmt(n.get('median'), 2)}, 5-95% {fmt(n.get('p05'), 2)}-"
+            f"{fmt(n.get('p95'), 2)}, range {fmt(n.get('min'), 2)}-{fmt(n.get('max'), 2)}.",
+            "",
+        ]
         erc = q.get("erc")
         if erc:
-            lines += [f"Error versus reject at FAR={erc['far']:g} (threshold {erc['threshold']:.4f}, FNMR without "
-                      f"rejection {fmt(erc['fnmr_no_reject'])}); area = mean FNMR over 0-"
-                      f"{int(100 * erc['max_reject'])}% rejected, lower is better:", "",
-                      "| quality score | ERC area | FNMR @5% | FNMR @10% | FNMR @20% |", "|---|---|---|---|---|"]
+            lines += [
+                f"Error versus reject at FAR={erc['far']:g} (threshold {erc['threshold']:.4f}, FNMR without "
+                f"rejection {fmt(erc['fnmr_no_reject'])}); area = mean FNMR over 0-"
+                f"{int(100 * erc['max_reject'])}% rejected, lower is better:",
+                "",
+                "| quality score | ERC area | FNMR @5% | FNMR @10% | FNMR @20% |",
+                "|---|---|---|---|---|",
+            ]
             for name, v in sorted(erc["scores"].items(), key=lambda kv: kv[1]["erc_area"] or 9):
                 f = v["fnmr_at_reject"]
-                lines.append(f"| {name}{' (default)' if name == q.get('default') else ''} | {fmt(v['erc_area'])} | "
-                             f"{fmt(f.get('0.05'))} | {fmt(f.get('0.1'))} | {fmt(f.get('0.2'))} |")
+                lines.append(
+                    f"| {name}{' (default)' if name == q.get('default') else ''} | {fmt(v['erc_area'])} | "
+                    f"{fmt(f.get('0.05'))} | {fmt(f.get('0.1'))} | {fmt(f.get('0.2'))} |"
+                )
         gs = q.get("genuine_spread")
         if gs:
-            worst = ", ".join(f"{w.get('name', w['subject'])} (std {w['std']:.3f}, min {w['min']:.3f})"
-                              for w in gs["worst"])
-            lines += ["", f"Genuine-score spread per subject: median std {fmt(gs['std_median'])}, largest "
-                          f"{fmt(gs['std_max'])}; least consistent: {worst}."]
+            worst = ", ".join(
+                f"{w.get('name', w['subject'])} (std {w['std']:.3f}, min {w['min']:.3f})" for w in gs["worst"]
+            )
+            lines += [
+                "",
+                f"Genuine-score spread per subject: median std {fmt(gs['std_median'])}, largest "
+                f"{fmt(gs['std_max'])}; least consistent: {worst}.",
+            ]
     if s.get("fte_images"):
         lines += ["", "## Failures to enrol", ""] + [f"- {m}" for m in s["fte_images"][:50]]
         if len(s["fte_images"]) > 50:
@@ -142,8 +166,22 @@ def markdown_summary(s: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-COMPARISON_COLUMNS = ("model", "backend", "dataset", "n_images", "fte", "accuracy", "accuracy_ci", "eer",
-                      "eer_ci", "auc", "tar@1e-3", "tar@1e-3_ci", "cache", "run")
+COMPARISON_COLUMNS = (
+    "model",
+    "backend",
+    "dataset",
+    "n_images",
+    "fte",
+    "accuracy",
+    "accuracy_ci",
+    "eer",
+    "eer_ci",
+    "auc",
+    "tar@1e-3",
+    "tar@1e-3_ci",
+    "cache",
+    "run",
+)
 
 
 def comparison_frame(results: Sequence[tuple[str, dict[str, Any]]]) -> pd.DataFrame:
@@ -155,14 +193,24 @@ def comparison_frame(results: Sequence[tuple[str, dict[str, Any]]]) -> pd.DataFr
     for run, s in results:
         ci = s.get("tar_at_far_ci") or {}
         t3 = ci.get("1e-3")
-        rows.append({
-            "model": s.get("model"), "backend": s.get("backend"), "dataset": s.get("dataset"),
-            "n_images": s.get("n_images"), "fte": s.get("fte"),
-            "accuracy": s.get("accuracy_mean"),
-            "accuracy_ci": _ci_str(s.get("accuracy_ci")), "eer": s.get("eer"), "eer_ci": _ci_str(s.get("eer_ci")),
-            "auc": s.get("auc"), "tar@1e-3": (s.get("tar_at_far") or {}).get("1e-3"),
-            "tar@1e-3_ci": _ci_str(t3), "cache": s.get("cache"), "run": run,
-        })
+        rows.append(
+            {
+                "model": s.get("model"),
+                "backend": s.get("backend"),
+                "dataset": s.get("dataset"),
+                "n_images": s.get("n_images"),
+                "fte": s.get("fte"),
+                "accuracy": s.get("accuracy_mean"),
+                "accuracy_ci": _ci_str(s.get("accuracy_ci")),
+                "eer": s.get("eer"),
+                "eer_ci": _ci_str(s.get("eer_ci")),
+                "auc": s.get("auc"),
+                "tar@1e-3": (s.get("tar_at_far") or {}).get("1e-3"),
+                "tar@1e-3_ci": _ci_str(t3),
+                "cache": s.get("cache"),
+                "run": run,
+            }
+        )
     return pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS))
 
 

@@ -31,8 +31,15 @@ def run(cfg: DictConfig) -> None:
     logging.getLogger("fetoolkit").setLevel(settings.log_level.upper())
     app = create_app(settings)
     # log_config=None keeps Hydra's logging (console + the run directory's log file).
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level,
-                access_log=settings.access_log, log_config=None, timeout_graceful_shutdown=5)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=settings.access_log,
+        log_config=None,
+        timeout_graceful_shutdown=5,
+    )
 
 
 @hydra.main(version_base="1.3", config_path="../../configs", config_name="serve")

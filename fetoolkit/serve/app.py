@@ -63,15 +63,24 @@ SERVICE_NAME = "fetoolkit-embedding"
 T = TypeVar("T")
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorResponse, "description": "IMAGE_DECODE_ERROR (not base64, not an image, too many pixels) or "
-                                                 "INVALID_INPUT (body is not JSON)"},
+    400: {
+        "model": ErrorResponse,
+        "description": "IMAGE_DECODE_ERROR (not base64, not an image, too many pixels) or "
+        "INVALID_INPUT (body is not JSON)",
+    },
     413: {"model": ErrorResponse, "description": "PAYLOAD_TOO_LARGE: body over server.max_body_bytes"},
     415: {"model": ErrorResponse, "description": "INVALID_INPUT: the body is not sent as application/json"},
-    422: {"model": ErrorResponse, "description": "INVALID_INPUT (body does not fit the schema) or ALIGNMENT_ERROR "
-                                                 "(no face found / image too small to search)"},
+    422: {
+        "model": ErrorResponse,
+        "description": "INVALID_INPUT (body does not fit the schema) or ALIGNMENT_ERROR "
+        "(no face found / image too small to search)",
+    },
     500: {"model": ErrorResponse, "description": "MODEL_INFERENCE_ERROR or INTERNAL_ERROR"},
-    503: {"model": ErrorResponse, "description": "SERVER_BUSY (MAX_CONCURRENT_REQUESTS in flight; see Retry-After) "
-                                                 "or MODEL_LOAD_ERROR (the model did not load)"},
+    503: {
+        "model": ErrorResponse,
+        "description": "SERVER_BUSY (MAX_CONCURRENT_REQUESTS in flight; see Retry-After) "
+        "or MODEL_LOAD_ERROR (the model did not load)",
+    },
 }
 
 
@@ -109,16 +118,24 @@ class AdmissionMiddleware:
         length = _content_length(scope)
         if length is not None and length > st.max_body:
             st.too_large += 1
-            await _send_error(PayloadTooLarge(f"request body is {length} bytes; the limit is {st.max_body}"),
-                              scope, receive, send)
+            await _send_error(
+                PayloadTooLarge(f"request body is {length} bytes; the limit is {st.max_body}"), scope, receive, send
+            )
             return
         limited = scope["method"] == "POST"
         if limited and st.in_flight >= st.limit:
             st.rejected += 1
             retry = str(int(st.retry_after_s))
-            await _send_error(ServerBusy(f"{st.in_flight} requests are in flight (MAX_CONCURRENT_REQUESTS="
-                                         f"{st.limit}); retry after {retry} s",
-                                         headers={"Retry-After": retry}), scope, receive, send)
+            await _send_error(
+                ServerBusy(
+                    f"{st.in_flight} requests are in flight (MAX_CONCURRENT_REQUESTS="
+                    f"{st.limit}); retry after {retry} s",
+                    headers={"Retry-After": retry},
+                ),
+                scope,
+                receive,
+                send,
+            )
             return
         received = 0
         max_body = st.max_body
@@ -180,8 +197,13 @@ def _face(r: FaceResult) -> dict[str, Any]:
 
 def _summary(r: FaceResult) -> dict[str, Any]:
     """``FaceSummary`` as a dict."""
-    return {"quality": r.quality, "confidence": r.confidence, "detection_ran": r.detection_ran,
-            "box": None if r.box is None else [float(v) for v in r.box], "faces_found": r.faces_found}
+    return {
+        "quality": r.quality,
+        "confidence": r.confidence,
+        "detection_ran": r.detection_ran,
+        "box": None if r.box is None else [float(v) for v in r.box],
+        "faces_found": r.faces_found,
+    }
 
 
 def pool_size(settings: ServeSettings) -> int:
@@ -216,8 +238,13 @@ def create_app(settings: ServeSettings, service: EmbeddingService | None = None)
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await asyncio.get_running_loop().run_in_executor(pool, svc.load)
-        log.info("serving %s on http://%s:%d (docs at /docs); max %d concurrent requests",
-                 SERVICE_NAME, settings.host, settings.port, settings.max_concurrent_requests)
+        log.info(
+            "serving %s on http://%s:%d (docs at /docs); max %d concurrent requests",
+            SERVICE_NAME,
+            settings.host,
+            settings.port,
+            settings.max_concurrent_requests,
+        )
         try:
             yield
         finally:
@@ -227,13 +254,16 @@ def create_app(settings: ServeSettings, service: EmbeddingService | None = None)
     app = FastAPI(
         title="fetoolkit face-embedding service",
         version=__version__,
-        description=("Face embeddings over HTTP: MTCNN detection, 5-point ArcFace alignment and the configured model "
-                     "(onnxruntime by default). Errors are JSON with `success: false`, an `error_type` and a "
-                     "`message`."),
+        description=(
+            "Face embeddings over HTTP: MTCNN detection, 5-point ArcFace alignment and the configured model "
+            "(onnxruntime by default). Errors are JSON with `success: false`, an `error_type` and a "
+            "`message`."
+        ),
         lifespan=lifespan,
     )
-    admission = Admission(limit=settings.max_concurrent_requests, max_body=settings.max_body_bytes,
-                          retry_after_s=settings.retry_after_s)
+    admission = Admission(
+        limit=settings.max_concurrent_requests, max_body=settings.max_body_bytes, retry_after_s=settings.retry_after_s
+    )
     app.state.service = svc
     app.state.settings = settings
     app.state.admission = admission
@@ -245,8 +275,9 @@ def create_app(settings: ServeSettings, service: EmbeddingService | None = None)
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
         if exc.status >= 500:
-            log.warning("%s %s -> %d %s: %s", request.method, request.url.path, exc.status, exc.error_type.value,
-                        exc.message)
+            log.warning(
+                "%s %s -> %d %s: %s", request.method, request.url.path, exc.status, exc.error_type.value, exc.message
+            )
         return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
@@ -259,27 +290,35 @@ def create_app(settings: ServeSettings, service: EmbeddingService | None = None)
             err = MalformedJSON("request body is empty; send a JSON object")
         elif ctype and "json" not in ctype.lower():
             err = UnsupportedMediaType(
-                f"send the body as JSON with Content-Type: application/json (got {ctype[:100]!r})")
+                f"send the body as JSON with Content-Type: application/json (got {ctype[:100]!r})"
+            )
         else:
             # Never echo the input back: it may be megabytes of base64.
-            details = [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
-                       for e in errors[:20]]
+            details = [
+                {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+                for e in errors[:20]
+            ]
             what = "; ".join(f"{'.'.join(map(str, d['loc'][1:])) or 'body'}: {d['msg']}" for d in details[:3])
             err = InvalidInput(f"request does not fit the schema: {what}", details=details)
         return JSONResponse(err.body(), status_code=err.status)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        kind = HTTP_STATUS_TYPES.get(exc.status_code, ErrorType.INTERNAL_ERROR if exc.status_code >= 500
-                                     else ErrorType.INVALID_INPUT)
+        kind = HTTP_STATUS_TYPES.get(
+            exc.status_code, ErrorType.INTERNAL_ERROR if exc.status_code >= 500 else ErrorType.INVALID_INPUT
+        )
         body = {"success": False, "error_type": kind.value, "message": str(exc.detail), "details": None}
         return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
     async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        body = {"success": False, "error_type": ErrorType.INTERNAL_ERROR.value,
-                "message": f"internal error: {type(exc).__name__}", "details": None}
+        body = {
+            "success": False,
+            "error_type": ErrorType.INTERNAL_ERROR.value,
+            "message": f"internal error: {type(exc).__name__}",
+            "details": None,
+        }
         return JSONResponse(body, status_code=500)
 
     # ------------------------------------------------------------------ routes
@@ -323,21 +362,27 @@ def create_app(settings: ServeSettings, service: EmbeddingService | None = None)
         if len(req.images) > settings.max_batch_images:
             raise InvalidInput(f"{len(req.images)} images in one batch; the limit is {settings.max_batch_images}")
         results = await run(svc.extract_many, req.images, req.aligned)
-        items = [{"success": True, "embedding": _face(r), "error_type": None, "message": None}
-                 if isinstance(r, FaceResult) else
-                 {"success": False, "embedding": None, "error_type": r.error_type.value, "message": r.message}
-                 for r in results]
+        items = [
+            {"success": True, "embedding": _face(r), "error_type": None, "message": None}
+            if isinstance(r, FaceResult)
+            else {"success": False, "embedding": None, "error_type": r.error_type.value, "message": r.message}
+            for r in results
+        ]
         n_ok = sum(bool(i["success"]) for i in items)
-        return _json({"success": True, "results": items, "n_ok": n_ok, "n_failed": len(items) - n_ok,
-                      "message": None})
+        return _json({"success": True, "results": items, "n_ok": n_ok, "n_failed": len(items) - n_ok, "message": None})
 
     @app.post("/api/verify", response_model=VerifyResponse, responses=ERROR_RESPONSES)
     async def verify(req: VerifyRequest) -> Response:
         """Two images -> cosine similarity of their face embeddings and the decision at `verify.threshold`."""
         score, f1, f2 = await run(svc.verify, req.image1, req.image2, req.aligned)
         t = settings.verify_threshold
-        verification = {"score": score, "threshold": t, "is_same_person": score >= t, "face1": _summary(f1),
-                        "face2": _summary(f2)}
+        verification = {
+            "score": score,
+            "threshold": t,
+            "is_same_person": score >= t,
+            "face1": _summary(f1),
+            "face2": _summary(f2),
+        }
         return _json({"success": True, "verification": verification, "message": None})
 
     app.add_middleware(AdmissionMiddleware, state=admission)

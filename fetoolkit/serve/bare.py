@@ -73,8 +73,13 @@ class BareEmbeddingApp:
                 status, out = 400, json.dumps({"success": False, "message": f"{type(e).__name__}: {e}"}).encode()
         elif scope["path"] != "/api/health":
             status, out = 404, b'{"success": false}'
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(out)).encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(out)).encode())],
+            }
+        )
         await send({"type": "http.response.body", "body": out})
 
 
@@ -90,10 +95,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=2, help="threads running the model")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    embedder = create_embedder(args.model, weights=args.weights, backend="onnx", num_threads=1,
-                               export_in_subprocess=True)
-    uvicorn.run(BareEmbeddingApp(embedder, args.workers), host=HOST, port=args.port, log_level="warning",
-                access_log=False, log_config=None)
+    embedder = create_embedder(
+        args.model, weights=args.weights, backend="onnx", num_threads=1, export_in_subprocess=True
+    )
+    uvicorn.run(
+        BareEmbeddingApp(embedder, args.workers),
+        host=HOST,
+        port=args.port,
+        log_level="warning",
+        access_log=False,
+        log_config=None,
+    )
 
 
 if __name__ == "__main__":

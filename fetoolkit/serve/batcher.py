@@ -58,8 +58,11 @@ class MicroBatcher:
         self._slots = threading.BoundedSemaphore(self.workers)
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._closed = False
-        self._threads = [] if self.direct else [
-            threading.Thread(target=self._run, name=f"{name}-{i}", daemon=True) for i in range(workers)]
+        self._threads = (
+            []
+            if self.direct
+            else [threading.Thread(target=self._run, name=f"{name}-{i}", daemon=True) for i in range(workers)]
+        )
         #: Number of ``fn`` calls and crops run (for logs and the benchmark).
         self.calls = 0
         self.crops = 0

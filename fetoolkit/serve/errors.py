@@ -44,8 +44,7 @@ class ServiceError(Exception):
 
     def body(self) -> dict[str, Any]:
         """The JSON body of the error response."""
-        return {"success": False, "error_type": self.error_type.value, "message": self.message,
-                "details": self.details}
+        return {"success": False, "error_type": self.error_type.value, "message": self.message, "details": self.details}
 
 
 class ImageDecodeFailed(ServiceError):

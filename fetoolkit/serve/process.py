@@ -57,8 +57,15 @@ class ServerProcess:
                 self.proc.wait(timeout)
 
 
-def start_server(overrides: Sequence[str], run_dir: Path, *, env: Mapping[str, str] | None = None,
-                 want_status: int = 200, timeout: float = 240.0, cwd: Path | None = None) -> ServerProcess:
+def start_server(
+    overrides: Sequence[str],
+    run_dir: Path,
+    *,
+    env: Mapping[str, str] | None = None,
+    want_status: int = 200,
+    timeout: float = 240.0,
+    cwd: Path | None = None,
+) -> ServerProcess:
     """``python -m fetoolkit.serve hydra.run.dir=run_dir *overrides`` on a free port (``PORT``), with
     ``LOG_LEVEL=warning`` and ``env`` added to this process's environment; waits (bounded) until
     ``GET /api/health`` answers ``want_status`` (200: healthy; 503: up but the model did not load).
@@ -66,12 +73,25 @@ def start_server(overrides: Sequence[str], run_dir: Path, *, env: Mapping[str, s
     Raises:
         RuntimeError: the process exited, or ``timeout`` passed first (the message ends with its log).
     """
-    return launch(["-m", "fetoolkit.serve", f"hydra.run.dir={run_dir}", *overrides], run_dir, env=env,
-                  want_status=want_status, timeout=timeout, cwd=cwd)
+    return launch(
+        ["-m", "fetoolkit.serve", f"hydra.run.dir={run_dir}", *overrides],
+        run_dir,
+        env=env,
+        want_status=want_status,
+        timeout=timeout,
+        cwd=cwd,
+    )
 
 
-def launch(python_args: Sequence[str], run_dir: Path, *, env: Mapping[str, str] | None = None,
-           want_status: int = 200, timeout: float = 240.0, cwd: Path | None = None) -> ServerProcess:
+def launch(
+    python_args: Sequence[str],
+    run_dir: Path,
+    *,
+    env: Mapping[str, str] | None = None,
+    want_status: int = 200,
+    timeout: float = 240.0,
+    cwd: Path | None = None,
+) -> ServerProcess:
     """``python *python_args`` (this interpreter) serving HTTP on a free port it is given as ``PORT``;
     its output goes to ``run_dir/server.log``. Waits as ``start_server`` does."""
     import httpx
@@ -81,8 +101,9 @@ def launch(python_args: Sequence[str], run_dir: Path, *, env: Mapping[str, str] 
     log_path = run_dir / "server.log"
     full_env = {**os.environ, "PORT": str(port), "LOG_LEVEL": "warning", **(env or {})}
     with open(log_path, "wb") as logf:
-        proc = subprocess.Popen([sys.executable, *python_args], cwd=cwd, env=full_env, stdout=logf,
-                                stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, *python_args], cwd=cwd, env=full_env, stdout=logf, stderr=subprocess.STDOUT
+        )
     server = ServerProcess(proc, port, log_path)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -6,18 +6,24 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-IMAGE_DOC = ("the encoded image file (JPEG, PNG, PGM, BMP, WebP, TIFF...) in base64; a `data:image/...;base64,` "
-             "prefix and line breaks are accepted")
+IMAGE_DOC = (
+    "the encoded image file (JPEG, PNG, PGM, BMP, WebP, TIFF...) in base64; a `data:image/...;base64,` "
+    "prefix and line breaks are accepted"
+)
 
 
 class ExtractRequest(BaseModel):
     """``POST /api/extract-embedding``."""
 
     image: str = Field(description=IMAGE_DOC)
-    aligned: bool = Field(False, description=(
-        "true: the image is already a face crop aligned to the ArcFace template (resized to the model's "
-        "input size if it differs; no detection runs). false: detect faces, keep one by the configured "
-        "policy, align it, then embed"))
+    aligned: bool = Field(
+        False,
+        description=(
+            "true: the image is already a face crop aligned to the ArcFace template (resized to the model's "
+            "input size if it differs; no detection runs). false: detect faces, keep one by the configured "
+            "policy, align it, then embed"
+        ),
+    )
 
 
 class VerifyRequest(BaseModel):
@@ -39,16 +45,22 @@ class FaceEmbedding(BaseModel):
     """One face's embedding and what is known about how it was found."""
 
     embedding: list[float] = Field(description="L2-normalised embedding (length embedding_dim)")
-    quality: float | None = Field(description=(
-        "face-quality score in [0, 1] from fetoolkit.metrics.quality.face_quality on the embedding before "
-        "normalisation (higher: more usable for recognition)"))
-    confidence: float | None = Field(description=(
-        "MTCNN detection confidence of the kept face; null when no detection ran (aligned input)"))
+    quality: float | None = Field(
+        description=(
+            "face-quality score in [0, 1] from fetoolkit.metrics.quality.face_quality on the embedding before "
+            "normalisation (higher: more usable for recognition)"
+        )
+    )
+    confidence: float | None = Field(
+        description=("MTCNN detection confidence of the kept face; null when no detection ran (aligned input)")
+    )
     detection_ran: bool = Field(
-        description="false for aligned input: box, landmarks, faces_found and confidence are then null")
+        description="false for aligned input: box, landmarks, faces_found and confidence are then null"
+    )
     box: list[float] | None = Field(None, description="kept face as [x1, y1, x2, y2] in input-image pixels")
-    landmarks: list[list[float]] | None = Field(None, description=(
-        "5 points [x, y] in input-image pixels: left eye, right eye, nose, mouth left, mouth right"))
+    landmarks: list[list[float]] | None = Field(
+        None, description=("5 points [x, y] in input-image pixels: left eye, right eye, nose, mouth left, mouth right")
+    )
     faces_found: int | None = Field(None, description="number of faces MTCNN found in the image")
     embedding_dim: int
 
@@ -117,12 +129,15 @@ class ModelStatus(BaseModel):
     model_name: str
     backend: str
     input_shape: list[int | None] | None = Field(
-        description="model input, batch dimension null, in the contract's layout")
+        description="model input, batch dimension null, in the contract's layout"
+    )
     embedding_dim: int | None
     contract: dict[str, Any] | None = Field(description="the model's input contract (size, colour, mean/std, layout)")
     weights_sha256: str | None = None
     detector_loaded: bool = False
-    detector_backend: str | None = Field(None, description="MTCNN runtime: onnx (onnxruntime) or torch (facenet-pytorch)")
+    detector_backend: str | None = Field(
+        None, description="MTCNN runtime: onnx (onnxruntime) or torch (facenet-pytorch)"
+    )
     error: str | None = Field(None, description="why the model did not load (status is then unhealthy)")
 
 
@@ -145,8 +160,11 @@ class ErrorResponse(BaseModel):
     """Every error answer (4xx / 5xx)."""
 
     success: bool = False
-    error_type: str = Field(description=(
-        "IMAGE_DECODE_ERROR | INVALID_INPUT | ALIGNMENT_ERROR | MODEL_INFERENCE_ERROR | MODEL_LOAD_ERROR | "
-        "PAYLOAD_TOO_LARGE | SERVER_BUSY | NOT_FOUND | METHOD_NOT_ALLOWED | INTERNAL_ERROR"))
+    error_type: str = Field(
+        description=(
+            "IMAGE_DECODE_ERROR | INVALID_INPUT | ALIGNMENT_ERROR | MODEL_INFERENCE_ERROR | MODEL_LOAD_ERROR | "
+            "PAYLOAD_TOO_LARGE | SERVER_BUSY | NOT_FOUND | METHOD_NOT_ALLOWED | INTERNAL_ERROR"
+        )
+    )
     message: str
     details: Any = None

@@ -86,7 +86,7 @@ def decode_base64(data: str) -> bytes:
         comma = data.find(",", 0, 256)
         if comma < 0 or ";base64" not in data[:comma].lower():
             raise ImageDecodeFailed("a data URL image must look like data:image/...;base64,<data>")
-        data = data[comma + 1:]
+        data = data[comma + 1 :]
     try:
         return base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError):
@@ -119,8 +119,10 @@ def detect_scaled(detector: FaceDetector, image: np.ndarray, max_side: int | Non
     sx, sy = w / size[1], h / size[0]
     box_scale = np.array([sx, sy, sx, sy], np.float32)
     pt_scale = np.array([sx, sy], np.float32)
-    return [Detection(box=d.box * box_scale, score=d.score, landmarks=d.landmarks * pt_scale)
-            for d in detector.detect(small)]
+    return [
+        Detection(box=d.box * box_scale, score=d.score, landmarks=d.landmarks * pt_scale)
+        for d in detector.detect(small)
+    ]
 
 
 class EmbeddingService:
@@ -132,8 +134,9 @@ class EmbeddingService:
         detector: a detector to use instead of the configured MTCNN (``settings.detector_backend``).
     """
 
-    def __init__(self, settings: ServeSettings, *, embedder: Embedder | None = None,
-                 detector: FaceDetector | None = None) -> None:
+    def __init__(
+        self, settings: ServeSettings, *, embedder: Embedder | None = None, detector: FaceDetector | None = None
+    ) -> None:
         self.settings = settings
         self.embedder: Embedder | None = embedder
         self.detector: FaceDetector | None = detector
@@ -160,9 +163,14 @@ class EmbeddingService:
                     from fetoolkit.models.factory import create_embedder
                     from fetoolkit.models.registry import get_model_spec
 
-                    self.embedder = create_embedder(s.model, weights=s.weights, backend=s.backend,
-                                                    num_threads=s.num_threads, batch_size=32,
-                                                    export_in_subprocess=True)
+                    self.embedder = create_embedder(
+                        s.model,
+                        weights=s.weights,
+                        backend=s.backend,
+                        num_threads=s.num_threads,
+                        batch_size=32,
+                        export_in_subprocess=True,
+                    )
                     rms_ref = get_model_spec(s.model).quality_rms_ref
                     if rms_ref is not None:
                         self.quality_fn = partial(face_quality, rms_ref=rms_ref)
@@ -183,14 +191,21 @@ class EmbeddingService:
                 for _ in range(s.inference_workers - 1):
                     self._detectors.put(self.detector if s.detector_backend == "onnx" else self._new_detector())
             if self.embedder is not None and self.batcher is None:
-                self.batcher = MicroBatcher(self._embed_batch, max_batch=s.max_batch, workers=s.inference_workers,
-                                            name="embed")
+                self.batcher = MicroBatcher(
+                    self._embed_batch, max_batch=s.max_batch, workers=s.inference_workers, name="embed"
+                )
             if s.warmup:
                 self._warmup()
             if self.ready:
-                log.info("loaded %s (%s, %d-d, weights sha256 %s); %d inference workers, max_batch %d",
-                         self.embedder.name, self.embedder.backend, self.embedder.contract.embed_dim,  # type: ignore[union-attr]
-                         (getattr(self.embedder, "weights_sha256", None) or "-")[:12], s.inference_workers, s.max_batch)
+                log.info(
+                    "loaded %s (%s, %d-d, weights sha256 %s); %d inference workers, max_batch %d",
+                    self.embedder.name,
+                    self.embedder.backend,
+                    self.embedder.contract.embed_dim,  # type: ignore[union-attr]
+                    (getattr(self.embedder, "weights_sha256", None) or "-")[:12],
+                    s.inference_workers,
+                    s.max_batch,
+                )
 
     def _new_detector(self) -> FaceDetector:
         """An MTCNN of the configured backend (single-threaded: parallelism comes from the workers)."""
@@ -232,16 +247,32 @@ class EmbeddingService:
         e = self.embedder
         s = self.settings
         if e is None:
-            return {"loaded": False, "model_name": s.model, "backend": s.backend, "input_shape": None,
-                    "embedding_dim": None, "contract": None, "weights_sha256": None,
-                    "detector_loaded": self.detector is not None, "detector_backend": s.detector_backend,
-                    "error": self.model_error or self.detector_error}
+            return {
+                "loaded": False,
+                "model_name": s.model,
+                "backend": s.backend,
+                "input_shape": None,
+                "embedding_dim": None,
+                "contract": None,
+                "weights_sha256": None,
+                "detector_loaded": self.detector is not None,
+                "detector_backend": s.detector_backend,
+                "error": self.model_error or self.detector_error,
+            }
         c = e.contract
         shape: list[int | None] = [None, 3, *c.size] if c.layout == "NCHW" else [None, *c.size, 3]
-        return {"loaded": self.model_error is None, "model_name": e.name, "backend": e.backend, "input_shape": shape,
-                "embedding_dim": c.embed_dim, "contract": c.to_dict(),
-                "weights_sha256": getattr(e, "weights_sha256", None), "detector_loaded": self.detector is not None,
-                "detector_backend": s.detector_backend, "error": self.model_error or self.detector_error}
+        return {
+            "loaded": self.model_error is None,
+            "model_name": e.name,
+            "backend": e.backend,
+            "input_shape": shape,
+            "embedding_dim": c.embed_dim,
+            "contract": c.to_dict(),
+            "weights_sha256": getattr(e, "weights_sha256", None),
+            "detector_loaded": self.detector is not None,
+            "detector_backend": s.detector_backend,
+            "error": self.model_error or self.detector_error,
+        }
 
     # ---------------------------------------------------------------- stages
     def _embed_batch(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -289,16 +320,19 @@ class EmbeddingService:
             face, _, _, _ = crop_image(image, None, PipelineCfg(align=False), size)
             return _Crop(face, None, None, None, None)
         if self.detector is None:
-            raise ModelNotLoaded(f"the face detector is not loaded: {self.detector_error}; send aligned crops "
-                                 f"with \"aligned\": true")
+            raise ModelNotLoaded(
+                f'the face detector is not loaded: {self.detector_error}; send aligned crops with "aligned": true'
+            )
         try:
             with self._detector() as detector:
                 dets = detect_scaled(detector, image, self.settings.detect_max_side)
         except ValueError as e:  # too small for MTCNN
             raise AlignmentFailed(f"cannot search this image for faces: {e}") from None
         if not dets:
-            raise AlignmentFailed(f"no face found in the {image.shape[1]}x{image.shape[0]} image; send a photo with "
-                                  f"a visible face, or an aligned crop with \"aligned\": true")
+            raise AlignmentFailed(
+                f"no face found in the {image.shape[1]}x{image.shape[0]} image; send a photo with "
+                f'a visible face, or an aligned crop with "aligned": true'
+            )
         det = select_face(dets, image.shape, self.settings.face_select)
         try:
             face = align(image, det.landmarks, size)
@@ -373,6 +407,12 @@ class EmbeddingService:
 
 def _result(c: _Crop, emb: np.ndarray, quality: float) -> FaceResult:
     q = float(quality)
-    return FaceResult(embedding=emb, quality=None if np.isnan(q) else q, confidence=c.confidence,
-                      detection_ran=c.confidence is not None, box=c.box, landmarks=c.landmarks,
-                      faces_found=c.faces_found)
+    return FaceResult(
+        embedding=emb,
+        quality=None if np.isnan(q) else q,
+        confidence=c.confidence,
+        detection_ran=c.confidence is not None,
+        box=c.box,
+        landmarks=c.landmarks,
+        faces_found=c.faces_found,
+    )

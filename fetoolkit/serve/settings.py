@@ -93,8 +93,15 @@ class ServeSettings:
             raise ValueError(f"log level must be one of {LOG_LEVELS}, got {self.log_level!r}")
         if not -1.0 <= self.verify_threshold <= 1.0:
             raise ValueError(f"verify threshold is a cosine, in [-1, 1]; got {self.verify_threshold}")
-        for name in ("max_concurrent_requests", "max_body_bytes", "max_pixels", "max_batch_images",
-                     "inference_workers", "num_threads", "max_batch"):
+        for name in (
+            "max_concurrent_requests",
+            "max_body_bytes",
+            "max_pixels",
+            "max_batch_images",
+            "inference_workers",
+            "num_threads",
+            "max_batch",
+        ):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.detect_max_side is not None and self.detect_max_side < 48:
@@ -111,8 +118,12 @@ class ServeSettings:
             model=c["model"]["name"],
             weights=c["model"].get("weights"),
             backend=c["backend"]["name"],
-            detector=DetectorCfg(min_face_size=int(det["min_face_size"]), thresholds=tuple(det["thresholds"]),
-                                 factor=float(det["factor"]), select=c["face_select"]),
+            detector=DetectorCfg(
+                min_face_size=int(det["min_face_size"]),
+                thresholds=tuple(det["thresholds"]),
+                factor=float(det["factor"]),
+                select=c["face_select"],
+            ),
             detector_backend=str(c.get("detector_backend", "onnx")),
             face_select=c["face_select"],
             detect_max_side=None if c.get("detect_max_side") is None else int(c["detect_max_side"]),
@@ -140,9 +151,13 @@ class ServeSettings:
         """These settings with ``PORT``, ``HOST``, ``MODEL_PATH``, ``LOG_LEVEL`` and
         ``MAX_CONCURRENT_REQUESTS`` from ``environ`` applied (empty values are ignored)."""
         changes: dict[str, Any] = {}
-        for var, attr, conv in (("PORT", "port", _int_env), ("HOST", "host", str),
-                                ("MODEL_PATH", "weights", str), ("LOG_LEVEL", "log_level", _level_env),
-                                ("MAX_CONCURRENT_REQUESTS", "max_concurrent_requests", _int_env)):
+        for var, attr, conv in (
+            ("PORT", "port", _int_env),
+            ("HOST", "host", str),
+            ("MODEL_PATH", "weights", str),
+            ("LOG_LEVEL", "log_level", _level_env),
+            ("MAX_CONCURRENT_REQUESTS", "max_concurrent_requests", _int_env),
+        ):
             raw = environ.get(var, "").strip()
             if not raw:
                 continue
