@@ -43,8 +43,8 @@ RUN pip install -c constraints.txt -e . \
 # Weights fetched and verified, then exported to ONNX (the model and MTCNN's three nets), at build
 # time: the container never downloads, and the service process never imports torch.
 RUN python -m fetoolkit.fetch arcface --data \
- && python -m fetoolkit.models.factory arcface \
- && python -m fetoolkit.detect.mtcnn_onnx \
+ && python -m fetoolkit.jobs.onnx_cache arcface \
+ && python -m fetoolkit.jobs.mtcnn_cache \
  && chmod -R a+rX /opt/fetoolkit-cache
 
 # ---------------------------------------------------------------------------------------------- runtime

@@ -6,11 +6,12 @@ PY     := $(BIN)/python
 STAMP  := $(VENV)/.installed
 PIP    := $(BIN)/pip install --disable-pip-version-check -q -c constraints.txt
 
-.PHONY: setup fetch eval test test-avx2 test-slow test-all bench bench-serve serve gate gate-update notebooks clean-venv help bench-metrics compare
+.PHONY: setup fetch eval lint test test-avx2 test-slow test-all bench bench-serve serve gate gate-update notebooks clean-venv help bench-metrics compare
 
 help:
 	@echo "make eval       set up .venv, fetch weights + ORL, run python -m fetoolkit.eval model=arcface"
 	@echo "make test       set up .venv and run the default test suite"
+	@echo "make lint       ruff (lint + format check) and mypy on the public API"
 	@echo "make test-avx2  the default suite with the CPU seen as AVX2-only (the non-VNNI kernels, on a VNNI machine)"
 	@echo "make test-slow  run the slow tests too"
 	@echo "make bench      write bench.json"
@@ -40,6 +41,11 @@ eval: fetch
 
 test: setup
 	$(PY) -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check fetoolkit tests
+	$(BIN)/ruff format --check fetoolkit tests
+	$(BIN)/mypy
 
 # CPUID answered without AVX-512/VNNI/AMX (fetoolkit/native/cpuid_avx2.c), so onnxruntime, torch
 # and OpenBLAS run the kernels of an AVX2-only CPU (AMD Zen 2/3): both kinds tested on one machine.

@@ -29,7 +29,8 @@ Int8Kind = Literal["vnni", "avx2", "other"]
 
 def _cpuinfo() -> tuple[str, str, set[str], int | None, int | None, float | None]:
     """(model name, vendor, flags, family, model number, cpu MHz) from ``/proc/cpuinfo``."""
-    name, vendor, flags, family, model, mhz = platform.processor() or platform.machine(), "", set(), None, None, None
+    flags: set[str] = set()
+    name, vendor, family, model, mhz = platform.processor() or platform.machine(), "", None, None, None
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:

@@ -25,7 +25,7 @@ import numpy as np
 
 from fetoolkit.cache import EmbeddingCache
 from fetoolkit.data import EvalData, PairProtocol
-from fetoolkit.detect.mtcnn import DetectorCfg, MTCNNDetector
+from fetoolkit.detect.base import DetectorCfg, FaceDetector
 from fetoolkit.metrics import quality as qm
 from fetoolkit.metrics import verification as vm
 from fetoolkit.pipeline import EmbeddedSet, PipelineCfg, detector_settings, embed_dataset
@@ -143,12 +143,19 @@ def _pair(p: tuple[float, float] | None) -> list[float | None] | None:
     return None if p is None else [_f(p[0]), _f(p[1])]
 
 
+def _mtcnn(cfg: DetectorCfg) -> FaceDetector:
+    """facenet-pytorch's MTCNN (imports torch: only when a data set needs detection)."""
+    from fetoolkit.detect.mtcnn import MTCNNDetector
+
+    return MTCNNDetector(cfg)
+
+
 def evaluate(
     data: EvalData,
     embedder: Embedder,
     *,
     pipeline: PipelineCfg | None = None,
-    detector: MTCNNDetector | None = None,
+    detector: FaceDetector | None = None,
     detector_cfg: DetectorCfg | None = None,
     fte_policy: str = "drop",
     cache: EmbeddingCache | None = None,
@@ -184,7 +191,7 @@ def evaluate(
         pipeline,
         images=data.images,
         aligned=data.aligned,
-        detector=detector if detector is not None else (lambda: MTCNNDetector(dcfg)),
+        detector=detector if detector is not None else (lambda: _mtcnn(dcfg)),
         detector_settings=det_settings,
         flip=quality.flip,
         cache=cache,

@@ -1,45 +1,10 @@
-"""Fetch and verify weights and data into the cache: ``python -m fetoolkit.fetch [MODEL ...] [--data orl]``."""
+"""``python -m fetoolkit.fetch``
 
-from __future__ import annotations
+Moved to :mod:`fetoolkit.jobs.fetch`; this module only keeps the ``python -m`` command working.
+Nothing may import it (it is a job).
+"""
 
-import argparse
-import logging
-
-from fetoolkit.hub import cache_home, fetch_weights
-from fetoolkit.models.factory import key_hint
-from fetoolkit.models.registry import get_model_spec
-
-log = logging.getLogger("fetoolkit.fetch")
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("models", nargs="*", default=["arcface"], help="registry names (default: arcface)")
-    parser.add_argument("--data", nargs="*", default=["orl"], help="data sets to fetch (default: orl)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    for name in args.models:
-        spec = get_model_spec(name)
-        if spec.weights is None:
-            log.info("%s: no weights in any registry; supply them with model.weights=PATH", spec.name)
-            continue
-        path = fetch_weights(spec.weights, what=spec.name, key_hint=key_hint(spec))
-        log.info("%-22s %s (sha256 %s ok)", spec.name, path, spec.weights.sha256[:12] if spec.weights.sha256 else "-")
-    for name in args.data:
-        if name == "orl":
-            from fetoolkit.data.sources import load_orl
-
-            ds = load_orl()
-            log.info("%-22s %d images of %d people under %s", "orl", len(ds.paths), len(ds.names), ds.meta["root"])
-        elif name == "wild":
-            from fetoolkit.data.wild import load_wild
-
-            log.info("%-22s %s", "wild", ", ".join(sorted(load_wild())))
-        else:
-            parser.error(f"unknown data set {name!r}; known: orl, wild")
-    log.info("cache: %s", cache_home())
-    return 0
-
+import runpy
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    runpy.run_module("fetoolkit.jobs.fetch", run_name="__main__", alter_sys=True)

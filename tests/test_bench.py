@@ -16,8 +16,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from fetoolkit.bench import BenchSettings, Faces, count_macs, run_bench
 from fetoolkit.data import EvalData, all_pairs, kfold_pairs
+from fetoolkit.jobs.bench import BenchSettings, Faces, count_macs, run_bench
 
 
 def torch_macs(module: nn.Module, size: tuple[int, int] = (112, 112)) -> int:
@@ -72,7 +72,7 @@ def test_iresnet50_cost_matches_published_figure(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def tiny_faces(aligned_faces: np.ndarray, aligned_identities: np.ndarray) -> Faces:
     """The 40 session faces as the bench's ORL stand-in (20 people x 2)."""
-    from fetoolkit.parity import AlignedSet
+    from fetoolkit.aligned import AlignedSet
     from fetoolkit.pipeline import Crops
 
     n = len(aligned_faces)

@@ -25,7 +25,7 @@ from fetoolkit.data.export import encode_jpeg, write_aligned_bin, write_lfw_tree
 from fetoolkit.data.lfw import PairsFileError, load_lfw, parse_pairs, write_pairs
 from fetoolkit.data.sources import IdentityDataset
 from fetoolkit.data.wild import load_wild
-from fetoolkit.eval import run
+from fetoolkit.eval_run import run
 from fetoolkit.evaluate import QualityCfg, StatsCfg, evaluate
 from fetoolkit.imageio import read_image
 from fetoolkit.models.factory import create_embedder

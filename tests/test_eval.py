@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
 
-from fetoolkit.eval import run
+from fetoolkit.eval_run import run
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"

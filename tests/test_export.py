@@ -58,7 +58,7 @@ def _sha256(path: Path) -> str:
 @pytest.fixture(scope="module")
 def arcface_export(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     """``python -m fetoolkit.export model=arcface`` (as ``run``), fp32, no ORL measurement."""
-    from fetoolkit.export import run
+    from fetoolkit.jobs.export import run
 
     out = tmp_path_factory.mktemp("export")
     cfg = compose_cfg("export", ["model=arcface", f"out={out / 'arcface.onnx'}", "measure=false"])
@@ -386,7 +386,7 @@ def test_fp16_keeps_metadata_and_accuracy(
 
 
 def test_int8_without_faces_is_refused(tmp_path: Path) -> None:
-    from fetoolkit.export import export_variant
+    from fetoolkit.models.variants import export_variant
 
     with pytest.raises(ValueError, match="calibration faces"):
         export_variant("arcface", weights=None, out=tmp_path / "x.onnx", precision="int8")
@@ -400,7 +400,7 @@ def test_export_job_int8_on_orl(model: str, tmp_path: Path) -> None:
     """The Hydra job end to end: int8 calibrated on ORL image 10 of each subject, cost measured,
     held to the project's bound: TAR@FAR=1e-3 and 10-fold accuracy within 0.005 of torch fp32,
     on all pairs and on the pairs that use no calibration image."""
-    from fetoolkit.export import run
+    from fetoolkit.jobs.export import run
 
     cfg = compose_cfg(
         "export", [f"model={model}", "precision=int8", f"out={tmp_path / 'm.int8.onnx'}", "pipeline.progress=false"]

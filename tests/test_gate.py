@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fetoolkit import gate
+from fetoolkit.jobs import gate
 
 REPO = Path(__file__).resolve().parents[1]
 BASELINE = REPO / "eval" / "baselines" / "arcface-torch-orl.json"

@@ -171,7 +171,7 @@ def test_ensure_exports_in_a_child_process(tmp_path: Path) -> None:
     assert ensure_mtcnn_onnx(tmp_path / "m") == paths  # cached: no second export
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    with pytest.raises(RuntimeError, match="fetoolkit.detect.mtcnn_onnx"):
+    with pytest.raises(RuntimeError, match="fetoolkit.jobs.mtcnn_cache"):
         ensure_mtcnn_onnx(blocker)
 
 

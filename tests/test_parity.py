@@ -123,7 +123,7 @@ def crops_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_parity_job_passes_for_real_models(
     small_orl: Path, crops_cache: Path, tmp_path: Path, model: str, vendor: str
 ) -> None:
-    from fetoolkit.parity import run
+    from fetoolkit.jobs.parity import run
 
     summary = run(compose_parity(_overrides(small_orl, crops_cache, f"model={model}")), tmp_path)
     assert summary["pass"], summary["candidates"]
@@ -158,7 +158,7 @@ def broken_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_parity_job_catches_a_broken_export(
     small_orl: Path, crops_cache: Path, broken_export: Path, tmp_path: Path
 ) -> None:
-    from fetoolkit.parity import run
+    from fetoolkit.jobs.parity import run
 
     cfg = compose_parity(_overrides(small_orl, crops_cache, "model=arcface", f"onnx={broken_export}", "vendor=false"))
     summary = run(cfg, tmp_path)
@@ -192,7 +192,7 @@ def test_parity_cli_exit_status(small_orl: Path, crops_cache: Path, broken_expor
 def test_parity_job_int8_reports_held_out_pairs(small_orl: Path, crops_cache: Path, tmp_path: Path) -> None:
     from fetoolkit.backends.onnx_backend import read_metadata
     from fetoolkit.backends.quantize import META_CALIBRATION
-    from fetoolkit.parity import run
+    from fetoolkit.jobs.parity import run
 
     # 32 faces give too few impostors for TAR@1e-3, so that limit is off here.
     cfg = compose_parity(

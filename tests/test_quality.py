@@ -16,7 +16,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from fetoolkit.data.protocols import all_pairs
-from fetoolkit.eval import run
+from fetoolkit.eval_run import run
 from fetoolkit.metrics import quality as qm
 from fetoolkit.models.factory import create_embedder
 from fetoolkit.pipeline import DEGRADATIONS, degrade

@@ -15,11 +15,11 @@ import pytest
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
-from fetoolkit.compare import collect
 from fetoolkit.data.sources import IdentityDataset
-from fetoolkit.eval import run
+from fetoolkit.eval_run import run
 from fetoolkit.metrics import verification as vm
 from fetoolkit.reports import plots, tables
+from fetoolkit.reports.compare import collect
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"

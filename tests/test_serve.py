@@ -621,7 +621,7 @@ def test_micro_batcher_merges_and_splits() -> None:
 @pytest.mark.slow
 def test_bench_serve_runs(tmp_path: Path) -> None:
     """A short run of ``make bench-serve``'s program writes every figure it promises."""
-    from fetoolkit.bench_serve import main
+    from fetoolkit.jobs.bench_serve import main
 
     out = tmp_path / "bench_serve.json"
     args = [

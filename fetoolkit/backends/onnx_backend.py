@@ -179,7 +179,8 @@ class OnnxEmbedder:
         out_shape = outputs[0].shape
         if len(out_shape) < 2 or (isinstance(out_shape[-1], int) and out_shape[-1] != self.contract.embed_dim):
             raise OnnxModelError(
-                f"{self.path}: output {outputs[0].name!r} has shape {out_shape}, expected [N, {self.contract.embed_dim}]"
+                f"{self.path}: output {outputs[0].name!r} has shape {out_shape}, "
+                f"expected [N, {self.contract.embed_dim}]"
             )
         self.input_name = inp.name
         self.output_name = outputs[0].name

@@ -502,7 +502,8 @@ def quantize_int8(
             MobileFaceNet's accuracy).
         weight_bits: 7 (default: the same results on every x86-64 CPU) or 8 (full int8 range:
             only for CPUs with VNNI; on AVX2-only CPUs onnxruntime's u8s8 kernels saturate;
-            see ``fetoolkit.backends.onnx_backend.WEIGHT_BITS_DOC``). Recorded in the file with the CPU it was quantised on.
+            see ``fetoolkit.backends.onnx_backend.WEIGHT_BITS_DOC``). Recorded in the file with the
+            CPU it was quantised on.
 
     Returns:
         ``dst``.

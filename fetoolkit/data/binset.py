@@ -9,7 +9,8 @@ a list of bools or a numpy bool array).
 ``pickle.load`` would run any code a file names; :class:`RestrictedUnpickler` instead admits
 only bytes, str, lists, tuples, bools, numbers, ``None`` and plain (non-object) numpy arrays and
 scalars: the only globals it resolves are numpy's array/scalar reconstructors (under their
-numpy 1 and numpy 2 module names, protocol 5's ``_frombuffer`` included), ``numpy.ndarray``, ``numpy.dtype`` (non-object dtypes) and
+numpy 1 and numpy 2 module names, protocol 5's ``_frombuffer`` included), ``numpy.ndarray``,
+``numpy.dtype`` (non-object dtypes) and
 ``_codecs.encode`` with the latin-1 codec (how Python 3 writes ``bytes`` at protocol 2). No
 mxnet is needed.
 

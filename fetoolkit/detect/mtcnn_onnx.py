@@ -25,7 +25,7 @@ facenet-pytorch's and the remaining differences come from the convolutions alone
   landmarks ``(x2 - x1 + 1) * l + x1 - 1`` computed from the boxes before ONet's regression.
 
 The ONNX files are exported from the weights that ship in the facenet-pytorch wheel, once, in a
-child process (``python -m fetoolkit.detect.mtcnn_onnx``), so the calling process never imports
+child process (``python -m fetoolkit.jobs.mtcnn_cache``), so the calling process never imports
 torch; they are cached under ``cache_home() / "mtcnn"``.
 
 Measured (``tests/test_mtcnn_onnx.py``): the same faces on all 400 ORL images, the wild photos
@@ -45,7 +45,6 @@ differences from facenet-pytorch (none seen there):
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
 import logging
@@ -53,7 +52,6 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -66,7 +64,7 @@ from fetoolkit.types import Detection
 if TYPE_CHECKING:
     import onnxruntime as ort
 
-__all__ = ["EXPORT_VERSION", "OnnxMTCNNDetector", "ensure_mtcnn_onnx", "export_mtcnn_onnx", "main"]
+__all__ = ["EXPORT_VERSION", "OnnxMTCNNDetector", "ensure_mtcnn_onnx", "export_mtcnn_onnx"]
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +79,7 @@ OUTPUTS = {"pnet": ("reg", "prob"), "rnet": ("reg", "prob"), "onet": ("reg", "la
 OUTPUT_WIDTHS = {"rnet": (4, 2), "onet": (4, 10, 2)}
 #: Candidates per RNet / ONet call (bounds the input tensor to about 7 MB).
 CHUNK = {"rnet": 1024, "onet": 256}
-EXPORT_COMMAND = (sys.executable, "-m", "fetoolkit.detect.mtcnn_onnx")
+EXPORT_COMMAND = (sys.executable, "-m", "fetoolkit.jobs.mtcnn_cache")
 
 _ensure_lock = threading.Lock()
 
@@ -263,14 +261,14 @@ def _expected_files(model_dir: Path) -> dict[str, Path]:
             raise FileNotFoundError(
                 f"{manifest} is export version {data.get('export_version')}, this code "
                 f"reads {EXPORT_VERSION}, and facenet-pytorch is not installed to re-export"
-            )
+            ) from None
         return {net: model_dir / data["files"][net] for net in NETS}
 
 
 def ensure_mtcnn_onnx(model_dir: str | os.PathLike[str] | None = None) -> dict[str, Path]:
     """``{net: path}`` of the MTCNN ONNX files, exporting them first if missing.
 
-    The export runs ``python -m fetoolkit.detect.mtcnn_onnx`` in a child process, so this
+    The export runs ``python -m fetoolkit.jobs.mtcnn_cache`` in a child process, so this
     process never imports torch. Raises ``RuntimeError`` naming that command if it fails.
 
     Args:
@@ -292,18 +290,6 @@ def ensure_mtcnn_onnx(model_dir: str | os.PathLike[str] | None = None) -> dict[s
         if missing:
             raise RuntimeError(f"{' '.join(cmd)} ran but did not write {missing}")
         return paths
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m fetoolkit.detect.mtcnn_onnx [--out DIR]``: export the MTCNN ONNX files."""
-    parser = argparse.ArgumentParser(description="Export facenet-pytorch's MTCNN nets to ONNX.")
-    parser.add_argument("--out", type=Path, default=None, help="output folder (default: <cache>/mtcnn)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    paths = export_mtcnn_onnx(args.out if args.out is not None else cache_home() / "mtcnn")
-    for net, path in paths.items():
-        log.info("%s: %s", net, path)
-    return 0
 
 
 # --------------------------------------------------------------------------------------------
@@ -682,7 +668,3 @@ class OnnxMTCNNDetector:
         boxes = regress(boxes, reg, plus_one=True)
         pick = nms_min(boxes, scores, 0.7)
         return boxes[pick], scores[pick], points[pick]
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -6,7 +6,7 @@ themselves live in ``iresnet`` and are built on demand by ``registry.build_arch`
 
 from __future__ import annotations
 
-from fetoolkit.models.registry import ModelSpec, register_model
+from fetoolkit.models.records import ModelSpec, register_model
 from fetoolkit.models.weights import WeightsCfg
 from fetoolkit.types import InputContract
 

@@ -148,7 +148,7 @@ def exported_onnx(spec: ModelSpec, path: Path, sha256: str, *, in_subprocess: bo
     """Our ONNX export of the weights in ``path`` (sha256 ``sha256``), made once and cached.
 
     The cache key is the weights' sha256 and ``EXPORT_VERSION``. ``in_subprocess``: make a
-    missing export in a child process (``python -m fetoolkit.models.factory NAME --weights
+    missing export in a child process (``python -m fetoolkit.jobs.onnx_cache NAME --weights
     PATH``), so that this process never imports torch (the service: torch alone is ~500 MB).
     """
     from fetoolkit.backends.onnx_backend import EXPORT_VERSION
@@ -157,7 +157,7 @@ def exported_onnx(spec: ModelSpec, path: Path, sha256: str, *, in_subprocess: bo
     if onnx_path.is_file():
         return onnx_path
     if in_subprocess:
-        cmd = [sys.executable, "-m", "fetoolkit.models.factory", spec.name, "--weights", str(path)]
+        cmd = [sys.executable, "-m", "fetoolkit.jobs.onnx_cache", spec.name, "--weights", str(path)]
         log.info("exporting %s to ONNX in a child process: %s", spec.name, " ".join(cmd))
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if done.returncode != 0 or not onnx_path.is_file():
@@ -170,21 +170,3 @@ def exported_onnx(spec: ModelSpec, path: Path, sha256: str, *, in_subprocess: bo
 
     export_onnx(load_module(spec, path, sha256), spec.contract, onnx_path, name=spec.name, source_sha256=sha256)
     return onnx_path
-
-
-def main(argv: list[str] | None = None) -> None:
-    """``python -m fetoolkit.models.factory NAME [--weights PATH]``: make the cached ONNX export."""
-    import argparse
-
-    parser = argparse.ArgumentParser(description="Export a registered model to the ONNX cache.")
-    parser.add_argument("name")
-    parser.add_argument("--weights", default=None)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    spec = get_model_spec(args.name)
-    path, sha = resolve_weights(spec, args.weights)
-    log.info("ONNX export: %s", exported_onnx(spec, path, sha))
-
-
-if __name__ == "__main__":
-    main()

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from fetoolkit.models.weights import WeightsCfg
-from fetoolkit.types import InputContract
+from fetoolkit.models.records import _ALIASES, _MODELS, ModelSpec, register_model  # noqa: F401  (re-exported)
 
 if TYPE_CHECKING:
     import torch.nn as nn
@@ -23,38 +21,6 @@ if TYPE_CHECKING:
 ARCH_MODULES = ("fetoolkit.models.iresnet", "fetoolkit.models.mobilefacenet")
 
 
-@dataclass(frozen=True)
-class ModelSpec:
-    """A registered model.
-
-    Attributes:
-        name: registry name, e.g. ``"arcface_mbf.sirius"``.
-        arch: architecture name (see ``register_arch``), or ``None`` for ONNX-only models.
-        weights: the default weights record, or ``None`` when the user must supply them.
-        contract: the input contract the weights were trained with.
-        description: one line for listings.
-        aliases: other names that resolve to this record (``"arcface"``).
-        vendor_format: format of the vendor's original file (``tflite``/``onnx``), which the
-            parity job runs beside our own export; ``None`` when there is no original here.
-        releases: named upstream releases (name -> weights record) the user can supply.
-        quality_rms_ref: median per-component RMS of the raw embeddings on clean ORL (``make
-            eval``'s ``results.json``: ``quality.norms.rms_median``), the scale ``face_quality``
-            maps to 0.76; ``None`` (no weights measured here): ``face_quality``'s default.
-    """
-
-    name: str
-    arch: str | None
-    weights: WeightsCfg | None
-    contract: InputContract
-    description: str = ""
-    aliases: tuple[str, ...] = ()
-    vendor_format: str | None = None
-    releases: dict[str, WeightsCfg] = field(default_factory=dict)
-    quality_rms_ref: float | None = None
-
-
-_MODELS: dict[str, ModelSpec] = {}
-_ALIASES: dict[str, str] = {}
 _ARCHS: dict[str, Callable[[], nn.Module]] = {}
 
 
@@ -78,17 +44,6 @@ def build_arch(name: str) -> nn.Module:
         return _ARCHS[name]()
     except KeyError:
         raise KeyError(f"unknown architecture {name!r}; known: {sorted(_ARCHS)}") from None
-
-
-def register_model(spec: ModelSpec) -> ModelSpec:
-    """Add a model record; names and aliases must be unique."""
-    for key in (spec.name, *spec.aliases):
-        if key in _MODELS or key in _ALIASES:
-            raise ValueError(f"model name {key!r} is registered twice")
-    _MODELS[spec.name] = spec
-    for alias in spec.aliases:
-        _ALIASES[alias] = spec.name
-    return spec
 
 
 def list_models() -> list[str]:

@@ -8,7 +8,7 @@ records of models whose weights ship in registry packages are written here.
 from __future__ import annotations
 
 from fetoolkit.models import arcface_torch_zoo as _arcface_torch_zoo  # noqa: F401  (registers arcface_rNN)
-from fetoolkit.models.registry import ModelSpec, register_model
+from fetoolkit.models.records import ModelSpec, register_model
 from fetoolkit.models.weights import WeightsCfg
 from fetoolkit.types import InputContract
 

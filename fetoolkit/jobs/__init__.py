@@ -1,0 +1,1 @@
+"""The jobs: one module per ``python -m`` entry. Nothing imports these modules."""

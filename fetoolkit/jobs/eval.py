@@ -1,0 +1,24 @@
+"""The eval job: ``python -m fetoolkit.eval`` (= ``python -m fetoolkit.jobs.eval``); see :mod:`fetoolkit.eval_run`."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from fetoolkit.eval_run import run
+
+log = logging.getLogger(__name__)
+
+
+@hydra.main(version_base="1.3", config_path="../../configs", config_name="eval")
+def main(cfg: DictConfig) -> None:
+    out_dir = Path(hydra.core.hydra_config.HydraConfig.get().runtime.output_dir)
+    run(cfg, out_dir)
+    log.info("wrote %s", out_dir / "results.json")
+
+
+if __name__ == "__main__":
+    main()

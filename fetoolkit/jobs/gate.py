@@ -1,0 +1,302 @@
+"""The accuracy regression gate: ``python -m fetoolkit.gate [HYDRA_OVERRIDES...]``.
+
+Each ``eval/baselines/*.json`` names one gated evaluation (its Hydra overrides), the figures it
+reached, the tolerances, and its pair-level decisions at the baseline threshold. The gate reruns
+every evaluation (embeddings come from the on-disk cache when nothing changed), applies any
+overrides given on the command line (``+perturb=no_align``), and fails when
+
+* a figure got worse by more than its tolerance,
+* McNemar's exact test on the pair decisions (same pairs, baseline threshold) says the change
+  is significant and for the worse, or
+* the embeddings of the four in-the-wild colour photos drifted from the baseline's (ORL is
+  grey, so only colour photos can catch a colour-order change).
+
+Improvements are reported and pass. ``--update --reason TEXT`` rewrites the baselines from the
+current run and records the reason and date (``make gate-update REASON="..."``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime as dt
+import hashlib
+import json
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from hydra import compose, initialize_config_dir
+
+from fetoolkit.metrics.significance import mcnemar
+
+log = logging.getLogger("fetoolkit.gate")
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = REPO / "configs"
+BASELINES = REPO / "eval" / "baselines"
+
+#: figure -> (direction, default tolerance): +1 higher is better, -1 lower is better.
+FIGURES: dict[str, tuple[int, float]] = {
+    "accuracy_mean": (+1, 0.003),
+    "eer": (-1, 0.003),
+    "tar_at_far_1e-3": (+1, 0.01),
+}
+DEFAULT_ALPHA = 0.01
+DEFAULT_MIN_WILD_COSINE = 0.99
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the gate's table."""
+
+    gate: str
+    check: str
+    baseline: str
+    current: str
+    limit: str
+    status: str  # "ok", "improved", "FAIL"
+
+
+def pack_bits(decisions: np.ndarray) -> tuple[str, str]:
+    """bool ``[P]`` -> (base64 of the packed bits, sha256 hex of those bytes)."""
+    raw = np.packbits(np.asarray(decisions, bool)).tobytes()
+    return base64.b64encode(raw).decode("ascii"), hashlib.sha256(raw).hexdigest()
+
+
+def unpack_bits(b64: str, n: int) -> np.ndarray:
+    """Inverse of ``pack_bits``: bool ``[n]``."""
+    return np.unpackbits(np.frombuffer(base64.b64decode(b64), np.uint8))[:n].astype(bool)
+
+
+def compose_eval(overrides: list[str]) -> Any:
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        return compose("eval", overrides=overrides)
+
+
+def figures_of(summary: dict[str, Any]) -> dict[str, float | None]:
+    return {
+        "accuracy_mean": summary["accuracy_mean"],
+        "eer": summary["eer"],
+        "tar_at_far_1e-3": summary["tar_at_far"].get("1e-3"),
+    }
+
+
+def roc_decisions(out_dir: Path, summary: dict[str, Any], threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """(accepted, label) bool ``[P]`` for every ROC pair in protocol order (dropped pairs rejected)."""
+    from fetoolkit.reports.tables import read_pairs
+
+    df = read_pairs(out_dir / summary["pairs_file"])
+    df = df[df["protocol"].astype(str).str.contains("roc")]
+    score = df["score"].to_numpy(np.float64)
+    accepted = df["enrolled"].to_numpy(bool) & (np.nan_to_num(score, nan=-np.inf) >= threshold)
+    return accepted, df["label"].to_numpy(bool)
+
+
+def wild_embeddings(cfg: Any) -> np.ndarray:
+    """L2-normalised embeddings ``[4, D]`` of the in-the-wild colour photos, through ``cfg``'s pipeline."""
+    from fetoolkit.config import detector_cfg, pipeline_cfg
+    from fetoolkit.data.wild import WILD_IMAGES, load_wild
+    from fetoolkit.detect.mtcnn import MTCNNDetector
+    from fetoolkit.models.factory import create_embedder
+    from fetoolkit.pipeline import crop_images, embed_crops
+
+    paths = load_wild()
+    pipe = pipeline_cfg(cfg)
+    embedder = create_embedder(cfg.model.name, weights=cfg.model.get("weights"), backend=cfg.backend.name)
+    detector = MTCNNDetector(detector_cfg(cfg)) if pipe.align else None
+    crops = crop_images([paths[n] for n in sorted(WILD_IMAGES)], detector, pipe, size=embedder.contract.size)
+    if not crops.ok.all():
+        raise RuntimeError(f"wild photos did not enrol: {crops.failures}")
+    return embed_crops(crops.faces, embedder, pipe)
+
+
+def evaluate_gate(overrides: list[str], out_dir: Path) -> tuple[dict[str, Any], Any]:
+    """Run one gated evaluation; returns (summary, composed cfg)."""
+    from fetoolkit.eval_run import run
+
+    cfg = compose_eval([*overrides, "pipeline.progress=false"])
+    return run(cfg, out_dir), cfg
+
+
+def check(
+    baseline: dict[str, Any], summary: dict[str, Any], accepted: np.ndarray, labels: np.ndarray, wild: np.ndarray
+) -> list[Row]:
+    """Compare one current run with its baseline; one ``Row`` per check."""
+    name = baseline["name"]
+    rows: list[Row] = []
+    tol = baseline.get("tolerances", {})
+    current = figures_of(summary)
+    for key, (direction, default_tol) in FIGURES.items():
+        base, cur, t = baseline["figures"][key], current[key], float(tol.get(key, default_tol))
+        if base is None or cur is None:
+            ok = base is None and cur is None
+            rows.append(Row(name, key, str(base), str(cur), f"±{t}", "ok" if ok else "FAIL"))
+            continue
+        delta = (cur - base) * direction  # > 0 means better
+        status = "FAIL" if delta < -t else ("improved" if delta > t else "ok")
+        limit = f">= {base - t:.4f}" if direction > 0 else f"<= {base + t:.4f}"
+        rows.append(Row(name, key, f"{base:.4f}", f"{cur:.4f}", limit, status))
+
+    dec = baseline["decisions"]
+    if len(accepted) != dec["n"]:
+        rows.append(Row(name, "pairs", str(dec["n"]), str(len(accepted)), "same pairs", "FAIL"))
+    else:
+        base_accept = unpack_bits(dec["bits"], dec["n"])
+        test = mcnemar(base_accept == labels, accepted == labels)
+        alpha = float(tol.get("mcnemar_alpha", DEFAULT_ALPHA))
+        significant = test.p_value < alpha
+        status = ("FAIL" if test.n_worse > test.n_better else "improved") if significant else "ok"
+        rows.append(
+            Row(
+                name,
+                f"McNemar @ thr {dec['threshold']:.4f}",
+                "0 changed",
+                f"{test.n_worse} worse / {test.n_better} better, p={test.p_value:.2g}",
+                f"p >= {alpha}",
+                status,
+            )
+        )
+        digest = pack_bits(accepted)[1]
+        rows.append(
+            Row(
+                name,
+                "decision digest",
+                dec["sha256"][:12],
+                digest[:12],
+                "(informational)",
+                "ok" if digest == dec["sha256"] else "changed",
+            )
+        )
+
+    base_wild = np.asarray(baseline["wild_embeddings"], np.float32)
+    min_cos = float(np.min(np.sum(base_wild * wild, axis=1))) if base_wild.shape == wild.shape else float("nan")
+    limit = float(tol.get("min_wild_cosine", DEFAULT_MIN_WILD_COSINE))
+    rows.append(
+        Row(
+            name,
+            "wild photos: min cosine to baseline",
+            "1.0000",
+            f"{min_cos:.4f}",
+            f">= {limit}",
+            "ok" if min_cos >= limit else "FAIL",
+        )
+    )
+    return rows
+
+
+def format_table(rows: list[Row]) -> str:
+    head = ("gate", "check", "baseline", "current", "limit", "status")
+    cells = [head, *[(r.gate, r.check, r.baseline, r.current, r.limit, r.status) for r in rows]]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(head))]
+    lines = ["  ".join(c[i].ljust(widths[i]) for i in range(len(head))) for c in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def make_baseline(
+    name: str,
+    overrides: list[str],
+    summary: dict[str, Any],
+    accepted: np.ndarray,
+    wild: np.ndarray,
+    old: dict[str, Any] | None,
+    reason: str,
+) -> dict[str, Any]:
+    bits, digest = pack_bits(accepted)
+    history = list((old or {}).get("history", []))
+    history.append({"date": dt.date.today().isoformat(), "reason": reason, "figures": figures_of(summary)})
+    return {
+        "name": name,
+        "overrides": overrides,
+        "model": summary["model"],
+        "backend": summary["backend"],
+        "dataset": summary["dataset"],
+        "weights_sha256": summary.get("weights_sha256"),
+        "figures": figures_of(summary),
+        "threshold": summary["best_threshold"],
+        "tolerances": (old or {}).get("tolerances")
+        or {
+            **{k: v[1] for k, v in FIGURES.items()},
+            "mcnemar_alpha": DEFAULT_ALPHA,
+            "min_wild_cosine": DEFAULT_MIN_WILD_COSINE,
+        },
+        "decisions": {
+            "pairs": "roc",
+            "threshold": summary["best_threshold"],
+            "n": int(len(accepted)),
+            "sha256": digest,
+            "bits": bits,
+        },
+        "wild_embeddings": np.round(wild.astype(np.float64), 6).tolist(),
+        "history": history,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides applied to every gated eval (+perturb=no_align)")
+    parser.add_argument("--baselines", type=Path, default=BASELINES)
+    parser.add_argument("--out", type=Path, default=None, help="run folder (default outputs/gate/<time>)")
+    parser.add_argument("--update", action="store_true", help="rewrite the baselines from this run")
+    parser.add_argument("--reason", default="", help="why the baselines change (required with --update)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.update and not args.reason.strip():
+        parser.error('--update needs --reason "why the baselines change"')
+    files = sorted(args.baselines.glob("*.json"))
+    if not files:
+        parser.error(f"no baselines in {args.baselines}")
+    out_root = args.out or REPO / "outputs" / "gate" / dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    rows: list[Row] = []
+    for path in files:
+        baseline = json.loads(path.read_text())
+        name = baseline["name"]
+        summary, cfg = evaluate_gate([*baseline["overrides"], *args.overrides], out_root / name)
+        accepted, labels = roc_decisions(
+            out_root / name,
+            summary,
+            baseline["decisions"]["threshold"] if not args.update else summary["best_threshold"],
+        )
+        wild = wild_embeddings(cfg)
+        if args.update:
+            new = make_baseline(name, baseline["overrides"], summary, accepted, wild, baseline, args.reason.strip())
+            path.write_text(json.dumps(new, indent=1) + "\n")
+            log.info("updated %s", path)
+            continue
+        rows.extend(check(baseline, summary, accepted, labels, wild))
+    if args.update:
+        return 0
+    table = format_table(rows)
+    failed = [r for r in rows if r.status == "FAIL"]
+    out_root.mkdir(parents=True, exist_ok=True)
+    (out_root / "gate.json").write_text(
+        json.dumps({"overrides": args.overrides, "passed": not failed, "rows": [r.__dict__ for r in rows]}, indent=1)
+        + "\n"
+    )
+    sys.stdout.write(table + "\n")  # the table is the command's output, not a log line
+    for r in rows:
+        if r.status == "improved":
+            log.info(
+                "note: %s %s improved (%s -> %s); `make gate-update REASON=...` records it",
+                r.gate,
+                r.check,
+                r.baseline,
+                r.current,
+            )
+    if failed:
+        log.error(
+            "GATE FAILED: %d check(s) moved beyond tolerance: %s",
+            len(failed),
+            "; ".join(f"{r.gate} {r.check} {r.baseline} -> {r.current}" for r in failed),
+        )
+        return 1
+    log.info("gate passed (%d checks)", len(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
