@@ -82,6 +82,19 @@ def int8_kind() -> Int8Kind:
     return "avx2" if f["avx2"] else "other"
 
 
+def compute_signature(threads: int | str | None) -> dict[str, Any]:
+    """What, beside the inputs and the code, can move the last bit of a float result here:
+    the ISA the kernels were picked for, and the thread count (reductions split differently).
+    Part of the cache keys, so a cache filled with other settings is never read as this one's."""
+    return {"isa": sorted(f for f, on in isa_flags().items() if on), "threads": threads}
+
+
+def torch_threads() -> int | None:
+    """torch's intra-op thread count, or None when torch is not imported (nothing is asked of it)."""
+    torch = sys.modules.get("torch")
+    return None if torch is None else int(torch.get_num_threads())
+
+
 def thread_settings(onnxruntime_threads: int | None = None) -> dict[str, Any]:
     """Thread settings that shape speed and the last digits of float results.
 

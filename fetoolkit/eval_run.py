@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from fetoolkit.versions import library_versions
 log = logging.getLogger(__name__)
 
 PAIRS_FILE = "pairs.parquet"
+RESULTS_FILE = "results.json"
 
 
 def run(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
@@ -51,6 +53,7 @@ def run(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
         backend=cfg.backend.name,
         num_threads=cfg.num_threads,
         batch_size=cfg.pipeline.batch_size,
+        allow_mismatch=bool(cfg.model.get("allow_mismatch", False)),
     )
     data = load_eval_data(cfg.dataset, seed=cfg.seed)
     cache_cfg: CacheCfg = section(cfg, "cache", CacheCfg)
@@ -71,6 +74,7 @@ def run(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
         **ev.summary,
         "contract": embedder.contract.to_dict(),
         "weights_sha256": getattr(embedder, "weights_sha256", None),
+        "runtime_sha256": getattr(embedder, "runtime_sha256", None),
         "pipeline": OmegaConf.to_container(cfg.pipeline, resolve=True),
         "detector": OmegaConf.to_container(cfg.detector, resolve=True),
         "versions": library_versions(),
@@ -84,11 +88,31 @@ def run(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
 
 
 def write_reports(ev: Evaluation, summary: dict[str, Any], out_dir: Path) -> None:
-    """results.json, the pair table, summary.md and the four plots."""
-    from fetoolkit.reports import plots, tables
+    """results.json, the pair table, summary.md and the four plots, written whole.
+
+    Everything is written into a staging folder inside ``out_dir`` and renamed into place only
+    when all of it succeeded, ``results.json`` last and with ``"complete": true`` (which
+    ``compare`` and the gate require): a run that died halfway (a full disk, a kill) leaves no
+    ``results.json`` that looks finished, and no half-written file under its final name.
+    """
+    import shutil
+    import tempfile
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "results.json").write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
+    stage = Path(tempfile.mkdtemp(dir=out_dir, prefix=".writing-"))
+    try:
+        _write_reports(ev, summary, stage)
+        summary["complete"] = True
+        (stage / RESULTS_FILE).write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
+        for f in sorted(stage.iterdir(), key=lambda p: p.name == RESULTS_FILE):  # results.json last
+            os.replace(f, out_dir / f.name)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _write_reports(ev: Evaluation, summary: dict[str, Any], out_dir: Path) -> None:
+    from fetoolkit.reports import plots, tables
+
     tables.write_pairs(tables.pairs_frame(ev), out_dir / summary.get("pairs_file", PAIRS_FILE))
     (out_dir / "summary.md").write_text(tables.markdown_summary(summary))
     name = f"{summary['model']} ({summary['backend']})"

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from fetoolkit.backends.common import batches
 from fetoolkit.cache import EmbeddingCache, content_digest, decode_failures, digest, encode_failures
+from fetoolkit.cpu import compute_signature, torch_threads
 from fetoolkit.detect.align import ARCFACE_TEMPLATE, align, resize_whole
 from fetoolkit.detect.base import DetectorCfg, FaceDetector, SelectPolicy, select_face
 from fetoolkit.imageio import ImageDecodeError, decode_image, read_image
@@ -274,6 +275,8 @@ def crops_key(
             "template": ARCFACE_TEMPLATE.tolist() if step_align else None,
             "libs": {k: v.get(k) for k in ("pillow", "opencv-python-headless", "numpy")}
             | ({k: v.get(k) for k in ("torch", "facenet-pytorch")} if step_align else {}),
+            # MTCNN's float results (and so a crop's grey levels) move with torch's threads and ISA
+            "compute": compute_signature(torch_threads()) if step_align else None,
         }
     )
 
@@ -288,11 +291,16 @@ def embeddings_key(crops: str, embedder: Embedder, cfg: PipelineCfg, flip: bool)
             "model": embedder.name,
             "backend": embedder.backend,
             "weights_sha256": getattr(embedder, "weights_sha256", None),
+            # the file that computes the embeddings (a conversion or an export of those weights)
+            "runtime_sha256": getattr(embedder, "runtime_sha256", None),
             "contract": embedder.contract.to_dict(),
             "swap_rb": cfg.swap_rb,
             "flip": flip,
             "degrade": cfg.degrade,
             "lib": v.get("onnxruntime") if embedder.backend == "onnx" else v.get("torch"),
+            "compute": compute_signature(
+                getattr(embedder, "num_threads", None) if embedder.backend == "onnx" else torch_threads()
+            ),
         }
     )
 

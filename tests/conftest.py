@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,17 @@ from fetoolkit.models.registry import get_model_spec
 from fetoolkit.pipeline import PipelineCfg, crop_images
 
 logging.getLogger("fetoolkit").setLevel(logging.INFO)
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads_restored() -> Iterator[None]:
+    """Each test leaves torch's thread count as it found it: the count is part of the cache keys
+    (results move with it), so a test that sets it must not change what the next one computes."""
+    import torch
+
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

@@ -178,3 +178,38 @@ def test_unreadable_entry_is_recomputed(
 def test_content_digest() -> None:
     assert content_digest([], [b"a", b"b"]) != content_digest([], [b"b", b"a"])
     assert content_digest([Path("/no/such/file")]) == content_digest([Path("/no/such/other")])
+
+
+def test_keys_move_with_threads_and_isa(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A crop or embedding computed with other threads or another ISA is never read back as this one's:
+    MTCNN's crops differ by a grey level between torch thread counts (21 of 400 ORL crops)."""
+    import torch
+
+    from fetoolkit.detect.base import DetectorCfg
+    from fetoolkit.pipeline import PipelineCfg, crops_key, detector_settings
+
+    det = detector_settings(DetectorCfg())
+    before = torch.get_num_threads()
+
+    def key() -> str:
+        return crops_key("c" * 64, PipelineCfg(), det, (112, 112), aligned=False)
+
+    monkeypatch.delenv("FETOOLKIT_CPUID_MASK", raising=False)  # start from the hardware's flags
+    try:
+        torch.set_num_threads(1)
+        one = key()
+        assert key() == one  # deterministic for the same settings
+        torch.set_num_threads(2)
+        assert key() != one
+        torch.set_num_threads(1)
+        monkeypatch.setenv("FETOOLKIT_CPUID_MASK", "avx2")  # the kernels an AVX2-only CPU runs
+        if "avx512f" in open("/proc/cpuinfo").read():
+            assert key() != one
+        monkeypatch.delenv("FETOOLKIT_CPUID_MASK")
+        assert key() == one
+        # Aligned inputs run no detector: threads do not enter their key.
+        aligned = crops_key("c" * 64, PipelineCfg(), det, (112, 112), aligned=True)
+        torch.set_num_threads(2)
+        assert crops_key("c" * 64, PipelineCfg(), det, (112, 112), aligned=True) == aligned
+    finally:
+        torch.set_num_threads(before)

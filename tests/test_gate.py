@@ -86,3 +86,54 @@ def test_perturbation_fails_with_table(committed_baseline: dict, tmp_path: Path,
     assert any(moved in line for line in failed_lines), proc.stdout
     report = json.loads((tmp_path / "out" / "gate.json").read_text())
     assert report["passed"] is False and report["overrides"] == [f"+perturb={perturb}"]
+
+
+# ----------------------------------------------------------------------------------------
+# The gate trusts nothing it reads: each baseline is validated before any eval runs
+# ----------------------------------------------------------------------------------------
+
+
+def test_committed_baselines_validate() -> None:
+    for path in sorted(gate.BASELINES.glob("*.json")):
+        assert gate.validate_baseline(path)["name"] == path.stem
+
+
+def _zero_bits(b: dict) -> None:
+    n = b["decisions"]["n"]
+    b["decisions"]["bits"] = gate.pack_bits(np.zeros(n, bool))[0]  # the stored sha256 is kept
+
+
+@pytest.mark.parametrize(
+    ("breakage", "field"),
+    [
+        (_zero_bits, "decisions.bits"),
+        (lambda b: b["decisions"].update(n=b["decisions"]["n"] + 9), "decisions.bits"),
+        (lambda b: b["figures"].update(eer=1.7), "figures.eer"),
+        (lambda b: b["figures"].pop("accuracy_mean"), "figures.accuracy_mean"),
+        (lambda b: b["decisions"].update(threshold="0.4"), "decisions.threshold"),
+        (lambda b: b.pop("overrides"), "overrides"),
+        (lambda b: b["wild_embeddings"][0].__setitem__(0, 5.0), "wild_embeddings"),
+        (lambda b: b["tolerances"].update(eer=-1), "tolerances.eer"),
+    ],
+)
+def test_a_broken_baseline_fails_naming_file_and_field(tmp_path: Path, breakage, field: str) -> None:
+    b = json.loads(BASELINE.read_text())
+    breakage(b)
+    path = tmp_path / BASELINE.name
+    path.write_text(json.dumps(b))
+    with pytest.raises(gate.BaselineError) as err:
+        gate.validate_baseline(path)
+    assert str(path) in str(err.value) and f": {field}:" in str(err.value), str(err.value)
+
+
+def test_gate_refuses_truncated_baseline_before_any_eval(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shutil.copy(BASELINE, tmp_path / "a-good.json")
+    bad = tmp_path / "b-truncated.json"
+    bad.write_text(BASELINE.read_text()[:500])
+    called: list[str] = []
+    monkeypatch.setattr(gate, "evaluate_gate", lambda *a, **k: called.append("eval"))
+    assert gate.main(["--baselines", str(tmp_path), "--out", str(tmp_path / "out")]) == 1
+    assert not called, "an eval ran before every baseline was validated"
+    assert any(str(bad) in r.getMessage() and "not readable JSON" in r.getMessage() for r in caplog.records)

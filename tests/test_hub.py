@@ -107,3 +107,25 @@ def test_atomic_path_replaces_whole_or_keeps_the_old_file(tmp_path: Path) -> Non
         tmp.write_bytes(b"new")
     assert dst.read_bytes() == b"new" and sorted(p.name for p in dst.parent.iterdir()) == ["model.onnx"]
     assert dst.stat().st_mode & 0o777 == 0o644
+
+
+def test_atomic_path_sweeps_temporary_files_a_killed_writer_left(tmp_path: Path) -> None:
+    import os
+    import time
+
+    from fetoolkit.hub import STALE_PART_S, atomic_path
+
+    dst = tmp_path / "w.safetensors"
+    old = tmp_path / ".w.safetensors.abc123.part"
+    young = tmp_path / ".w.safetensors.def456.part"
+    other = tmp_path / ".x.safetensors.abc123.part"
+    for p in (old, young, other):
+        p.write_bytes(b"half")
+    two_days_ago = time.time() - 2 * STALE_PART_S
+    os.utime(old, (two_days_ago, two_days_ago))
+    os.utime(other, (two_days_ago, two_days_ago))
+    with atomic_path(dst) as tmp:
+        tmp.write_bytes(b"whole")
+    assert dst.read_bytes() == b"whole"
+    assert not old.exists() and young.exists()  # a young one may be a writer still running
+    assert other.exists()  # another file's temporaries are its own writer's business

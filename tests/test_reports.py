@@ -195,3 +195,59 @@ def test_hydra_multirun_two_models_two_backends(orl_subset: Path, tmp_path: Path
         ("mobilefacenet512", "torch"),
     ]
     assert (tmp_path / "comparison.md").is_file() and _png(tmp_path / "roc_overlay.png").std() > 20
+
+
+# ----------------------------------------------------------------------------------------
+# Outputs written whole: results.json last, marked complete; compare reads only finished runs
+# ----------------------------------------------------------------------------------------
+
+
+def test_results_json_is_written_last_and_marked_complete(sweep: Path) -> None:
+    for run_dir in sorted(p for p in sweep.iterdir() if p.is_dir()):
+        res = json.loads((run_dir / "results.json").read_text())
+        assert res["complete"] is True
+        assert not list(run_dir.glob(".writing-*")), "the staging folder was left behind"
+        newest_other = max((run_dir / f).stat().st_mtime_ns for f in FILES if f != "results.json")
+        assert (run_dir / "results.json").stat().st_mtime_ns >= newest_other
+
+
+def test_a_failed_write_leaves_no_finished_looking_run(
+    orl_subset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full_disk(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(plots, "plot_erc", full_disk)  # the last report written before results.json
+    cfg = compose_eval(
+        [
+            "model=arcface",
+            "dataset=folder",
+            f"dataset.root={orl_subset}",
+            "dataset.n_folds=2",
+            "pipeline.progress=false",
+            "stats.n_boot=0",
+        ]
+    )
+    with pytest.raises(OSError, match="No space left"):
+        run(cfg, tmp_path / "run")
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [], "files of a failed run were left in place"
+
+
+def test_compare_leaves_out_unfinished_runs_naming_them(
+    sweep: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    copy = tmp_path / "sweep"
+    shutil.copytree(sweep, copy, ignore=shutil.ignore_patterns("comparison*", "roc_overlay.png"))
+    runs = sorted(p for p in copy.iterdir() if p.is_dir())
+    truncated = runs[0] / "results.json"
+    truncated.write_text(truncated.read_text()[:200])
+    out = collect([copy], tmp_path / "cmp")
+    table = pd.read_csv(out["csv"])
+    assert len(table) == len(runs) - 1
+    assert any(str(truncated) in r.getMessage() and "not readable JSON" in r.getMessage() for r in caplog.records)
+    unfinished = runs[1] / "results.json"
+    res = json.loads(unfinished.read_text())
+    del res["complete"]
+    unfinished.write_text(json.dumps(res))
+    with pytest.raises(FileNotFoundError, match="no complete results.json"):
+        collect([copy], tmp_path / "cmp2")

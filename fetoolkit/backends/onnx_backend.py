@@ -70,6 +70,41 @@ class OnnxModelError(ValueError):
     """The ONNX file is missing, unreadable, or does not fit the contract."""
 
 
+def check_names(
+    path: str | Path,
+    meta: dict[str, str],
+    expect_model: str | None,
+    contract: InputContract | None,
+    allow_mismatch: bool = False,
+) -> None:
+    """Refuse a file whose ``metadata_props`` name another model or input contract than asked for.
+
+    Files without the keys (vendor files) pass: the caller's contract is what they run with.
+    With ``allow_mismatch`` the disagreement is logged as a warning instead.
+
+    Raises:
+        OnnxModelError: naming both models (or every field of the contract that differs).
+    """
+    problems = []
+    file_model = meta.get(META_MODEL)
+    if expect_model is not None and file_model and file_model != expect_model:
+        problems.append(f"its metadata names model {file_model!r}, not {expect_model!r}")
+    if META_CONTRACT in meta and contract is not None:
+        mine, theirs = contract.to_dict(), json.loads(meta[META_CONTRACT])
+        diff = [f"{k} {theirs.get(k)!r} (expected {v!r})" for k, v in mine.items() if theirs.get(k) != v]
+        if diff:
+            problems.append(f"its input contract differs: {', '.join(diff)}")
+    if not problems:
+        return
+    msg = f"{path}: " + "; ".join(problems)
+    if not allow_mismatch:
+        fix = f"model={file_model}" if file_model else "the model it holds"
+        raise OnnxModelError(
+            f"{msg}. Pass {fix}, or model.allow_mismatch=true to run it anyway under the file's own contract"
+        )
+    log.warning("%s; running it anyway (allow_mismatch), with the file's contract", msg)
+
+
 def read_metadata(path: str | Path) -> dict[str, str]:
     """The ``metadata_props`` of an ONNX file as a dict."""
     return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
@@ -121,7 +156,27 @@ class OnnxEmbedder:
         weights_sha256: str | None = None,
         num_threads: int | None = None,
         batch_size: int = 32,
+        expect_model: str | None = None,
+        allow_mismatch: bool = False,
     ) -> None:
+        """Open ``path`` in onnxruntime.
+
+        Args:
+            path: the ``.onnx`` file.
+            contract: the contract the caller expects (the registry's); a file that carries its
+                own must agree with it, and a file without one runs with this one.
+            name: display name (default: the model the file names, else its stem).
+            weights_sha256: the source weights' sha256, for reports.
+            num_threads: onnxruntime intra-op threads.
+            batch_size: faces per ``session.run``.
+            expect_model: registry name the caller asked for; a file whose metadata names
+                another model is refused.
+            allow_mismatch: run a file whose metadata disagrees with ``expect_model`` or
+                ``contract`` anyway (the file's contract is used), with a warning.
+
+        Raises:
+            OnnxModelError: missing, unreadable or mismatched file.
+        """
         path = Path(path)
         if not path.is_file():
             raise OnnxModelError(f"ONNX file not found: {path}")
@@ -135,13 +190,9 @@ class OnnxEmbedder:
         if prune_unused_inputs(model):
             source = model.SerializeToString()
         del model
+        check_names(path, meta, expect_model, contract, allow_mismatch)
         if META_CONTRACT in meta:
-            file_contract = InputContract.from_dict(json.loads(meta[META_CONTRACT]))
-            if contract is not None and contract != file_contract:
-                log.warning(
-                    "%s: contract given %s differs from the file's %s; using the file's", path, contract, file_contract
-                )
-            contract = file_contract
+            contract = InputContract.from_dict(json.loads(meta[META_CONTRACT]))
         if contract is None:
             raise OnnxModelError(
                 f"{path} carries no fetoolkit contract in metadata_props; export it with "
@@ -151,7 +202,9 @@ class OnnxEmbedder:
         self.contract = contract
         self.name = name or meta.get(META_MODEL, path.stem)
         self.weights_sha256 = weights_sha256 or meta.get(META_SOURCE_SHA256)
+        self.runtime_sha256: str | None = None  # sha256 of the file that runs (create_embedder sets it)
         self.batch_size = batch_size
+        self.num_threads = num_threads  # None: onnxruntime's default (one per core); part of cache keys
         try:
             self.session = ort.InferenceSession(
                 source, session_options(num_threads), providers=["CPUExecutionProvider"]

@@ -37,6 +37,7 @@ class TorchEmbedder:
         self.contract = contract
         self.name = name
         self.weights_sha256 = weights_sha256
+        self.runtime_sha256: str | None = None  # sha256 of the file the tensors came from (create_embedder sets it)
         self.batch_size = batch_size
 
     @torch.inference_mode()

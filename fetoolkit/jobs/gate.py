@@ -72,6 +72,75 @@ def unpack_bits(b64: str, n: int) -> np.ndarray:
     return np.unpackbits(np.frombuffer(base64.b64decode(b64), np.uint8))[:n].astype(bool)
 
 
+class BaselineError(ValueError):
+    """A baseline file is unreadable, incomplete, out of range or inconsistent with itself."""
+
+
+def validate_baseline(path: Path) -> dict[str, Any]:
+    """Read one baseline and check everything the gate will rely on; returns it.
+
+    Checked: valid JSON; ``name`` and ``overrides``; every gated figure present and in [0, 1]
+    (or null); ``decisions``: a threshold in [-1, 1], ``n`` > 0, the bits decode to ``ceil(n/8)``
+    bytes whose sha256 is the stored one (so zeroed or edited bits are caught); the wild-photo
+    embeddings finite and unit-norm; tolerances non-negative.
+
+    Raises:
+        BaselineError: naming the file and the field.
+    """
+
+    def bad(field: str, why: str) -> BaselineError:
+        return BaselineError(f"baseline {path}: {field}: {why}")
+
+    try:
+        b = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BaselineError(f"baseline {path}: not readable JSON ({e})") from None
+    if not isinstance(b, dict):
+        raise bad("(top level)", "not a JSON object")
+    if not isinstance(b.get("name"), str) or not b["name"]:
+        raise bad("name", "missing or not a string")
+    if not isinstance(b.get("overrides"), list) or not all(isinstance(o, str) for o in b["overrides"]):
+        raise bad("overrides", "missing or not a list of strings")
+    figures = b.get("figures")
+    if not isinstance(figures, dict):
+        raise bad("figures", "missing")
+    for key in FIGURES:
+        v = figures.get(key, "missing")
+        if v is not None and not (isinstance(v, (int, float)) and 0.0 <= v <= 1.0):
+            raise bad(f"figures.{key}", f"{v!r} is not a rate in [0, 1]")
+    for key, v in (b.get("tolerances") or {}).items():
+        if not (isinstance(v, (int, float)) and v >= 0):
+            raise bad(f"tolerances.{key}", f"{v!r} is not a non-negative number")
+    dec = b.get("decisions")
+    if not isinstance(dec, dict):
+        raise bad("decisions", "missing")
+    thr, n = dec.get("threshold"), dec.get("n")
+    if not (isinstance(thr, (int, float)) and -1.0 <= thr <= 1.0):
+        raise bad("decisions.threshold", f"{thr!r} is not a cosine threshold in [-1, 1]")
+    if not (isinstance(n, int) and n > 0):
+        raise bad("decisions.n", f"{n!r} is not a positive pair count")
+    try:
+        raw = base64.b64decode(str(dec.get("bits", "")), validate=True)
+    except ValueError:
+        raise bad("decisions.bits", "not base64") from None
+    if len(raw) != (n + 7) // 8:
+        raise bad("decisions.bits", f"{len(raw)} bytes for {n} decisions (expected {(n + 7) // 8})")
+    if hashlib.sha256(raw).hexdigest() != dec.get("sha256"):
+        raise bad(
+            "decisions.bits",
+            f"sha256 {hashlib.sha256(raw).hexdigest()[:12]} is not the recorded "
+            f"{str(dec.get('sha256'))[:12]}: the decisions were altered",
+        )
+    wild = b.get("wild_embeddings")
+    try:
+        w = np.asarray(wild, np.float64)
+    except (TypeError, ValueError):
+        raise bad("wild_embeddings", "not a numeric matrix") from None
+    if w.ndim != 2 or not len(w) or not np.isfinite(w).all() or np.abs(np.linalg.norm(w, axis=1) - 1).max() > 1e-3:
+        raise bad("wild_embeddings", "not a finite matrix of unit-norm rows")
+    return b
+
+
 def compose_eval(overrides: list[str]) -> Any:
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
         return compose("eval", overrides=overrides)
@@ -116,10 +185,15 @@ def wild_embeddings(cfg: Any) -> np.ndarray:
 
 def evaluate_gate(overrides: list[str], out_dir: Path) -> tuple[dict[str, Any], Any]:
     """Run one gated evaluation; returns (summary, composed cfg)."""
-    from fetoolkit.eval_run import run
+    from fetoolkit.eval_run import RESULTS_FILE, run
+    from fetoolkit.reports.compare import incomplete_reason
 
     cfg = compose_eval([*overrides, "pipeline.progress=false"])
-    return run(cfg, out_dir), cfg
+    summary = run(cfg, out_dir)
+    reason = incomplete_reason(out_dir / RESULTS_FILE)
+    if reason:  # the gate reads the pair table next: only from a run that wrote everything
+        raise RuntimeError(f"{out_dir / RESULTS_FILE}: {reason}")
+    return summary, cfg
 
 
 def check(
@@ -251,9 +325,15 @@ def main(argv: list[str] | None = None) -> int:
     if not files:
         parser.error(f"no baselines in {args.baselines}")
     out_root = args.out or REPO / "outputs" / "gate" / dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    baselines: dict[Path, dict[str, Any]] = {}
+    for path in files:  # every baseline is checked before any eval runs
+        try:
+            baselines[path] = validate_baseline(path)
+        except BaselineError as e:
+            log.error("GATE FAILED: %s", e)
+            return 1
     rows: list[Row] = []
-    for path in files:
-        baseline = json.loads(path.read_text())
+    for path, baseline in baselines.items():
         name = baseline["name"]
         summary, cfg = evaluate_gate([*baseline["overrides"], *args.overrides], out_root / name)
         accepted, labels = roc_decisions(

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fetoolkit.hub import atomic_path, cache_home, fetch_weights, sha256_file
+from fetoolkit.hub import atomic_path, cache_home, fetch_weights, record_derived, sha256_file, verified_derived
 from fetoolkit.models.registry import ModelSpec, build_arch, get_model_spec
 from fetoolkit.types import Embedder
 
@@ -51,7 +51,16 @@ def resolve_weights(spec: ModelSpec, weights: str | os.PathLike[str] | None) -> 
 
 
 def load_module(spec: ModelSpec, path: Path, sha256: str) -> nn.Module:
+    """Build ``spec.arch`` and load the weights in ``path`` into it (strictly); see ``load_module_verified``."""
+    return load_module_verified(spec, path, sha256)[0]
+
+
+def load_module_verified(spec: ModelSpec, path: Path, sha256: str) -> tuple[nn.Module, str]:
     """Build ``spec.arch`` and load the weights in ``path`` into it (strictly).
+
+    Returns the module and the sha256 of the file its tensors were read from: ``path`` itself,
+    or for ``.tflite`` the converted safetensors, which is verified against its sidecar on every
+    load and rebuilt from the (sha256-checked) TFLite when it does not match.
 
     ``.tflite`` files are converted once and cached as safetensors keyed by their sha256;
     ``.onnx`` files go through the one ONNX importer (``onnx_import.state_dict_from_onnx``, for
@@ -68,11 +77,12 @@ def load_module(spec: ModelSpec, path: Path, sha256: str) -> nn.Module:
     suffix = path.suffix.lower()
     if suffix != ".tflite":
         try:
-            return load_weights_file(module, path)
+            return load_weights_file(module, path), sha256
         except ValueError as e:
             raise ValueError(f"{spec.name}: {e}. {key_hint(spec)}") from e
     cached = cache_home() / "converted" / f"{spec.arch}-{sha256[:16]}.safetensors"
-    if cached.is_file():
+    file_sha = verified_derived(cached, sha256)
+    if file_sha is not None:
         state = load_file(str(cached))
     else:
         from fetoolkit.models.convert import state_dict_from_tflite
@@ -80,9 +90,10 @@ def load_module(spec: ModelSpec, path: Path, sha256: str) -> nn.Module:
         state = state_dict_from_tflite(path, module)
         with atomic_path(cached) as tmp:
             save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata={"source_sha256": sha256})
+        file_sha = record_derived(cached, sha256, "fetoolkit.models.convert: tflite -> safetensors")
     check_state_dict(module, state)
     module.load_state_dict(state, strict=True)
-    return module.eval()
+    return module.eval(), file_sha
 
 
 def onnx_only_message(spec: ModelSpec) -> str:
@@ -102,6 +113,7 @@ def create_embedder(
     num_threads: int | None = None,
     batch_size: int = 32,
     export_in_subprocess: bool = False,
+    allow_mismatch: bool = False,
 ) -> Embedder:
     """Build an embedder for a registered model.
 
@@ -115,6 +127,8 @@ def create_embedder(
         batch_size: faces per forward pass.
         export_in_subprocess: with ``"onnx"``, make a missing export in a child process so that
             this process never imports torch (see ``exported_onnx``).
+        allow_mismatch: run an ``.onnx`` file whose metadata names another model or contract
+            anyway (see ``OnnxEmbedder``); refused by default.
 
     Returns:
         An object with ``embed(faces)``: uint8 RGB ``[N, 112, 112, 3]`` -> L2-normalised
@@ -128,20 +142,42 @@ def create_embedder(
         from fetoolkit.backends.onnx_backend import OnnxEmbedder
 
         if path.suffix.lower() == ".onnx":
-            return OnnxEmbedder(
-                path, spec.contract, name=spec.name, weights_sha256=sha, num_threads=num_threads, batch_size=batch_size
+            emb = OnnxEmbedder(
+                path,
+                spec.contract,
+                name=spec.name,
+                weights_sha256=sha,
+                num_threads=num_threads,
+                batch_size=batch_size,
+                expect_model=spec.name,
+                allow_mismatch=allow_mismatch,
             )
+            emb.runtime_sha256 = sha  # the user's file itself runs
+            return emb
         onnx_path = exported_onnx(spec, path, sha, in_subprocess=export_in_subprocess)
-        return OnnxEmbedder(
-            onnx_path, name=spec.name, weights_sha256=sha, num_threads=num_threads, batch_size=batch_size
+        emb = OnnxEmbedder(
+            onnx_path,
+            spec.contract,
+            name=spec.name,
+            weights_sha256=sha,
+            num_threads=num_threads,
+            batch_size=batch_size,
+            expect_model=spec.name,
         )
+        emb.runtime_sha256 = sha256_file(onnx_path)  # verified against its sidecar just now
+        return emb
     if spec.arch is None:
         raise ValueError(onnx_only_message(spec))
+    if path.suffix.lower() == ".onnx":  # an ONNX file read into our torch module: same name check
+        from fetoolkit.backends.onnx_backend import check_names, read_metadata
+
+        check_names(path, read_metadata(path), spec.name, spec.contract, allow_mismatch)
     from fetoolkit.backends.torch_backend import TorchEmbedder
 
-    return TorchEmbedder(
-        load_module(spec, path, sha), spec.contract, name=spec.name, weights_sha256=sha, batch_size=batch_size
-    )
+    module, file_sha = load_module_verified(spec, path, sha)
+    emb = TorchEmbedder(module, spec.contract, name=spec.name, weights_sha256=sha, batch_size=batch_size)
+    emb.runtime_sha256 = file_sha
+    return emb
 
 
 def exported_onnx(spec: ModelSpec, path: Path, sha256: str, *, in_subprocess: bool = False) -> Path:
@@ -154,13 +190,13 @@ def exported_onnx(spec: ModelSpec, path: Path, sha256: str, *, in_subprocess: bo
     from fetoolkit.backends.onnx_backend import EXPORT_VERSION
 
     onnx_path = cache_home() / "onnx" / f"{spec.name}-{sha256[:16]}-v{EXPORT_VERSION}.onnx"
-    if onnx_path.is_file():
+    if verified_derived(onnx_path, sha256) is not None:
         return onnx_path
     if in_subprocess:
         cmd = [sys.executable, "-m", "fetoolkit.jobs.onnx_cache", spec.name, "--weights", str(path)]
         log.info("exporting %s to ONNX in a child process: %s", spec.name, " ".join(cmd))
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        if done.returncode != 0 or not onnx_path.is_file():
+        if done.returncode != 0 or verified_derived(onnx_path, sha256) is None:
             raise RuntimeError(
                 f"{spec.name}: the ONNX export ({' '.join(cmd)}) failed with exit code "
                 f"{done.returncode}: {done.stderr.strip()[-2000:]}"
@@ -169,4 +205,5 @@ def exported_onnx(spec: ModelSpec, path: Path, sha256: str, *, in_subprocess: bo
     from fetoolkit.backends.export import export_onnx
 
     export_onnx(load_module(spec, path, sha256), spec.contract, onnx_path, name=spec.name, source_sha256=sha256)
+    record_derived(onnx_path, sha256, f"fetoolkit.backends.export v{EXPORT_VERSION}")
     return onnx_path

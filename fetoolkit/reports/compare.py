@@ -33,6 +33,21 @@ def find_runs(roots: Sequence[str | Path]) -> list[Path]:
     return sorted(runs)
 
 
+def incomplete_reason(path: Path) -> str | None:
+    """Why ``path`` (a ``results.json``) is not a finished run, or None when it is one.
+
+    A finished run's ``results.json`` is valid JSON with ``"complete": true``: the eval job
+    writes it last, after the pair table and the plots (``fetoolkit.eval_run.write_reports``).
+    """
+    try:
+        s = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        return f"not readable JSON ({e})"
+    if not isinstance(s, dict) or s.get("complete") is not True:
+        return 'no "complete": true (the run did not finish, or an older fetoolkit wrote it)'
+    return None
+
+
 def collect(roots: Sequence[str | Path], out_dir: str | Path | None = None) -> dict[str, Path]:
     """Write ``comparison.md``, ``comparison.csv`` and ``roc_overlay.png`` for the runs below ``roots``.
 
@@ -49,10 +64,16 @@ def collect(roots: Sequence[str | Path], out_dir: str | Path | None = None) -> d
     from fetoolkit.metrics import verification as vm
     from fetoolkit.reports import plots, tables
 
-    runs = find_runs(roots)
+    runs = []
+    for run in find_runs(roots):
+        reason = incomplete_reason(run / "results.json")
+        if reason:
+            log.warning("%s: %s; left out of the comparison", run / "results.json", reason)
+        else:
+            runs.append(run)
     if not runs:
         raise FileNotFoundError(
-            f"no results.json below {', '.join(map(str, roots))}: run "
+            f"no complete results.json below {', '.join(map(str, roots))}: run "
             "`python -m fetoolkit.eval` (or a -m sweep) there first"
         )
     out = Path(out_dir) if out_dir is not None else Path(roots[0])

@@ -1,0 +1,124 @@
+"""Nothing silently wrong: a file that names another model is refused, whatever the backend.
+
+Oracles: the metadata the export wrote (``fetoolkit.model``, ``fetoolkit.contract``) and the
+registry record asked for; the eval job's exit status and message as a user sees them.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fetoolkit.backends.onnx_backend import OnnxModelError
+from fetoolkit.models.factory import create_embedder
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def mfn512_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Our fp32 export of the real faceplugin MobileFaceNet (512-d), metadata and all."""
+    from fetoolkit.models.variants import export_variant
+
+    return export_variant("mobilefacenet512", weights=None, out=tmp_path_factory.mktemp("m") / "m512.onnx")
+
+
+@pytest.mark.parametrize("backend", ["onnx", "torch"])
+def test_another_models_onnx_is_refused_naming_both(mfn512_onnx: Path, backend: str) -> None:
+    with pytest.raises(OnnxModelError) as err:
+        create_embedder("arcface", weights=mfn512_onnx, backend=backend)
+    msg = str(err.value)
+    assert "names model 'mobilefacenet512', not 'arcface_mbf.sirius'" in msg
+    assert "embed_dim 512 (expected 192)" in msg and "model=mobilefacenet512" in msg
+    assert str(mfn512_onnx) in msg
+
+
+def test_allow_mismatch_runs_the_file_under_its_own_contract(mfn512_onnx: Path) -> None:
+    emb = create_embedder("arcface", weights=mfn512_onnx, backend="onnx", allow_mismatch=True)
+    assert emb.contract.embed_dim == 512
+    # The right name passes without the flag.
+    assert create_embedder("mobilefacenet512", weights=mfn512_onnx, backend="onnx").contract.embed_dim == 512
+
+
+def test_eval_job_refuses_it(mfn512_onnx: Path, tmp_path: Path) -> None:
+    cmd = [
+        sys.executable,
+        "-m",
+        "fetoolkit.eval",
+        "model=arcface",
+        "backend=onnx",
+        f"model.weights={mfn512_onnx}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        "cache.enabled=false",
+        "stats.n_boot=0",
+    ]
+    res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert res.returncode != 0
+    assert "names model 'mobilefacenet512', not 'arcface_mbf.sirius'" in res.stderr
+    assert not (tmp_path / "run" / "results.json").exists()
+
+
+# ----------------------------------------------------------------------------------------
+# A verified chain: a damaged conversion or export is rebuilt, never used
+# ----------------------------------------------------------------------------------------
+
+
+def _scramble_middle(path: Path, n: int = 4096) -> None:
+    """Overwrite ``n`` bytes in the middle of ``path`` (inside the tensor data; size and header kept)."""
+    data = bytearray(path.read_bytes())
+    mid = len(data) // 2
+    data[mid : mid + n] = bytes((b ^ 0x5A) for b in data[mid : mid + n])
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnx"])
+def test_a_scrambled_derived_file_is_rebuilt_not_used(
+    backend: str,
+    sirius_tflite: Path,
+    aligned_faces,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The faults of the issue: one tensor of the converted safetensors (torch) or one initializer
+    of the cached ONNX export (onnx) scrambled, header and size kept. The next run rebuilds the
+    file from the verified TFLite, warns naming it, and embeds exactly as before the damage."""
+    import numpy as np
+
+    from fetoolkit.hub import sidecar_of
+
+    monkeypatch.setenv("FETOOLKIT_HOME", str(tmp_path / "home"))
+    first = create_embedder("arcface", weights=sirius_tflite, backend=backend)
+    ref = first.embed(aligned_faces)
+    sub = "converted" if backend == "torch" else "onnx"
+    (derived,) = [p for p in (tmp_path / "home" / sub).iterdir() if not p.name.endswith(".sha256.json")]
+    assert sidecar_of(derived).is_file()
+    _scramble_middle(derived)
+    again = create_embedder("arcface", weights=sirius_tflite, backend=backend)
+    assert any(str(derived) in r.getMessage() and "rebuilding" in r.getMessage() for r in caplog.records)
+    got = again.embed(aligned_faces)
+    assert float(np.min(np.sum(got * ref, axis=1))) > 0.99999
+    # the file that ran is the conversion/export (recorded beside the source's sha256), not the TFLite
+    assert again.runtime_sha256 == first.runtime_sha256 and again.runtime_sha256 != again.weights_sha256
+
+
+def test_the_embeddings_cache_key_names_the_file_that_ran(aligned_faces) -> None:
+    from fetoolkit.pipeline import PipelineCfg, embeddings_key
+
+    class E:
+        name, backend = "m", "onnx"
+        weights_sha256 = "a" * 64
+        num_threads = None
+
+        def __init__(self, runtime: str) -> None:
+            self.runtime_sha256 = runtime
+            from fetoolkit.types import InputContract
+
+            self.contract = InputContract(embed_dim=8)
+
+    k1 = embeddings_key("c", E("1" * 64), PipelineCfg(), flip=False)
+    assert k1 == embeddings_key("c", E("1" * 64), PipelineCfg(), flip=False)
+    assert k1 != embeddings_key("c", E("2" * 64), PipelineCfg(), flip=False)
