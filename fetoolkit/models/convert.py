@@ -438,6 +438,15 @@ def state_dict_from_tflite(path: str | Path, module: nn.Module) -> dict[str, tor
         ValueError: a tensor missing on either side or with another shape, kind, stride or
             padding; the message names the tflite tensor and our key.
     """
-    sd = match_layers(tflite_layers(path), target_layers(module), "tflite")
+    try:
+        layers = tflite_layers(path)
+    except (ValueError, FileNotFoundError):
+        raise
+    except Exception as e:  # struct.error, IndexError, ...: the flatbuffer reader on a damaged file
+        raise ValueError(
+            f"{path}: not a readable TFLite file ({type(e).__name__}: {e}); it is truncated or not a .tflite: "
+            "fetch it again (python -m fetoolkit.fetch ...) or point model.weights at a good copy"
+        ) from None
+    sd = match_layers(layers, target_layers(module), "tflite")
     log.info("mapped %d tensors from %s onto %s", len(sd), path, type(module).__name__)
     return sd

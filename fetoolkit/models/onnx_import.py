@@ -139,11 +139,12 @@ def load_pth_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        why = next((ln.strip() for ln in str(e).splitlines() if "Unsupported global" in ln), "")
         raise ValueError(
-            f"{str(path)!r} is not a plain PyTorch state_dict checkpoint (weights_only=True "
-            f"refused it; a pickled nn.Module must be re-saved with "
-            f"torch.save(model.state_dict(), ...)): {str(e).splitlines()[0]}"
-        ) from e
+            f"{str(path)!r} is not a plain PyTorch state_dict checkpoint: it pickles more than tensors, which "
+            f"fetoolkit never unpickles (weights_only=True){': ' + why if why else ''}. Re-save it where it was "
+            "made with torch.save(model.state_dict(), path)"
+        ) from None
     except Exception as e:  # torch.load raises RuntimeError/EOFError/IndexError/... on junk
         raise ValueError(f"{str(path)!r} is not a PyTorch checkpoint: {e}") from e
 
@@ -229,9 +230,15 @@ def load_weights_file(module: nn.Module, path: str | Path) -> nn.Module:
     elif suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        state = _strip_prefix(dict(load_file(str(path), device="cpu")), "module.")
+        try:
+            state = _strip_prefix(dict(load_file(str(path), device="cpu")), "module.")
+        except Exception as e:  # SafetensorError, OSError: truncated or not a safetensors file
+            raise ValueError(f"{str(path)!r} is not a readable safetensors file ({type(e).__name__}: {e})") from None
     else:
-        raise ValueError(f"don't know how to read weights from {str(path)!r}: expected .onnx, .pth/.pt, .safetensors")
+        raise ValueError(
+            f"don't know how to read weights from {str(path)!r}: expected .tflite, .onnx, .pth/.pt/.bin/.ckpt "
+            "or .safetensors"
+        )
     check_state_dict(module, state)
     module.load_state_dict(state, strict=True)
     return module.eval()
@@ -936,6 +943,11 @@ def state_dict_from_onnx(path: str | Path, module: nn.Module) -> dict[str, torch
         model = onnx.load(str(path))
     except Exception as e:  # onnx raises DecodeError / RuntimeError variants
         raise ValueError(f"{str(path)!r} is not a readable ONNX model: {e}") from e
+    if not model.graph.node:  # onnx.load reads an empty or foreign file as an empty model
+        raise ValueError(
+            f"{str(path)!r} holds no ONNX graph ({path.stat().st_size} bytes): the file is empty, truncated "
+            "or not an .onnx file; export it again or point model.weights at a good copy"
+        )
 
     opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=13)
     g = _Graph(model.graph, opset)

@@ -159,6 +159,11 @@ def markdown_summary(s: dict[str, Any]) -> str:
                 f"Genuine-score spread per subject: median std {fmt(gs['std_median'])}, largest "
                 f"{fmt(gs['std_max'])}; least consistent: {worst}.",
             ]
+    skipped = (s.get("data") or {}).get("skipped") or []
+    if skipped:
+        lines += ["", "## Skipped (not read)", ""] + [f"- `{d['path']}`: {d['reason']}" for d in skipped[:50]]
+        if len(skipped) > 50:
+            lines.append(f"- ... and {len(skipped) - 50} more (results.json: data.skipped)")
     if s.get("fte_images"):
         lines += ["", "## Failures to enrol", ""] + [f"- {m}" for m in s["fte_images"][:50]]
         if len(s["fte_images"]) > 50:
