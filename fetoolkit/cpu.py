@@ -27,14 +27,15 @@ ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile", "a
 Int8Kind = Literal["vnni", "avx2", "other"]
 
 
-def _cpuinfo() -> tuple[str, str, set[str], int | None, int | None, float | None]:
+@lru_cache(maxsize=1)
+def _cpuinfo() -> tuple[str, str, frozenset[str], int | None, int | None, float | None]:
     """(model name, vendor, flags, family, model number, cpu MHz) from ``/proc/cpuinfo``."""
     flags: set[str] = set()
     name, vendor, family, model, mhz = platform.processor() or platform.machine(), "", None, None, None
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return name, vendor, flags, family, model, mhz
+        return name, vendor, frozenset(flags), family, model, mhz
     for line in text.splitlines():
         key, _, value = line.partition(":")
         key, value = key.strip(), value.strip()
@@ -50,7 +51,7 @@ def _cpuinfo() -> tuple[str, str, set[str], int | None, int | None, float | None
             model = int(value)
         elif key == "cpu MHz" and mhz is None:
             mhz = float(value)
-    return name, vendor, flags, family, model, mhz
+    return name, vendor, frozenset(flags), family, model, mhz
 
 
 def masked_isa() -> str | None:

@@ -132,10 +132,11 @@ def record_derived(path: Path, source_sha256: str, made_by: str) -> str:
 def verified_derived(path: Path, source_sha256: str) -> str | None:
     """``path``'s sha256 when it is exactly the file ``record_derived`` recorded from ``source_sha256``.
 
-    None (and ``path`` and its sidecar removed, with a warning naming the file) when the file
-    is missing, has no sidecar, or its size, digest or source disagree with the sidecar: the
-    caller rebuilds it from the verified source. Costs one sha256 of the file per load (about
-    10 ms for a 5 MB export here).
+    None (with a warning naming the file) when the file is missing, has no sidecar, or its size,
+    digest or source disagree with the sidecar: the caller rebuilds it from the verified source
+    and writes it (and then its sidecar) over the old one. Nothing is deleted here, so a reader
+    racing a concurrent writer (file renamed into place, sidecar not yet) only rebuilds the same
+    bytes. Costs one sha256 of the file per load (about 10 ms for a 5 MB export here).
     """
     import json
 
@@ -155,8 +156,6 @@ def verified_derived(path: Path, source_sha256: str) -> str | None:
     if ok:
         return str(info["sha256"])
     log.warning("%s: %s; rebuilding it from the verified source", path, why)
-    path.unlink(missing_ok=True)
-    side.unlink(missing_ok=True)
     return None
 
 

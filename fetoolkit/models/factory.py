@@ -141,20 +141,11 @@ def create_embedder(
     if backend == "onnx":
         from fetoolkit.backends.onnx_backend import OnnxEmbedder
 
-        if path.suffix.lower() == ".onnx":
-            emb = OnnxEmbedder(
-                path,
-                spec.contract,
-                name=spec.name,
-                weights_sha256=sha,
-                num_threads=num_threads,
-                batch_size=batch_size,
-                expect_model=spec.name,
-                allow_mismatch=allow_mismatch,
-            )
-            emb.runtime_sha256 = sha  # the user's file itself runs
-            return emb
-        onnx_path = exported_onnx(spec, path, sha, in_subprocess=export_in_subprocess)
+        if path.suffix.lower() == ".onnx":  # the user's file itself runs
+            onnx_path, runtime_sha = path, sha
+        else:  # our export of the weights, verified against its sidecar
+            onnx_path = exported_onnx(spec, path, sha, in_subprocess=export_in_subprocess)
+            runtime_sha = sha256_file(onnx_path)
         emb = OnnxEmbedder(
             onnx_path,
             spec.contract,
@@ -163,8 +154,9 @@ def create_embedder(
             num_threads=num_threads,
             batch_size=batch_size,
             expect_model=spec.name,
+            allow_mismatch=allow_mismatch,
         )
-        emb.runtime_sha256 = sha256_file(onnx_path)  # verified against its sidecar just now
+        emb.runtime_sha256 = runtime_sha
         return emb
     if spec.arch is None:
         raise ValueError(onnx_only_message(spec))
