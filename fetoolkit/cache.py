@@ -35,8 +35,18 @@ from fetoolkit.hub import atomic_path, cache_home
 
 log = logging.getLogger(__name__)
 
-#: Bump when the content or meaning of an entry changes.
-CACHE_VERSION = 1
+#: Bump when the content or meaning of an entry changes (2: entries carry their key and a checksum).
+CACHE_VERSION = 2
+
+
+def arrays_checksum(arrays: dict[str, np.ndarray]) -> str:
+    """sha256 over every array's name, dtype, shape and bytes, in name order."""
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
 
 
 def default_cache_dir() -> Path:
@@ -76,6 +86,7 @@ class EmbeddingCache:
 
     def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
         self.root = Path(root) if root is not None else default_cache_dir()
+        self.writable = True  # False after a failed write: the run goes on without caching
 
     def path(self, kind: str, key: str) -> Path:
         return self.root / kind / f"{key}.npz"
@@ -91,16 +102,37 @@ class EmbeddingCache:
             if int(out.get("_version", -1)) != CACHE_VERSION:
                 log.warning("cache entry %s has an old format; recomputing", p)
                 return None
+            stored_key = bytes(out.pop("_key", np.zeros(0, np.uint8))).decode(errors="replace")
+            stored_sum = bytes(out.pop("_checksum", np.zeros(0, np.uint8))).decode(errors="replace")
+            if stored_key != key or stored_sum != arrays_checksum({k: v for k, v in out.items() if k != "_version"}):
+                log.warning("cache entry %s does not match its key or checksum (damaged or moved); recomputing", p)
+                return None
             return out
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
             log.warning("cache entry %s is unreadable (%s); recomputing", p, e)
             return None
 
-    def save(self, kind: str, key: str, arrays: dict[str, np.ndarray]) -> Path:
-        """Write an entry atomically (temporary file + rename)."""
+    def save(self, kind: str, key: str, arrays: dict[str, np.ndarray]) -> Path | None:
+        """Write an entry atomically (temporary file + rename), with its key and a checksum of its arrays.
+
+        A cache is optional: when it cannot be written (read-only folder, full disk) one warning
+        is logged, caching stops for this run and None is returned; the results are unaffected.
+        """
+        if not self.writable:
+            return None
         p = self.path(kind, key)
-        with atomic_path(p) as tmp, open(tmp, "wb") as f:
-            np.savez(f, _version=np.int64(CACHE_VERSION), **arrays)
+        tags = {
+            "_version": np.int64(CACHE_VERSION),
+            "_key": np.frombuffer(key.encode(), np.uint8),
+            "_checksum": np.frombuffer(arrays_checksum(arrays).encode(), np.uint8),
+        }
+        try:
+            with atomic_path(p) as tmp, open(tmp, "wb") as f:
+                np.savez(f, **tags, **arrays)
+        except OSError as e:
+            self.writable = False
+            log.warning("cache folder %s cannot be written (%s): the run continues without caching", self.root, e)
+            return None
         return p
 
 

@@ -213,3 +213,40 @@ def test_keys_move_with_threads_and_isa(monkeypatch: pytest.MonkeyPatch) -> None
         assert crops_key("c" * 64, PipelineCfg(), det, (112, 112), aligned=True) == aligned
     finally:
         torch.set_num_threads(before)
+
+
+def test_entries_carry_their_key_and_checksum(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    cache = EmbeddingCache(tmp_path)
+    arrays = {"raw": np.arange(12, dtype=np.float32).reshape(3, 4), "ok": np.array([True, False, True])}
+    path = cache.save("emb", "k" * 64, arrays)
+    got = cache.load("emb", "k" * 64)
+    assert got is not None and set(got) == {"raw", "ok", "_version"}
+    np.testing.assert_array_equal(got["raw"], arrays["raw"])
+    # An entry copied under another key (a poisoned or misplaced file) is refused.
+    other = cache.path("emb", "o" * 64)
+    shutil.copy(path, other)
+    assert cache.load("emb", "o" * 64) is None
+    # Arrays rewritten inside a valid zip with the stored checksum kept are refused too.
+    with np.load(path, allow_pickle=False) as z:
+        entry = {k: z[k] for k in z.files}
+    entry["raw"] = entry["raw"] + 1
+    with open(path, "wb") as f:
+        np.savez(f, **entry)
+    assert cache.load("emb", "k" * 64) is None
+    assert sum("does not match its key or checksum" in r.getMessage() for r in caplog.records) == 2
+
+
+def test_an_unwritable_cache_warns_once_and_the_run_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import fetoolkit.cache as cache_mod
+
+    def full_disk(*args: object, **kwargs: object):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(cache_mod, "atomic_path", full_disk)
+    cache = EmbeddingCache(tmp_path)
+    assert cache.save("emb", "a" * 64, {"x": np.zeros(2)}) is None
+    assert cache.save("emb", "b" * 64, {"x": np.zeros(2)}) is None
+    warnings = [r for r in caplog.records if "cannot be written" in r.getMessage()]
+    assert len(warnings) == 1 and "No space left" in warnings[0].getMessage()
