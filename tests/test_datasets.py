@@ -386,3 +386,30 @@ def test_folder_and_csv_layouts_of_orl_subset(tmp_path: Path, orl: IdentityDatas
     assert b.summary["cache"] == "hit"  # same images in the same order: nothing recomputed
     np.testing.assert_allclose(np.sort(a.roc_scores), np.sort(b.roc_scores), atol=1e-6)
     assert a.summary["eer"] == b.summary["eer"] and a.summary["eer"] < 0.05
+
+
+def test_pairs_csv_header_with_a_label_word_is_a_header(tmp_path: Path) -> None:
+    """``a,b,same``: "same" is a label word, but the row names no image while the next ones do."""
+    body = "a,b,same\nx/1.png,x/2.png,1\nx/1.png,y/1.png,0\nx/2.png,y/1.png,0\ny/1.png,y/2.png,1\n"
+    c = load_pairs_csv(_write(tmp_path / "h.csv", body), n_folds=2)
+    assert len(c.pairs) == 4 and c.pairs.labels.tolist() == [True, False, False, True]
+    assert all(p.suffix == ".png" for p in c.paths)
+    # A first row that names images stays a pair, whatever its label word.
+    c = load_pairs_csv(_write(tmp_path / "n.csv", body.split("\n", 1)[1]), n_folds=2)
+    assert len(c.pairs) == 4
+
+
+def test_bin_declaring_a_huge_array_is_refused_naming_the_file(tmp_path: Path) -> None:
+    import pickle
+
+    from fetoolkit.data.binset import BinFileError, read_bin
+
+    class Huge:
+        def __reduce__(self):  # what a hostile .bin would carry: a 10^12-byte array, no data
+            return (np._core.multiarray._reconstruct, (np.ndarray, (10**12,), b"b"))
+
+    path = tmp_path / "huge.bin"
+    path.write_bytes(pickle.dumps(([Huge()], [True]), protocol=2))
+    with pytest.raises(BinFileError, match="refusing an array of 1e\\+12 bytes") as err:
+        read_bin(path)
+    assert str(path) in str(err.value)

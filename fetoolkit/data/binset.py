@@ -39,12 +39,22 @@ class BinFileError(ValueError):
     """Not a usable insightface ``.bin``; the message says why."""
 
 
+#: The largest array a verification .bin may declare (its arrays are the issame flags: tiny).
+MAX_ARRAY_BYTES = 1 << 32
+
+
 def _reconstruct(subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
-    """``numpy.core.multiarray._reconstruct`` restricted to plain ``numpy.ndarray``."""
+    """``numpy.core.multiarray._reconstruct`` restricted to plain ``numpy.ndarray`` of sane size."""
     if subtype is not np.ndarray:
         raise pickle.UnpicklingError(f"refusing to rebuild an array of type {subtype!r}")
     if not isinstance(dtype, (bytes, str)):
         raise pickle.UnpicklingError("array reconstruct with an unexpected dtype argument")
+    dims = (shape,) if isinstance(shape, int) else shape
+    if not isinstance(dims, tuple) or not all(isinstance(d, int) and d >= 0 for d in dims):
+        raise pickle.UnpicklingError(f"array reconstruct with an unexpected shape {shape!r}")
+    nbytes = int(np.prod(dims, dtype=np.float64)) * np.dtype(dtype).itemsize
+    if nbytes > MAX_ARRAY_BYTES:
+        raise pickle.UnpicklingError(f"refusing an array of {nbytes:.3g} bytes (shape {dims})")
     return np.ndarray.__new__(np.ndarray, shape, dtype)
 
 
@@ -179,8 +189,8 @@ def read_bin(path: str | Path) -> tuple[list[bytes], np.ndarray]:
         raise FileNotFoundError(f"verification .bin not found: {path} (set dataset.path=PATH)")
     try:
         obj = safe_loads(path.read_bytes())
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as e:
-        raise BinFileError(f"{path}: not a readable verification .bin: {e}") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, MemoryError) as e:
+        raise BinFileError(f"{path}: not a readable verification .bin: {e or type(e).__name__}") from None
     if not isinstance(obj, (tuple, list)) or len(obj) != 2:
         raise BinFileError(f"{path}: expected a pickled (bins, issame) pair, got {type(obj).__name__}")
     bins, issame = obj

@@ -50,6 +50,20 @@ class CsvPairs:
     pairs: PairProtocol
 
 
+def _names_images(row: list[str]) -> bool:
+    return any(Path(f.strip()).suffix.lower() in IMAGE_SUFFIXES for f in row[:2])
+
+
+def _is_header(rows: list[list[str]]) -> bool:
+    """Row 0 is a header when it names no image file and either its label field is not a label
+    (``path1,path2,label``) or the next row does name image files (``a,b,same``: "same" is a
+    label word, but ``a`` and ``b`` are column names, not images)."""
+    first = rows[0]
+    if len(first) < 3 or _names_images(first):
+        return False
+    return _label(first[2]) is None or (len(rows) > 1 and _names_images(rows[1]))
+
+
 def load_pairs_csv(path: str | Path, *, root: str | Path | None = None, n_folds: int = 10, seed: int = 0) -> CsvPairs:
     """Read a ``path1,path2,label[,fold]`` CSV.
 
@@ -64,13 +78,9 @@ def load_pairs_csv(path: str | Path, *, root: str | Path | None = None, n_folds:
     base = Path(root) if root is not None else path.parent
     with open(path, newline="") as f:
         rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
-    if (
-        rows
-        and len(rows[0]) >= 3
-        and _label(rows[0][2]) is None
-        and not any(Path(f.strip()).suffix.lower() in IMAGE_SUFFIXES for f in rows[0][:2])
-    ):
-        rows = rows[1:]  # a header: its label field is not a label and it names no image files
+    if rows and _is_header(rows):
+        log.info("%s: first row %s read as a header", path, rows[0][:3])
+        rows = rows[1:]
     if not rows:
         raise PairsCsvError(f"{path}: no pairs")
     index: dict[Path, int] = {}
