@@ -55,6 +55,7 @@ from fetoolkit.backends.onnx_graph import (  # noqa: F401
     META_MODEL,
     META_PRECISION,
     META_SOURCE_SHA256,
+    NEVER_FOLD,
     graph_maps,
     opset_of,
     pad_attributes,
@@ -184,16 +185,6 @@ def export_onnx(
 # Graph passes (in place; each returns how many nodes it changed)
 # --------------------------------------------------------------------------------------------
 
-_RANDOM_OPS = (
-    "RandomNormal",
-    "RandomUniform",
-    "RandomNormalLike",
-    "RandomUniformLike",
-    "Multinomial",
-    "Bernoulli",
-    "Dropout",
-)
-
 
 def fold_constant_nodes(model: onnx.ModelProto, max_elements: int = 1 << 16) -> int:
     """Replace every default-domain node whose inputs are all small constants by initializers.
@@ -212,7 +203,7 @@ def fold_constant_nodes(model: onnx.ModelProto, max_elements: int = 1 << 16) -> 
     folded = 0
     for node in g.node:
         values: dict[str, np.ndarray] | None = {}
-        if node.op_type in _RANDOM_OPS or node.domain not in ("", "ai.onnx") or len(node.output) != 1:
+        if node.op_type in NEVER_FOLD or node.domain not in ("", "ai.onnx") or len(node.output) != 1:
             values = None
         else:
             for name in node.input:

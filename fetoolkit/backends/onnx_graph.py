@@ -19,6 +19,19 @@ META_EXPORT = "fetoolkit.export"
 META_CALIBRATION = "fetoolkit.calibration"
 
 
+#: Ops never evaluated while folding constants (not deterministic): the export's and the
+#: importer's constant folders both skip them.
+NEVER_FOLD = (
+    "RandomNormal",
+    "RandomUniform",
+    "RandomNormalLike",
+    "RandomUniformLike",
+    "Multinomial",
+    "Bernoulli",
+    "Dropout",
+)
+
+
 def set_metadata(model: onnx.ModelProto, values: dict[str, str]) -> None:
     """Set (add or overwrite) ``metadata_props`` entries in place."""
     current = {p.key: p.value for p in model.metadata_props}

@@ -79,7 +79,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from fetoolkit.backends.onnx_graph import input_channel_slices
+from fetoolkit.backends.onnx_graph import NEVER_FOLD, input_channel_slices
 
 logger = logging.getLogger(__name__)
 
@@ -93,16 +93,6 @@ __all__ = [
 _WEIGHT_OPS = ("Conv", "BatchNormalization", "PRelu", "Gemm", "MatMul")
 # Ops that may turn constants into constants (folded on the fly by ``_Graph.const``).
 _CONST_OPS = ("Identity", "Unsqueeze", "Squeeze", "Reshape", "Flatten", "Cast", "Constant")
-# Never evaluated while folding constants (not deterministic, or not elementwise-cheap).
-_NEVER_FOLD = (
-    "RandomNormal",
-    "RandomUniform",
-    "RandomNormalLike",
-    "RandomUniformLike",
-    "Multinomial",
-    "Bernoulli",
-    "Dropout",
-)
 # Constant subgraphs larger than this are not folded (shape arithmetic is tiny).
 _FOLD_MAX_ELEMENTS = 1 << 16
 # Input preprocessing that MXNet-converted graphs carry before the first Conv.
@@ -296,7 +286,7 @@ class _Graph:
         # constant resolution never walks the whole network.
         self.dynamic: set[str] = {i.name for i in graph.input if i.name not in self.initializers}
         for node in graph.node:
-            if node.op_type in _NEVER_FOLD or any(i in self.dynamic for i in node.input if i):
+            if node.op_type in NEVER_FOLD or any(i in self.dynamic for i in node.input if i):
                 self.dynamic.update(node.output)
         self._cache: dict[str, tuple[str, np.ndarray] | None] = {}
 
@@ -375,7 +365,7 @@ class _Graph:
 
     def _fold_generic(self, node: Any) -> tuple[str, np.ndarray] | None:
         """``onnx.reference`` evaluation of a node whose inputs are all (small) constants."""
-        if node.op_type in _NEVER_FOLD or node.domain not in ("", "ai.onnx") or len(node.output) != 1:
+        if node.op_type in NEVER_FOLD or node.domain not in ("", "ai.onnx") or len(node.output) != 1:
             return None
         if not node.input and node.op_type != "ConstantOfShape":
             return None
