@@ -21,6 +21,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
+from fetoolkit.sharing import running_jobs, user_threads
+
 #: ISA flags reported with every figure (``/proc/cpuinfo`` names).
 ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile", "amx_int8", "avx512_bf16")
 
@@ -105,12 +107,13 @@ def thread_settings(onnxruntime_threads: int | None = None) -> dict[str, Any]:
     """
     out: dict[str, Any] = {
         "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "onnxruntime_intra_op": onnxruntime_threads or "default (one per core)",
+        "onnxruntime_intra_op": onnxruntime_threads or user_threads() or "default (one per core)",
+        "fetoolkit_jobs_running": len(running_jobs()),
     }
     torch = sys.modules.get("torch")
     if torch is not None:
         out["torch_intra_op"] = torch.get_num_threads()
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    for var in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         if os.environ.get(var):
             out[var] = os.environ[var]
     return out

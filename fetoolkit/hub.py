@@ -159,6 +159,40 @@ def verified_derived(path: Path, source_sha256: str) -> str | None:
     return None
 
 
+class DerivedFileError(ValueError):
+    """A file made by fetoolkit no longer matches the sidecar written when it was made."""
+
+
+def check_recorded(path: Path, sha256: str) -> None:
+    """Refuse a file whose sidecar (``record_derived``) records another size or sha256.
+
+    For files the user names (an ``export`` job's ``.onnx``): they cannot be rebuilt without the
+    user's settings, so a damaged one is refused, with the command that made it. A file with
+    no sidecar (made elsewhere) passes; its metadata is checked where it is opened.
+
+    Args:
+        path: the file.
+        sha256: its sha256, already computed by the caller.
+    """
+    import json
+
+    side = sidecar_of(path)
+    if not side.is_file():
+        return
+    try:
+        info = json.loads(side.read_text())
+        recorded, size = str(info["sha256"]), int(info["size"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise DerivedFileError(f"{side}: unreadable sidecar of {path} ({e}); delete it or make the file again") from e
+    if recorded != sha256 or size != path.stat().st_size:
+        raise DerivedFileError(
+            f"{path} is not the file recorded in {side.name} when it was made (sha256 {sha256[:12]} and "
+            f"{path.stat().st_size} bytes, recorded {recorded[:12]} and {size} bytes): it was damaged or "
+            f"changed since. Make it again ({info.get('made_by', 'the command that wrote it')}), or delete "
+            f"the sidecar to run the file as it is"
+        )
+
+
 def atomic_copy(src: Path, dst: Path) -> None:
     """Copy ``src`` to ``dst`` through a temporary file in ``dst``'s folder, then rename."""
     with atomic_path(dst) as tmp:

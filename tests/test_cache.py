@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import subprocess
+import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -233,7 +237,9 @@ def test_entries_carry_their_key_and_checksum(tmp_path: Path, caplog: pytest.Log
     with open(path, "wb") as f:
         np.savez(f, **entry)
     assert cache.load("emb", "k" * 64) is None
-    assert sum("does not match its key or checksum" in r.getMessage() for r in caplog.records) == 2
+    msgs = [r.getMessage() for r in caplog.records]
+    assert sum("holds another key" in m for m in msgs) == 1
+    assert sum("does not match its checksum" in m for m in msgs) == 1
 
 
 def test_an_unwritable_cache_warns_once_and_the_run_goes_on(
@@ -250,3 +256,102 @@ def test_an_unwritable_cache_warns_once_and_the_run_goes_on(
     assert cache.save("emb", "b" * 64, {"x": np.zeros(2)}) is None
     warnings = [r for r in caplog.records if "cannot be written" in r.getMessage()]
     assert len(warnings) == 1 and "No space left" in warnings[0].getMessage()
+
+
+def _cache_cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "FETOOLKIT_HOME": str(home)}
+    return subprocess.run(
+        [sys.executable, "-m", "fetoolkit.cache", *args], capture_output=True, text=True, env=env, timeout=120
+    )
+
+
+def test_cache_command_verifies_prunes_and_clears(tmp_path: Path) -> None:
+    """``python -m fetoolkit.cache`` as a user runs it, on a cache holding one file of every
+    case: good, damaged, outdated, orphaned, a killed writer's temporary file, a live one's."""
+    from fetoolkit.hub import record_derived, sidecar_of
+
+    home = tmp_path / "home"
+    cache = EmbeddingCache(home / "embeddings")
+    arrays = {"raw": np.arange(8, dtype=np.float32).reshape(2, 4)}
+    good = cache.save("emb", "g" * 64, arrays)
+    damaged = cache.save("crops", "d" * 64, arrays)
+    with np.load(damaged, allow_pickle=False) as z:
+        entry = {k: z[k] for k in z.files}
+    entry["raw"] = entry["raw"] * 2  # the stored checksum kept
+    with open(damaged, "wb") as f:
+        np.savez(f, **entry)
+    outdated = cache.path("emb", "o" * 64)
+    with open(outdated, "wb") as f:
+        np.savez(f, _version=np.int64(1), **arrays)
+    onnx_dir = home / "onnx"
+    onnx_dir.mkdir(parents=True)
+    ok_file, bad_file = onnx_dir / "a.onnx", onnx_dir / "b.onnx"
+    for p in (ok_file, bad_file):
+        p.write_bytes(b"\x08\x07" * 500)
+        record_derived(p, "0" * 64, "test")
+    bad_file.write_bytes(b"\x08\x08" * 500)  # same size, other bytes
+    orphan = sidecar_of(onnx_dir / "gone.onnx")
+    orphan.write_text(sidecar_of(ok_file).read_text())
+    stale_part, live_part = onnx_dir / ".a.onnx.x1.part", onnx_dir / ".a.onnx.x2.part"
+    for p in (stale_part, live_part):
+        p.write_bytes(b"half")
+    os.utime(stale_part, (time.time() - 2 * 86400,) * 2)
+    weights = home / "weights" / "w.tflite"
+    weights.parent.mkdir()
+    weights.write_bytes(b"source")
+
+    done = _cache_cli(home, "verify")
+    assert done.returncode == 1, done.stderr
+    damaged_lines = [line for line in done.stderr.splitlines() if line.startswith("DAMAGED")]
+    assert len(damaged_lines) == 2 and str(damaged) in done.stderr and str(bad_file) in done.stderr
+    assert "3 entries and 2 derived files" in done.stderr and "2 damaged, 3 outdated" in done.stderr
+
+    done = _cache_cli(home, "prune")
+    assert done.returncode == 0, done.stderr
+    for p in (damaged, outdated, bad_file, sidecar_of(bad_file), orphan, stale_part):
+        assert not p.exists(), p
+    for p in (good, ok_file, sidecar_of(ok_file), live_part, weights):
+        assert p.exists(), p
+    assert cache.load("emb", "g" * 64) is not None
+    assert _cache_cli(home, "verify").returncode == 0
+
+    assert _cache_cli(home, "clear").returncode == 0
+    assert not (home / "embeddings" / "emb").exists() and ok_file.exists()
+    assert _cache_cli(home, "clear", "--derived").returncode == 0
+    assert not onnx_dir.exists() and weights.exists()
+
+
+WRITER = """
+import sys
+import numpy as np
+from fetoolkit.cache import EmbeddingCache
+cache = EmbeddingCache(sys.argv[1])
+order = range(40) if sys.argv[2] == "up" else reversed(range(40))
+bad = 0
+for rep in range(3):
+    for i in order if rep == 0 else range(40):
+        arrays = {"raw": np.full((64, 128), i, np.float32), "ok": np.ones(64, bool)}
+        cache.save("emb", f"{i:064d}", arrays)
+        got = cache.load("emb", f"{(i * 7) % 40:064d}")
+        bad += got is not None and float(got["raw"][0, 0]) != (i * 7) % 40
+print(bad)
+"""
+
+
+def test_concurrent_writers_leave_a_consistent_cache(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Two processes writing and reading the same 40 entries at once: every read is whole and
+    right (or a miss), and afterwards every entry verifies and holds its own value."""
+    from fetoolkit.cache import read_entry
+
+    procs = [
+        subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path), d], stdout=subprocess.PIPE, text=True)
+        for d in ("up", "down")
+    ]
+    outs = [p.communicate(timeout=120)[0].strip() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0] and outs == ["0", "0"]
+    entries = sorted((tmp_path / "emb").glob("*.npz"))
+    assert len(entries) == 40 and not list((tmp_path / "emb").glob(".*.part"))
+    for path in entries:
+        arrays, problem = read_entry(path, path.stem)
+        assert problem is None and arrays is not None
+        assert float(arrays["raw"][0, 0]) == int(path.stem)

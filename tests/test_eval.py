@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -288,3 +289,22 @@ def test_iresnet_checkpoint_through_the_main_job(folder_with_failures, tmp_path:
     )
     assert proc.returncode != 0
     assert "no weights ship" in proc.stderr and "w600k_r50.onnx" in proc.stderr, proc.stderr[-2000:]
+
+
+def test_an_unwritable_cache_costs_one_warning_not_the_run(
+    cli_run: tuple[Path, str], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The eval job with a cache folder that cannot be created or written (it lies under a regular
+    file: a real ``NotADirectoryError`` from the OS, as root cannot be denied by permissions):
+    every figure equals the cached CLI run's, one warning is logged, nothing is cached."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    cfg = compose_eval(["model=arcface", "dataset=orl", "pipeline.progress=false", f"cache.dir={blocker / 'cache'}"])
+    with caplog.at_level(logging.WARNING):
+        res = run(cfg, tmp_path / "out")
+    first = json.loads((cli_run[0] / "results.json").read_text())
+    for key in (*FIGURES, "accuracy_ci", "eer_ci", "tar_at_far_ci", "tar_at_far_decades"):
+        assert res[key] == first[key], key
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert sum("cannot be written" in w for w in warnings) == 1, warnings
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["complete"] is True

@@ -171,3 +171,24 @@ def test_damaged_weights_name_the_file(sirius_tflite: Path, tmp_path: Path, name
     with pytest.raises(ValueError) as err:
         create_embedder("arcface", weights=path, backend="torch")
     assert says in str(err.value) and str(path) in str(err.value), str(err.value)
+
+
+def test_a_damaged_export_job_output_is_refused_with_its_command(mfn512_onnx: Path, tmp_path: Path) -> None:
+    """An export's own file (not in the cache, so not rebuildable without the user's settings)
+    carries a sidecar; scrambled with its size kept, it is refused naming the file and the
+    command that made it, under both backends; the intact copy runs."""
+    import shutil
+
+    from fetoolkit.hub import DerivedFileError, sidecar_of
+
+    side = sidecar_of(mfn512_onnx)
+    assert side.is_file() and '"made_by": "python -m fetoolkit.export model=mobilefacenet512' in side.read_text()
+    copy = tmp_path / mfn512_onnx.name
+    shutil.copy(mfn512_onnx, copy)
+    shutil.copy(side, sidecar_of(copy))
+    assert create_embedder("mobilefacenet512", weights=copy, backend="onnx").contract.embed_dim == 512
+    _scramble_middle(copy)
+    for backend in ("onnx", "torch"):
+        with pytest.raises(DerivedFileError) as err:
+            create_embedder("mobilefacenet512", weights=copy, backend=backend)
+        assert str(copy) in str(err.value) and "python -m fetoolkit.export" in str(err.value)

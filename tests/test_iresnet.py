@@ -41,13 +41,13 @@ from _reference_iresnet import (  # noqa: E402
     reference_iresnet,
 )
 
-from fetoolkit.models.iresnet import BN_EPS, IRESNET_BLOCKS, IResNet, iresnet  # noqa: E402
-from fetoolkit.models.onnx_import import (  # noqa: E402
+from fetoolkit.models.checkpoints import (  # noqa: E402
     check_state_dict,
     load_pth_state_dict,
     load_weights_file,
-    state_dict_from_onnx,
 )
+from fetoolkit.models.iresnet import BN_EPS, IRESNET_BLOCKS, IResNet, iresnet  # noqa: E402
+from fetoolkit.models.onnx_import import state_dict_from_onnx  # noqa: E402
 
 logger = logging.getLogger(__name__)
 

@@ -168,11 +168,33 @@ def test_ensure_exports_in_a_child_process(tmp_path: Path) -> None:
     manifest = json.loads((tmp_path / "m" / MANIFEST).read_text())
     assert manifest["files"] == {net: p.name for net, p in paths.items()}
     assert all(f"-v{manifest['export_version']}.onnx" in p.name for p in paths.values())
+    stamps = {net: p.stat().st_mtime_ns for net, p in paths.items()}
     assert ensure_mtcnn_onnx(tmp_path / "m") == paths  # cached: no second export
+    assert {net: p.stat().st_mtime_ns for net, p in paths.items()} == stamps
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     with pytest.raises(RuntimeError, match="fetoolkit.jobs.mtcnn_cache"):
         ensure_mtcnn_onnx(blocker)
+
+
+def test_damaged_export_is_rebuilt_byte_identical(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A scrambled initializer in a cached MTCNN file (size kept) is caught by its sidecar,
+    named in a warning, and the file exported again, byte-identical to the clean one."""
+    from fetoolkit.hub import sha256_file, sidecar_of
+
+    paths = ensure_mtcnn_onnx(tmp_path / "m")
+    clean = {net: sha256_file(p) for net, p in paths.items()}
+    assert all(json.loads(sidecar_of(p).read_text())["sha256"] == clean[net] for net, p in paths.items())
+    blob = bytearray(paths["onet"].read_bytes())
+    blob[len(blob) // 2 : len(blob) // 2 + 64] = bytes(64)  # inside the weights; size kept
+    paths["onet"].write_bytes(bytes(blob))
+    with caplog.at_level("WARNING"):
+        again = ensure_mtcnn_onnx(tmp_path / "m")
+    assert str(paths["onet"]) in caplog.text and "rebuilding" in caplog.text
+    assert {net: sha256_file(p) for net, p in again.items()} == clean
+    sidecar_of(paths["rnet"]).unlink()  # a file without its sidecar is not trusted either
+    ensure_mtcnn_onnx(tmp_path / "m")
+    assert sidecar_of(paths["rnet"]).is_file() and sha256_file(paths["rnet"]) == clean["rnet"]
 
 
 # --------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from fetoolkit.backends.onnx_graph import (
     META_SOURCE_SHA256,
 )
 from fetoolkit.cpu import int8_kind, machine_info
+from fetoolkit.sharing import user_threads
 from fetoolkit.types import InputContract
 
 log = logging.getLogger(__name__)
@@ -167,7 +168,8 @@ class OnnxEmbedder:
                 own must agree with it, and a file without one runs with this one.
             name: display name (default: the model the file names, else its stem).
             weights_sha256: the source weights' sha256, for reports.
-            num_threads: onnxruntime intra-op threads.
+            num_threads: onnxruntime intra-op threads (None: ``fetoolkit.sharing.user_threads``,
+                i.e. ``OMP_NUM_THREADS`` or the CPU affinity when set, else one per core).
             batch_size: faces per ``session.run``.
             expect_model: registry name the caller asked for; a file whose metadata names
                 another model is refused.
@@ -204,7 +206,10 @@ class OnnxEmbedder:
         self.weights_sha256 = weights_sha256 or meta.get(META_SOURCE_SHA256)
         self.runtime_sha256: str | None = None  # sha256 of the file that runs (create_embedder sets it)
         self.batch_size = batch_size
-        self.num_threads = num_threads  # None: onnxruntime's default (one per core); part of cache keys
+        # None: OMP_NUM_THREADS or the CPU affinity when the user set one, else onnxruntime's
+        # default (one per core); part of cache keys.
+        num_threads = num_threads or user_threads()
+        self.num_threads = num_threads
         try:
             self.session = ort.InferenceSession(
                 source, session_options(num_threads), providers=["CPUExecutionProvider"]

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from fetoolkit.detect.mtcnn_onnx import export_mtcnn_onnx
+from fetoolkit.detect.mtcnn_files import export_mtcnn_onnx
 from fetoolkit.hub import cache_home
 
 log = logging.getLogger(__name__)

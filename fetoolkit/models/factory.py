@@ -9,7 +9,15 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fetoolkit.hub import atomic_path, cache_home, fetch_weights, record_derived, sha256_file, verified_derived
+from fetoolkit.hub import (
+    atomic_path,
+    cache_home,
+    check_recorded,
+    fetch_weights,
+    record_derived,
+    sha256_file,
+    verified_derived,
+)
 from fetoolkit.models.registry import ModelSpec, build_arch, get_model_spec
 from fetoolkit.types import Embedder
 
@@ -33,13 +41,17 @@ def resolve_weights(spec: ModelSpec, weights: str | os.PathLike[str] | None) -> 
     """The weights file to use and its sha256: ``weights`` if given, else the record's default.
 
     A user file is checked against the record's sha256 only when it *is* the record's file
-    (same name); other checkpoints of the same architecture are the user's own.
+    (same name); other checkpoints of the same architecture are the user's own. A file with a
+    sidecar (an ``export`` job's output) must still be the file recorded there
+    (``hub.check_recorded``).
     """
     if weights is not None:
         path = Path(weights).expanduser()
         if not path.is_file():
             raise FileNotFoundError(f"{spec.name}: weights file not found: {path}. {key_hint(spec)}")
-        return path, sha256_file(path)
+        sha = sha256_file(path)
+        check_recorded(path, sha)  # one of our exports: still the file that was made?
+        return path, sha
     if spec.weights is None:
         releases = "; ".join(f"{k}: {v.source.split(':', 1)[1]}" for k, v in spec.releases.items())
         raise FileNotFoundError(
@@ -69,7 +81,7 @@ def load_module_verified(spec: ModelSpec, path: Path, sha256: str) -> tuple[nn.M
     """
     from safetensors.torch import load_file, save_file
 
-    from fetoolkit.models.onnx_import import check_state_dict, load_weights_file
+    from fetoolkit.models.checkpoints import check_state_dict, load_weights_file
 
     if spec.arch is None:
         raise ValueError(onnx_only_message(spec))

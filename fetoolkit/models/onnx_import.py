@@ -1,10 +1,5 @@
-"""Load third-party weights files into our PyTorch modules.
+"""The ONNX importer: an ONNX file of one of our networks into that module's state_dict.
 
-Three entry points:
-
-- ``load_pth_state_dict(path)``: a PyTorch checkpoint (``backbone.pth`` from arcface_torch, or
-  a training checkpoint nesting it under ``"state_dict"``/``"model"``, DataParallel
-  ``"module."`` prefixes stripped), loaded with ``weights_only=True``.
 - ``state_dict_from_onnx(path, module)``: rebuild ``module``'s state_dict from an ONNX file of
   the same network. It is the one ONNX importer of the project, for every architecture:
   IResNet exports (arcface_torch ``torch2onnx.py``, insightface's ``w600k_r50.onnx``/
@@ -12,8 +7,9 @@ Three entry points:
   ``fr_feature.onnx`` (BatchNorm folded into biased convs, depthwise convs, PReLU), and our
   own exports (``fetoolkit.backends.export``: zero ``Pad`` before a Conv, PReLU written as
   ``a * y + (1 - a) * relu(y)``).
-- ``check_state_dict`` / ``load_weights_file``: strict loading with errors that name keys,
-  and dispatch by file suffix.
+
+Checkpoints and suffix dispatch are :mod:`fetoolkit.models.checkpoints`; the graph reading
+(canonical order, constants, PReLU forms) is :mod:`fetoolkit.models.onnx_reader`.
 
 How ONNX tensors are matched
 ----------------------------
@@ -69,640 +65,18 @@ models use 2e-5, ours 1e-5) is mapped exactly by ``running_var += onnx_eps - our
 from __future__ import annotations
 
 import logging
-import pickle
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-from fetoolkit.backends.onnx_graph import NEVER_FOLD, input_channel_slices
+from fetoolkit.models.onnx_reader import OnnxGraph, WeightOp, collect_ops
 
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "state_dict_from_onnx",
-    "load_pth_state_dict",
-    "check_state_dict",
-    "load_weights_file",
-]
-
-_WEIGHT_OPS = ("Conv", "BatchNormalization", "PRelu", "Gemm", "MatMul")
-# Ops that may turn constants into constants (folded on the fly by ``_Graph.const``).
-_CONST_OPS = ("Identity", "Unsqueeze", "Squeeze", "Reshape", "Flatten", "Cast", "Constant")
-# Constant subgraphs larger than this are not folded (shape arithmetic is tiny).
-_FOLD_MAX_ELEMENTS = 1 << 16
-# Input preprocessing that MXNet-converted graphs carry before the first Conv.
-_PREPROC_OPS = ("Sub", "Mul", "Div", "Add", "Transpose")
-
-
-# ----------------------------------------------------------------------------------------
-# .pth checkpoints
-# ----------------------------------------------------------------------------------------
-
-
-def load_pth_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a PyTorch checkpoint into a flat ``{key: tensor}`` state_dict on the CPU.
-
-    Accepts a plain state_dict (arcface_torch's ``backbone.pth``) or a dict nesting it under
-    ``"state_dict"`` or ``"model"``; strips a DataParallel/DDP ``"module."`` prefix. Loads
-    with ``torch.load(..., map_location="cpu", weights_only=True)``: no pickled code runs.
-
-    Args:
-        path: the checkpoint file.
-
-    Returns:
-        ``{key: tensor}`` with the tensors' own dtypes (arcface_torch "fp16" checkpoints hold
-        float32 master weights; ``load_state_dict`` casts to the module's dtype anyway).
-
-    Raises:
-        FileNotFoundError: ``path`` does not exist.
-        ValueError: the file is not a PyTorch checkpoint, holds a pickled module/object that
-            ``weights_only`` refuses, or holds no ``{str: tensor}`` mapping.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        why = next((ln.strip() for ln in str(e).splitlines() if "Unsupported global" in ln), "")
-        raise ValueError(
-            f"{str(path)!r} is not a plain PyTorch state_dict checkpoint: it pickles more than tensors, which "
-            f"fetoolkit never unpickles (weights_only=True){': ' + why if why else ''}. Re-save it where it was "
-            "made with torch.save(model.state_dict(), path)"
-        ) from None
-    except Exception as e:  # torch.load raises RuntimeError/EOFError/IndexError/... on junk
-        raise ValueError(f"{str(path)!r} is not a PyTorch checkpoint: {e}") from e
-
-    state = _unnest_state_dict(obj, path)
-    return _strip_prefix(state, "module.")
-
-
-def _unnest_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
-    """Find the ``{str: tensor}`` mapping in a loaded checkpoint object."""
-    if not isinstance(obj, Mapping):
-        raise ValueError(f"{str(path)!r} holds a {type(obj).__name__}, not a state_dict (a dict of tensors)")
-    if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
-        return {str(k): v for k, v in obj.items()}
-    for key in ("state_dict", "model"):
-        inner = obj.get(key)
-        if isinstance(inner, Mapping) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
-            logger.info("%s: using the state_dict nested under %r", path, key)
-            return {str(k): v for k, v in inner.items()}
-    bad = [str(k) for k, v in obj.items() if not isinstance(v, torch.Tensor)][:5]
-    raise ValueError(
-        f"{str(path)!r} is not a state_dict: it has non-tensor entries {bad} and no "
-        f"'state_dict'/'model' entry holding tensors"
-    )
-
-
-def _strip_prefix(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    """Remove ``prefix`` from every key that has it; refuse if that makes two keys equal."""
-    if not any(k.startswith(prefix) for k in state):
-        return state
-    out: dict[str, torch.Tensor] = {}
-    for key, value in state.items():
-        new = key[len(prefix) :] if key.startswith(prefix) else key
-        if new in out:
-            raise ValueError(f"stripping {prefix!r} makes key {new!r} appear twice")
-        out[new] = value
-    logger.info("stripped the %r prefix from the checkpoint keys", prefix)
-    return out
-
-
-def check_state_dict(module: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
-    """Raise ``ValueError`` unless ``state`` has exactly ``module``'s keys and shapes.
-
-    The message lists (up to 10 of each) missing keys, unexpected keys and
-    ``key: checkpoint shape vs module shape`` mismatches.
-    """
-    expected = module.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    misshapen = [
-        f"{k}: checkpoint {list(state[k].shape)} vs module {list(expected[k].shape)}"
-        for k in expected
-        if k in state and tuple(state[k].shape) != tuple(expected[k].shape)
-    ]
-    if missing or unexpected or misshapen:
-        parts = []
-        if missing:
-            parts.append(f"missing keys {missing[:10]}" + (" ..." if len(missing) > 10 else ""))
-        if unexpected:
-            parts.append(f"unexpected keys {unexpected[:10]}" + (" ..." if len(unexpected) > 10 else ""))
-        if misshapen:
-            parts.append(f"shape mismatches {misshapen[:10]}" + (" ..." if len(misshapen) > 10 else ""))
-        raise ValueError(f"state_dict does not fit {type(module).__name__}: " + "; ".join(parts))
-
-
-def load_weights_file(module: nn.Module, path: str | Path) -> nn.Module:
-    """Load a weights file into ``module`` strictly, choosing the reader by suffix.
-
-    ``.onnx`` -> ``state_dict_from_onnx``; ``.pth``/``.pt``/``.bin``/``.ckpt`` ->
-    ``load_pth_state_dict``; ``.safetensors`` -> ``safetensors.torch.load_file``.
-
-    Returns:
-        ``module`` itself, weights loaded, put in eval mode.
-
-    Raises:
-        ValueError: unknown suffix, unreadable file, or keys/shapes that do not fit.
-    """
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix == ".onnx":
-        state = state_dict_from_onnx(path, module)
-    elif suffix in (".pth", ".pt", ".bin", ".ckpt"):
-        state = load_pth_state_dict(path)
-    elif suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            state = _strip_prefix(dict(load_file(str(path), device="cpu")), "module.")
-        except Exception as e:  # SafetensorError, OSError: truncated or not a safetensors file
-            raise ValueError(f"{str(path)!r} is not a readable safetensors file ({type(e).__name__}: {e})") from None
-    else:
-        raise ValueError(
-            f"don't know how to read weights from {str(path)!r}: expected .tflite, .onnx, .pth/.pt/.bin/.ckpt "
-            "or .safetensors"
-        )
-    check_state_dict(module, state)
-    module.load_state_dict(state, strict=True)
-    return module.eval()
-
-
-# ----------------------------------------------------------------------------------------
-# ONNX graph reading
-# ----------------------------------------------------------------------------------------
-
-
-@dataclass
-class _Tensor:
-    """A constant ONNX node input: what it is called, where it came from, its value."""
-
-    name: str  # the node input's name
-    origin: str  # the initializer / Constant it resolves to (differs behind Identity etc.)
-    value: np.ndarray
-
-    def describe(self) -> str:
-        return repr(self.name) if self.origin == self.name else f"{self.name!r} (= {self.origin!r})"
-
-
-@dataclass
-class _Op:
-    """One weight-bearing ONNX node with its constant inputs by role."""
-
-    kind: str  # "conv" | "bn" | "prelu" | "linear"
-    node: Any  # onnx.NodeProto
-    tensors: dict[str, _Tensor]
-    output: str
-    attrs: dict[str, Any] = field(default_factory=dict)
-
-    def first(self) -> _Tensor:
-        return next(iter(self.tensors.values()))
-
-    def where(self, role: str | None = None) -> str:
-        t = self.tensors[role] if role else self.first()
-        return f"ONNX tensor {t.describe()} of {self.node.op_type} node {self.node.name!r}"
-
-
-class _Graph:
-    """Constant resolution and canonical node order for one ONNX graph."""
-
-    def __init__(self, graph: Any, opset: int = 13) -> None:
-        from onnx import numpy_helper
-
-        from fetoolkit.backends.onnx_graph import graph_maps
-
-        self._numpy_helper = numpy_helper
-        self.graph = graph
-        self.opset = int(opset)
-        self.initializers = {init.name: init for init in graph.initializer}
-        self.producer, self.consumers = graph_maps(graph.node)
-        # Tensors that depend on a graph input (ONNX lists nodes in topological order), so
-        # constant resolution never walks the whole network.
-        self.dynamic: set[str] = {i.name for i in graph.input if i.name not in self.initializers}
-        for node in graph.node:
-            if node.op_type in NEVER_FOLD or any(i in self.dynamic for i in node.input if i):
-                self.dynamic.update(node.output)
-        self._cache: dict[str, tuple[str, np.ndarray] | None] = {}
-
-    def const(self, name: str) -> _Tensor | None:
-        """The constant value of tensor ``name``, or ``None`` if it depends on the input."""
-        hit = self._resolve(name)
-        return None if hit is None else _Tensor(name=name, origin=hit[0], value=hit[1])
-
-    def _resolve(self, name: str) -> tuple[str, np.ndarray] | None:
-        if name in self._cache:
-            return self._cache[name]
-        if name in self.dynamic:
-            return None
-        self._cache[name] = None  # guards cycles (there are none in valid graphs)
-        result: tuple[str, np.ndarray] | None = None
-        if name in self.initializers:
-            result = (name, self._numpy_helper.to_array(self.initializers[name]))
-        elif name in self.producer:
-            result = self._fold(self.producer[name])
-        self._cache[name] = result
-        return result
-
-    def _fold(self, node: Any) -> tuple[str, np.ndarray] | None:
-        """Evaluate a constant-only node.
-
-        The ``_CONST_OPS`` kinds keep the origin (the initializer behind them) so that messages
-        name the file's tensor; any other deterministic node whose inputs are all constant (the
-        ``ConstantOfShape``/``Concat``/``Slice``/``Transpose`` chain torch writes for the pads
-        of ``F.pad``, say) is evaluated with ``onnx.reference`` and is its own origin.
-        """
-        from onnx import helper
-
-        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        if node.op_type == "Constant":
-            if "value" not in attrs:
-                return None
-            return (node.output[0], self._numpy_helper.to_array(attrs["value"]))
-        if node.op_type not in _CONST_OPS:
-            return self._fold_generic(node)
-        if not node.input:
-            return None
-        src = self._resolve(node.input[0])
-        if src is None:
-            return None
-        origin, x = src
-        extra = [self._resolve(i) if i else None for i in node.input[1:]]
-        if node.op_type == "Identity":
-            return origin, x
-        if node.op_type == "Cast":
-            return origin, x  # dtype is fixed later, to the module's
-        if node.op_type == "Unsqueeze":
-            axes = attrs.get("axes")
-            if axes is None and extra and extra[0] is not None:
-                axes = extra[0][1].tolist()
-            if axes is None:
-                return None
-            out_rank = x.ndim + len(axes)
-            for ax in sorted(a % out_rank for a in axes):
-                x = np.expand_dims(x, ax)
-            return origin, x
-        if node.op_type == "Squeeze":
-            axes = attrs.get("axes")
-            if axes is None and extra and extra[0] is not None:
-                axes = extra[0][1].tolist()
-            return origin, (np.squeeze(x) if axes is None else np.squeeze(x, tuple(axes)))
-        if node.op_type == "Reshape":
-            if not extra or extra[0] is None:
-                return None
-            shape = [int(s) for s in extra[0][1].tolist()]
-            shape = [x.shape[i] if s == 0 else s for i, s in enumerate(shape)]
-            return origin, x.reshape(shape)
-        if node.op_type == "Flatten":
-            axis = int(attrs.get("axis", 1)) % max(x.ndim, 1)
-            return origin, x.reshape(int(np.prod(x.shape[:axis])), -1)
-        return None
-
-    def _fold_generic(self, node: Any) -> tuple[str, np.ndarray] | None:
-        """``onnx.reference`` evaluation of a node whose inputs are all (small) constants."""
-        if node.op_type in NEVER_FOLD or node.domain not in ("", "ai.onnx") or len(node.output) != 1:
-            return None
-        if not node.input and node.op_type != "ConstantOfShape":
-            return None
-        values: dict[str, np.ndarray] = {}
-        for name in node.input:
-            if not name:
-                continue
-            hit = self._resolve(name)
-            if hit is None or hit[1].size > _FOLD_MAX_ELEMENTS:
-                return None
-            values[name] = hit[1]
-        from onnx import helper
-        from onnx.reference import ReferenceEvaluator
-
-        inputs = [
-            helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(v.dtype), None) for n, v in values.items()
-        ]
-        outputs = [helper.make_tensor_value_info(node.output[0], 0, None)]
-        graph = helper.make_graph([node], "fold", inputs, outputs)
-        try:
-            (out,) = ReferenceEvaluator(graph, opsets={"": self.opset}).run(None, values)
-        except Exception as e:  # an op the reference runtime lacks: leave it to the caller
-            logger.debug("cannot fold %s node %r: %s", node.op_type, node.name, e)
-            return None
-        # Name the largest constant behind it (``1 - slope`` is "the slope's" tensor).
-        sources = [self._resolve(n) for n in node.input if n]
-        big = max((h for h in sources if h is not None), key=lambda h: h[1].size, default=None)
-        origin = big[0] if big is not None and big[0] in self.initializers else node.output[0]
-        return origin, np.asarray(out)
-
-    def ordered_nodes(self) -> list[Any]:
-        """Nodes reachable from the graph outputs, post-order DFS, inputs left to right."""
-        order: list[Any] = []
-        seen: set[int] = set()
-        for out in self.graph.output:
-            root = self.producer.get(out.name)
-            if root is None or id(root) in seen:
-                continue
-            stack: list[tuple[Any, int]] = [(root, 0)]
-            seen.add(id(root))
-            while stack:
-                node, i = stack.pop()
-                if i < len(node.input):
-                    stack.append((node, i + 1))
-                    parent = self.producer.get(node.input[i]) if node.input[i] else None
-                    if parent is not None and id(parent) not in seen:
-                        seen.add(id(parent))
-                        stack.append((parent, 0))
-                else:
-                    order.append(node)
-        return order
-
-
-def _attrs(node: Any) -> dict[str, Any]:
-    from onnx import helper
-
-    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
-
-
-def _collect_ops(g: _Graph, path: Path) -> tuple[list[_Op], set[str]]:
-    """Weight-bearing ops in canonical order, and the names of the constants they used."""
-    ops: list[_Op] = []
-    used: set[str] = set()
-    consumed_adds: set[int] = set()
-    order = g.ordered_nodes()
-    first_conv = next((i for i, n in enumerate(order) if n.op_type == "Conv"), None)
-    if first_conv:
-        pre = [
-            n.op_type
-            for n in order[:first_conv]
-            if n.op_type in _PREPROC_OPS
-            and n.output[0] in g.dynamic
-            and any(g.const(i) is not None for i in n.input if i)
-        ]
-        if pre:
-            logger.warning(
-                "%s normalises its input inside the graph (%s before the first Conv); the "
-                "imported module leaves those ops out: feed it the tensor they would produce",
-                path,
-                ", ".join(pre),
-            )
-
-    def need(node: Any, index: int, role: str) -> _Tensor:
-        if index >= len(node.input) or not node.input[index]:
-            raise ValueError(f"{node.op_type} node {node.name!r} in {path} has no {role} input")
-        t = g.const(node.input[index])
-        if t is None:
-            raise ValueError(
-                f"{role} input {node.input[index]!r} of {node.op_type} node {node.name!r} in "
-                f"{path} is computed at run time, not a constant: cannot import it"
-            )
-        used.add(t.origin)
-        return t
-
-    prelus, prelu_parts = _decomposed_prelus(g)
-    split, split_parts, signs = _split_prelus(g)
-    prelus.update(split)
-    prelu_parts |= split_parts
-    for index, node in enumerate(order):
-        if id(node) in prelu_parts:
-            continue
-        if id(node) in prelus:
-            slope, other = prelus[id(node)]
-            used.update((slope.origin, other.origin))
-            ops.append(_Op("prelu", node, {"weight": slope}, node.output[0]))
-            continue
-        if node.output and g.const(node.output[0]) is not None:
-            continue
-        if node.op_type == "Transpose" and first_conv is not None and index > first_conv:
-            # A layout change inside the network (e.g. NHWC flatten before the fc) would
-            # silently permute the fc weight's columns.
-            raise ValueError(
-                f"Transpose node {node.name!r} in {path} changes the layout inside the "
-                f"network; only NCHW graphs (as torch exports them) can be imported"
-            )
-        if node.op_type == "Conv":
-            tensors = {"weight": need(node, 1, "weight")}
-            if node.input[0] in signs:  # a split PReLU's sign folded into this Conv's input channels
-                tensors["weight"] = _unfold_sign(tensors["weight"], signs[node.input[0]], node, path)
-            if len(node.input) > 2 and node.input[2]:
-                tensors["bias"] = need(node, 2, "bias")
-            attrs = _attrs(node)
-            pad_node = g.producer.get(node.input[0])
-            if pad_node is not None and pad_node.op_type == "Pad":
-                attrs["pre_pads"] = _zero_pad_hw(g, pad_node, path, used)
-            ops.append(_Op("conv", node, tensors, node.output[0], attrs))
-        elif node.op_type == "BatchNormalization":
-            tensors = {
-                role: need(node, i, role) for i, role in enumerate(("weight", "bias", "running_mean", "running_var"), 1)
-            }
-            attrs = _attrs(node)
-            if int(attrs.get("training_mode", 0)) != 0 or any(node.output[1:]):
-                raise ValueError(f"BatchNormalization node {node.name!r} in {path} is in training mode")
-            if int(attrs.get("spatial", 1)) != 1:
-                raise ValueError(
-                    f"BatchNormalization node {node.name!r} in {path} has spatial=0 "
-                    f"(per-pixel statistics): not a BatchNorm2d/1d"
-                )
-            ops.append(_Op("bn", node, tensors, node.output[0], attrs))
-        elif node.op_type == "PRelu":
-            ops.append(_Op("prelu", node, {"weight": need(node, 1, "slope")}, node.output[0]))
-        elif node.op_type == "Gemm":
-            attrs = _attrs(node)
-            if int(attrs.get("transA", 0)) != 0:
-                raise ValueError(f"Gemm node {node.name!r} in {path} has transA=1: not a Linear")
-            b = need(node, 1, "B")
-            alpha = float(attrs.get("alpha", 1.0))
-            w = b.value if int(attrs.get("transB", 0)) else b.value.T
-            tensors = {"weight": _Tensor(b.name, b.origin, np.ascontiguousarray(w) * alpha)}
-            if len(node.input) > 2 and node.input[2]:
-                c = need(node, 2, "C")
-                beta = float(attrs.get("beta", 1.0))
-                tensors["bias"] = _Tensor(c.name, c.origin, c.value.reshape(-1) * beta)
-            ops.append(_Op("linear", node, tensors, node.output[0], attrs))
-        elif node.op_type == "MatMul":
-            w = need(node, 1, "weight")
-            tensors = {"weight": _Tensor(w.name, w.origin, np.ascontiguousarray(w.value.T))}
-            output = node.output[0]
-            adds = [n for n in g.consumers.get(output, []) if n.op_type == "Add"]
-            if len(g.consumers.get(output, [])) == 1 and len(adds) == 1:
-                add = adds[0]
-                other = [i for i in add.input if i != output]
-                c = g.const(other[0]) if len(other) == 1 else None
-                if c is not None:
-                    used.add(c.origin)
-                    tensors["bias"] = _Tensor(c.name, c.origin, c.value.reshape(-1))
-                    output = add.output[0]
-                    consumed_adds.add(id(add))
-            ops.append(_Op("linear", node, tensors, output))
-        elif node.op_type in ("Sub", "Mul", "Div", "Add") and id(node) not in consumed_adds:
-            for inp in node.input:
-                c = g.const(inp) if inp else None
-                if c is not None and c.value.size > 3:
-                    raise ValueError(
-                        f"{node.op_type} node {node.name!r} in {path} applies constant "
-                        f"{c.describe()} of shape {list(c.value.shape)}: an op with weights "
-                        f"that IResNet does not have (a decomposed BatchNorm?)"
-                    )
-                if c is not None:
-                    used.add(c.origin)
-    return ops, used
-
-
-def _zero_pad_hw(g: _Graph, node: Any, path: Path, used: set[str]) -> list[int]:
-    """The spatial pads ``[top, left, bottom, right]`` of a zero ``Pad`` node before a Conv.
-
-    ``nn.ZeroPad2d`` exports as ``Pad`` (constant mode, value 0, pads on H and W only); any
-    other padding cannot be a conv's zero padding and raises ``ValueError``.
-    """
-    from fetoolkit.backends.onnx_graph import pad_attributes, zero_pads_hw
-
-    mode, pads, value = pad_attributes(node)
-    if pads is None:  # opset >= 11: pads, value and axes are inputs
-        pads_t = g.const(node.input[1]) if len(node.input) > 1 and node.input[1] else None
-        if pads_t is None:
-            raise ValueError(f"Pad node {node.name!r} in {path} has pads computed at run time")
-        pads = [int(p) for p in pads_t.value.reshape(-1)]
-        value_t = g.const(node.input[2]) if len(node.input) > 2 and node.input[2] else None
-        value = 0.0 if value_t is None else float(value_t.value.reshape(-1)[0])
-        used.update(t.origin for t in (pads_t, value_t) if t is not None)
-        if len(node.input) > 3 and node.input[3]:
-            axes_t = g.const(node.input[3])
-            if axes_t is None:
-                raise ValueError(f"Pad node {node.name!r} in {path} has axes computed at run time")
-            full = [0] * 8
-            for k, ax in enumerate(int(a) % 4 for a in axes_t.value.reshape(-1)):
-                full[ax], full[4 + ax] = pads[k], pads[len(pads) // 2 + k]
-            pads = full
-    hw = zero_pads_hw(mode, pads, value)
-    if hw is None:
-        raise ValueError(
-            f"Pad node {node.name!r} in {path} (mode {mode}, value {value}, pads {pads}) is not a "
-            f"zero padding of H and W before a Conv"
-        )
-    return hw
-
-
-def _decomposed_prelus(g: _Graph) -> tuple[dict[int, tuple[_Tensor, _Tensor]], set[int]]:
-    """PReLUs written as ``Add(Mul(y, a), Mul(Relu(y), b))`` with ``a + b == 1`` per channel.
-
-    ``prelu(y) = a * y + (1 - a) * relu(y)``; ``fetoolkit.backends.export`` writes PReLU this
-    way because onnxruntime runs it about twice as fast as a ``PRelu`` node. Returns
-    ``{id(Add node): (slope tensor a, tensor b)}`` and the ids of the Mul/Relu nodes the
-    pattern absorbs.
-    """
-    found: dict[int, tuple[_Tensor, _Tensor]] = {}
-    parts: set[int] = set()
-
-    def mul_split(name: str) -> tuple[Any, str, _Tensor] | None:
-        node = g.producer.get(name)
-        if node is None or node.op_type != "Mul" or len(node.input) != 2:
-            return None
-        for k in (0, 1):
-            c = g.const(node.input[k])
-            if c is not None and g.const(node.input[1 - k]) is None:
-                return node, node.input[1 - k], c
-        return None
-
-    for add in g.graph.node:
-        if add.op_type != "Add" or len(add.input) != 2:
-            continue
-        sides = [mul_split(i) for i in add.input]
-        if any(s is None for s in sides):
-            continue
-        for lin, rel in (sides, sides[::-1]):
-            assert lin is not None and rel is not None
-            relu = g.producer.get(rel[1])
-            if relu is None or relu.op_type != "Relu" or relu.input[0] != lin[1]:
-                continue
-            a, b = lin[2].value.astype(np.float64), rel[2].value.astype(np.float64)
-            if (
-                a.shape != b.shape
-                or a.size < 1
-                or not np.allclose(a + b, 1.0, rtol=0, atol=1e-5 * (1 + np.abs(a).max()))
-            ):
-                continue
-            if any(len(g.consumers.get(n.output[0], [])) != 1 for n in (lin[0], rel[0], relu)):
-                continue
-            found[id(add)] = (lin[2], rel[2])
-            parts.update((id(lin[0]), id(rel[0]), id(relu)))
-            break
-    return found, parts
-
-
-def _split_prelus(g: _Graph) -> tuple[dict[int, tuple[_Tensor, _Tensor]], set[int], dict[str, np.ndarray]]:
-    """PReLUs in the export's split form: ``Add(Conv1x1dw(y, s*a), Relu(Conv1x1dw(y, s*(1-a))))``.
-
-    ``fetoolkit.backends.quantize.split_prelus`` writes them; ``s = -1`` on the channels with
-    ``a > 1`` (where ``1 - a < 0``), and the Convs reading the result have those input channels
-    negated. Per channel the two weights tell ``s`` apart: ``s = 1`` gives ``|1 - l| = r`` and
-    ``s = -1`` gives ``|1 + l| = r`` for lin weight ``l`` and relu weight ``r``; both hold only at
-    ``l = 0``, where ``s = 1``. Returns ``{id(Add): (slope a, 1 - a)}``, the ids of the absorbed
-    nodes, and ``{tensor: s}`` for the results whose readers carry a folded sign.
-    """
-    found: dict[int, tuple[_Tensor, _Tensor]] = {}
-    parts: set[int] = set()
-    signs: dict[str, np.ndarray] = {}
-
-    def dw_weight(node: Any) -> np.ndarray | None:
-        if node is None or node.op_type != "Conv" or len(node.input) != 2:
-            return None
-        w = g.const(node.input[1])
-        attrs = _attrs(node)
-        if w is None or w.value.ndim != 4 or w.value.shape[1:] != (1, 1, 1):
-            return None
-        if int(attrs.get("group", 1)) != w.value.shape[0] or any(int(p) for p in attrs.get("pads", [])):
-            return None
-        if any(int(s) != 1 for s in attrs.get("strides", [])) or any(int(d) != 1 for d in attrs.get("dilations", [])):
-            return None
-        return w.value.reshape(-1).astype(np.float64)
-
-    for add in g.graph.node:
-        if add.op_type != "Add" or len(add.input) != 2:
-            continue
-        for lin_name, relu_name in (add.input, add.input[::-1]):
-            lin, relu = g.producer.get(lin_name), g.producer.get(relu_name)
-            if relu is None or relu.op_type != "Relu":
-                continue
-            pre = g.producer.get(relu.input[0])
-            l_w, r_w = dw_weight(lin), dw_weight(pre)
-            if l_w is None or r_w is None or l_w.shape != r_w.shape or lin.input[0] != pre.input[0]:
-                continue
-            if (r_w < 0).any() or any(len(g.consumers.get(n.output[0], [])) != 1 for n in (lin, pre, relu)):
-                continue
-            tol = 1e-5 * (1 + np.abs(l_w).max())
-            plus, minus = np.abs(np.abs(1 - l_w) - r_w) <= tol, np.abs(np.abs(1 + l_w) - r_w) <= tol
-            if not (plus | minus).all():
-                continue
-            s = np.where(plus, 1.0, -1.0)
-            a = (s * l_w).astype(np.float32)
-            shape = (1, len(a), 1, 1)
-            l_t, r_t = g.const(lin.input[1]), g.const(pre.input[1])
-            assert l_t is not None and r_t is not None
-            found[id(add)] = (
-                _Tensor(l_t.name, l_t.origin, a.reshape(shape)),
-                _Tensor(r_t.name, r_t.origin, (1 - a.astype(np.float64)).astype(np.float32)),
-            )
-            parts.update((id(lin), id(pre), id(relu)))
-            if (s < 0).any():
-                signs[add.output[0]] = s
-            break
-    return found, parts, signs
-
-
-def _unfold_sign(weight: _Tensor, sign: np.ndarray, node: Any, path: Any) -> _Tensor:
-    """``weight`` ``[M, C/G, kh, kw]`` with input channel ``c`` multiplied by ``sign[c]``."""
-    where = input_channel_slices(node, weight.value, len(sign))
-    if where is None:
-        raise ValueError(
-            f"Conv node {node.name!r} in {path} reads a split PReLU of {len(sign)} channels, "
-            f"which its weight {list(weight.value.shape)} cannot take"
-        )
-    out = weight.value.astype(np.float64)
-    for c in np.flatnonzero(sign < 0):
-        rows, col = where[c]
-        out[rows, col] *= -1.0
-    return _Tensor(weight.name, weight.origin, out.astype(weight.value.dtype))
+__all__ = ["state_dict_from_onnx"]
 
 
 # ----------------------------------------------------------------------------------------
@@ -776,7 +150,7 @@ def _identity_var(eps: float, dtype: torch.dtype) -> torch.Tensor:
 
 
 class _Mapper:
-    """Pairs ``_Op``s with ``_Slot``s and writes the state_dict."""
+    """Pairs ``WeightOp``s with ``_Slot``s and writes the state_dict."""
 
     def __init__(self, module: nn.Module, path: Path) -> None:
         self.module = module
@@ -805,7 +179,7 @@ class _Mapper:
 
     # -- one handler per kind ---------------------------------------------------------
 
-    def conv(self, slot: _Slot, op: _Op) -> None:
+    def conv(self, slot: _Slot, op: WeightOp) -> None:
         conv: nn.Conv2d = slot.module  # type: ignore[assignment]
         attrs = op.attrs
         if attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
@@ -838,7 +212,7 @@ class _Mapper:
                     f"{name}={want[name]} (in {self.path})"
                 )
 
-    def bn(self, slot: _Slot, op: _Op) -> None:
+    def bn(self, slot: _Slot, op: WeightOp) -> None:
         bn: nn.modules.batchnorm._BatchNorm = slot.module  # type: ignore[assignment]
         onnx_eps = float(op.attrs.get("epsilon", 1e-5))
         for role in ("weight", "bias", "running_mean"):
@@ -885,7 +259,7 @@ class _Mapper:
             self.out[slot.key("running_var")] = _identity_var(bn.eps, dtype).expand(n).clone()
             self.put_tracked(slot)
 
-    def prelu(self, slot: _Slot, op: _Op) -> None:
+    def prelu(self, slot: _Slot, op: WeightOp) -> None:
         t = op.tensors["weight"]
         ref = self.reference[slot.key("weight")]
         # ONNX slopes broadcast against NCHW: [C, 1, 1] (torch legacy), [1, C, 1, 1]
@@ -897,7 +271,7 @@ class _Mapper:
             )
         self.put(slot.key("weight"), t.value.reshape(ref.shape), op.where())
 
-    def linear(self, slot: _Slot, op: _Op) -> None:
+    def linear(self, slot: _Slot, op: WeightOp) -> None:
         self.put(slot.key("weight"), op.tensors["weight"].value, op.where("weight"))
 
 
@@ -940,8 +314,8 @@ def state_dict_from_onnx(path: str | Path, module: nn.Module) -> dict[str, torch
         )
 
     opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=13)
-    g = _Graph(model.graph, opset)
-    ops, used = _collect_ops(g, path)
+    g = OnnxGraph(model.graph, opset)
+    ops, used = collect_ops(g, path)
     slots = _module_slots(module)
     m = _Mapper(module, path)
 

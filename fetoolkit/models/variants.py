@@ -9,6 +9,7 @@ import numpy as np
 
 from fetoolkit.backends.export import export_onnx
 from fetoolkit.backends.quantize import PRECISIONS, convert_fp16, quantize_int8
+from fetoolkit.hub import record_derived
 from fetoolkit.models.factory import load_module, resolve_weights
 from fetoolkit.models.registry import get_model_spec
 
@@ -52,8 +53,11 @@ def export_variant(
     path, sha = resolve_weights(spec, weights)
     module = load_module(spec, path, sha)
     out = Path(out)
+    made_by = f"python -m fetoolkit.export model={spec.name} precision={precision} out={out}"
     if precision == "fp32":
-        return export_onnx(module, spec.contract, out, name=spec.name, source_sha256=sha, opset=opset, prelu=prelu)  # type: ignore[arg-type]
+        export_onnx(module, spec.contract, out, name=spec.name, source_sha256=sha, opset=opset, prelu=prelu)  # type: ignore[arg-type]
+        record_derived(out, sha, made_by)
+        return out
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".export-") as tmp:
         fp32 = export_onnx(
@@ -61,8 +65,16 @@ def export_variant(
         )  # type: ignore[arg-type]
         del module
         if precision == "fp16":
-            return convert_fp16(fp32, out)
-        assert calibration is not None
-        return quantize_int8(
-            fp32, out, calibration, describe=calibration_describe, method=calibration_method, weight_bits=weight_bits
-        )  # type: ignore[arg-type]
+            convert_fp16(fp32, out)
+        else:
+            assert calibration is not None
+            quantize_int8(
+                fp32,
+                out,
+                calibration,
+                describe=calibration_describe,
+                method=calibration_method,
+                weight_bits=weight_bits,
+            )
+    record_derived(out, sha, made_by)  # size + sha256 of the file and of its weights, beside it
+    return out

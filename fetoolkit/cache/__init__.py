@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 
 #: Bump when the content or meaning of an entry changes (2: entries carry their key and a checksum).
 CACHE_VERSION = 2
+#: How ``read_entry`` starts the problem of an entry written by an older version.
+OLD_FORMAT = "has an old format"
 
 
 def arrays_checksum(arrays: dict[str, np.ndarray]) -> str:
@@ -77,6 +79,25 @@ def content_digest(paths: Sequence[Path], images: Sequence[bytes] | None = None)
     return h.hexdigest()
 
 
+def read_entry(path: Path, key: str) -> tuple[dict[str, np.ndarray] | None, str | None]:
+    """Read one entry file: ``(arrays, None)`` when it is whole and is the entry of ``key``,
+    else ``(None, what is wrong)`` (old format, another key, checksum, unreadable)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            out = {k: z[k] for k in z.files}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        return None, f"is unreadable ({e})"
+    if int(out.get("_version", -1)) != CACHE_VERSION:
+        return None, f"{OLD_FORMAT} (version {int(out.get('_version', -1))}, this code writes {CACHE_VERSION})"
+    stored_key = bytes(out.pop("_key", np.zeros(0, np.uint8))).decode(errors="replace")
+    stored_sum = bytes(out.pop("_checksum", np.zeros(0, np.uint8))).decode(errors="replace")
+    if stored_key != key:
+        return None, "holds another key (moved or renamed)"
+    if stored_sum != arrays_checksum({k: v for k, v in out.items() if k != "_version"}):
+        return None, "does not match its checksum (damaged)"
+    return out, None
+
+
 class EmbeddingCache:
     """Reads and writes cache entries (see the module docstring).
 
@@ -96,21 +117,10 @@ class EmbeddingCache:
         p = self.path(kind, key)
         if not p.is_file():
             return None
-        try:
-            with np.load(p, allow_pickle=False) as z:
-                out = {k: z[k] for k in z.files}
-            if int(out.get("_version", -1)) != CACHE_VERSION:
-                log.warning("cache entry %s has an old format; recomputing", p)
-                return None
-            stored_key = bytes(out.pop("_key", np.zeros(0, np.uint8))).decode(errors="replace")
-            stored_sum = bytes(out.pop("_checksum", np.zeros(0, np.uint8))).decode(errors="replace")
-            if stored_key != key or stored_sum != arrays_checksum({k: v for k, v in out.items() if k != "_version"}):
-                log.warning("cache entry %s does not match its key or checksum (damaged or moved); recomputing", p)
-                return None
-            return out
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
-            log.warning("cache entry %s is unreadable (%s); recomputing", p, e)
-            return None
+        arrays, problem = read_entry(p, key)
+        if problem is not None:
+            log.warning("cache entry %s %s; recomputing", p, problem)
+        return arrays
 
     def save(self, kind: str, key: str, arrays: dict[str, np.ndarray]) -> Path | None:
         """Write an entry atomically (temporary file + rename), with its key and a checksum of its arrays.
