@@ -350,19 +350,23 @@ def test_far_out_of_range() -> None:
 def test_weighted_resample_equals_materialised_resample() -> None:
     # The vectorised bootstrap weights sorted pairs by their draw counts; each resample must
     # give exactly the figures of the materialised (np.repeat) resample.
+    from fetoolkit.metrics import _pairs as vp
+    from fetoolkit.metrics import bootstrap as vb
+    from fetoolkit.metrics import kfold as vk
+
     s, y, f = random_pairs(400, 5, decimals=1, sep=1.5)
-    p = vm._prepare(s, y)
-    f_idx, k = vm._check_folds(f, s.size)
+    p = vp._prepare(s, y)
+    f_idx, k = vp._check_folds(f, s.size)
     fs = f_idx[p.order]
     rng = np.random.default_rng(1)
     strata = [np.flatnonzero((fs == i) & c) for i in range(k) for c in (p.y, ~p.y)]
-    w = vm._draw([st for st in strata if st.size], p.n, 6, rng)
+    w = vb._draw([st for st in strata if st.size], p.n, 6, rng)
     for st in strata:  # stratified: every (fold, class) keeps its size
         assert (w[:, st].sum(axis=1) == st.size).all()
-    accs, thrs = vm._kfold_core(p, fs, k, w)
-    cg = vm._padcumsum(w[:, p.y], np.int32)
-    ci = vm._padcumsum(w[:, ~p.y], np.int32)
-    rows = vm._Rows(p, cg, ci)
+    accs, thrs = vk._kfold_core(p, fs, k, w)
+    cg = vp._padcumsum(w[:, p.y], np.int32)
+    ci = vp._padcumsum(w[:, ~p.y], np.int32)
+    rows = vp._Rows(p, cg, ci)
     eers = rows.eer()[0]
     tars = rows.tar_at_far(0.05)[0]
     aucs = rows.auc()

@@ -42,6 +42,33 @@ def test_list_models_covers_the_records() -> None:
     assert "arcface_mbf.sirius" in names and all(f"arcface_r{d}" in names for d in (18, 34, 50, 100, 200))
 
 
+def test_a_release_tag_resolves_to_its_weights() -> None:
+    """``name.tag`` is the record with that release's weights; an unknown tag lists the known ones."""
+    from fetoolkit.models.registry import list_releases
+
+    spec = get_model_spec("arcface_r50.ms1mv3")
+    base = get_model_spec("arcface_r50")
+    assert (spec.name, spec.release, spec.arch, spec.contract) == ("arcface_r50", "ms1mv3", base.arch, base.contract)
+    assert spec.weights == base.releases["ms1mv3"] and base.weights is None and base.release is None
+    assert "arcface_r100.antelopev2" in list_releases() and all(r.count(".") >= 1 for r in list_releases())
+    assert get_model_spec("arcface").name == "arcface_mbf.sirius"  # a dotted name is a name, not a tag
+    with pytest.raises(KeyError, match="has no release 'nope'; its releases: buffalo_l, glint360k, ms1mv3"):
+        get_model_spec("arcface_r50.nope")
+    with pytest.raises(KeyError, match="unknown model 'nothing.here'"):
+        get_model_spec("nothing.here")
+
+
+def test_builders_take_keyword_arguments() -> None:
+    narrow = build_arch("iresnet18", num_features=128).eval()
+    with torch.no_grad():
+        assert tuple(narrow(torch.zeros(1, 3, 112, 112)).shape) == (1, 128)
+    wide = build_arch("mobilefacenet_faceplugin", head_channels=(256,)).eval()
+    with torch.no_grad():
+        assert tuple(wide(torch.zeros(1, 3, 112, 112)).shape) == (1, 256)
+    with pytest.raises(KeyError, match="unknown architecture 'iresnet7'"):
+        build_arch("iresnet7")
+
+
 @pytest.mark.parametrize("config", MODEL_CONFIGS)
 def test_every_model_config_resolves(config: str) -> None:
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
@@ -61,6 +88,9 @@ TORCH_FREE = (
     "fetoolkit.metrics.verification",
     "fetoolkit.metrics.quality",
     "fetoolkit.models.registry",
+    "fetoolkit.models.onnx_reader",
+    "fetoolkit.detect.mtcnn_onnx",
+    "fetoolkit.cache.maintenance",
     "fetoolkit.cpu",
     "fetoolkit.config",
 )

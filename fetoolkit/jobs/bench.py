@@ -416,10 +416,10 @@ def _model_variants(
     """Build what to time for one model; returns (info, variants, contract)."""
     from fetoolkit.backends.export import export_onnx
     from fetoolkit.backends.quantize import quantize_int8
-    from fetoolkit.models.arcface_torch_zoo import ARCFACE_CONTRACT
     from fetoolkit.models.factory import load_module, resolve_weights
     from fetoolkit.models.iresnet import iresnet
     from fetoolkit.models.registry import get_model_spec
+    from fetoolkit.models.zoo.arcface_torch import ARCFACE_CONTRACT
 
     info: dict[str, Any] = {}
     variants: list[Variant] = []

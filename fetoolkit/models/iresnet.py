@@ -21,16 +21,17 @@ Every BatchNorm uses ``eps=1e-5`` (arcface_torch; the older MXNet models used 2e
 Input: float32 ``[N, 3, 112, 112]``, RGB, ``(pixel - 127.5) / 127.5``.
 Output: float32 ``[N, 512]``, raw (not L2-normalised).
 
-Importing this module registers the architectures ``iresnet18`` ... ``iresnet200``; the
-model records ``arcface_r18`` ... ``arcface_r200`` are in ``arcface_torch_zoo`` (no torch).
+The builders ``iresnet18`` ... ``iresnet200`` take ``iresnet``'s keyword arguments; the model
+records ``arcface_r18`` ... ``arcface_r200`` (``fetoolkit.models.zoo.arcface_torch``, no torch)
+name them as their ``builder``.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn as nn
-
-from fetoolkit.models.registry import register_arch
 
 __all__ = [
     "BN_EPS",
@@ -169,31 +170,26 @@ def iresnet(depth: int, *, num_features: int = 512, dropout: float = 0.0) -> IRe
     return IResNet(blocks, num_features=num_features, dropout=dropout)
 
 
-@register_arch("iresnet18")
-def iresnet18() -> nn.Module:
-    """IResNet-18, layers (2, 2, 2, 2)."""
-    return iresnet(18)
+def iresnet18(**kwargs: Any) -> IResNet:
+    """IResNet-18, layers (2, 2, 2, 2); ``kwargs`` as for :func:`iresnet`."""
+    return iresnet(18, **kwargs)
 
 
-@register_arch("iresnet34")
-def iresnet34() -> nn.Module:
-    """IResNet-34, layers (3, 4, 6, 3)."""
-    return iresnet(34)
+def iresnet34(**kwargs: Any) -> IResNet:
+    """IResNet-34, layers (3, 4, 6, 3); ``kwargs`` as for :func:`iresnet`."""
+    return iresnet(34, **kwargs)
 
 
-@register_arch("iresnet50")
-def iresnet50() -> nn.Module:
-    """IResNet-50, layers (3, 4, 14, 3)."""
-    return iresnet(50)
+def iresnet50(**kwargs: Any) -> IResNet:
+    """IResNet-50, layers (3, 4, 14, 3); ``kwargs`` as for :func:`iresnet`."""
+    return iresnet(50, **kwargs)
 
 
-@register_arch("iresnet100")
-def iresnet100() -> nn.Module:
-    """IResNet-100, layers (3, 13, 30, 3)."""
-    return iresnet(100)
+def iresnet100(**kwargs: Any) -> IResNet:
+    """IResNet-100, layers (3, 13, 30, 3); ``kwargs`` as for :func:`iresnet`."""
+    return iresnet(100, **kwargs)
 
 
-@register_arch("iresnet200")
-def iresnet200() -> nn.Module:
-    """IResNet-200, layers (6, 26, 60, 6)."""
-    return iresnet(200)
+def iresnet200(**kwargs: Any) -> IResNet:
+    """IResNet-200, layers (6, 26, 60, 6); ``kwargs`` as for :func:`iresnet`."""
+    return iresnet(200, **kwargs)

@@ -21,12 +21,12 @@ contract says and returns the raw (not L2-normalised) float32 ``[N, embedding_di
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn as nn
-
-from fetoolkit.models.registry import register_arch
 
 Padding = tuple[int, int, int, int]
 """Explicit padding ``(left, right, top, bottom)`` in pixels, the order ``F.pad`` takes."""
@@ -205,15 +205,15 @@ class MobileFaceNet(nn.Module):
         return torch.flatten(x, 1)
 
 
-@register_arch("mobilefacenet_sirius")
-def mobilefacenet_sirius() -> MobileFaceNet:
+def mobilefacenet_sirius(**kwargs: Any) -> MobileFaceNet:
     """sirius-ai MobileFaceNet (ArcFace loss, 192-d), TF "SAME" padding; for weights from
-    ``MobileFaceNet.tflite`` (see ``fetoolkit.models.convert.state_dict_from_tflite``)."""
-    return MobileFaceNet(SIRIUS_CONFIG)
+    ``MobileFaceNet.tflite`` (see ``fetoolkit.models.convert.state_dict_from_tflite``).
+    ``kwargs`` replace fields of ``SIRIUS_CONFIG`` (``MobileFaceNetConfig``)."""
+    return MobileFaceNet(dataclasses.replace(SIRIUS_CONFIG, **kwargs))
 
 
-@register_arch("mobilefacenet_faceplugin")
-def mobilefacenet_faceplugin() -> MobileFaceNet:
+def mobilefacenet_faceplugin(**kwargs: Any) -> MobileFaceNet:
     """Classic MobileFaceNet (PyTorch padding, GDC + one linear 1x1 conv), 512-d; for weights
-    from faceplugin ``fr_feature.onnx`` (see ``fetoolkit.models.onnx_import.state_dict_from_onnx``)."""
-    return MobileFaceNet(FACEPLUGIN_CONFIG)
+    from faceplugin ``fr_feature.onnx`` (see ``fetoolkit.models.onnx_import.state_dict_from_onnx``).
+    ``kwargs`` replace fields of ``FACEPLUGIN_CONFIG``."""
+    return MobileFaceNet(dataclasses.replace(FACEPLUGIN_CONFIG, **kwargs))

@@ -1,5 +1,5 @@
-"""The model records (``ModelSpec``) and their table; the record modules (``zoo``,
-``arcface_torch_zoo``) register into it on import. No torch, no lookups (see ``registry``)."""
+"""The model records (``ModelSpec``) and their table; the modules of ``fetoolkit.models.zoo``
+register into it on import. No torch, no lookups (see ``registry``)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,10 @@ class ModelSpec:
 
     Attributes:
         name: registry name, e.g. ``"arcface_mbf.sirius"``.
-        arch: architecture name (see ``register_arch``), or ``None`` for ONNX-only models.
+        arch: architecture name (part of cache keys and messages), or ``None`` for ONNX-only
+            models.
+        builder: ``"module:function"`` building an untrained module of ``arch`` from keyword
+            arguments (imports torch when called); ``None`` for ONNX-only models.
         weights: the default weights record, or ``None`` when the user must supply them.
         contract: the input contract the weights were trained with.
         description: one line for listings.
@@ -23,6 +26,8 @@ class ModelSpec:
         vendor_format: format of the vendor's original file (``tflite``/``onnx``), which the
             parity job runs beside our own export; ``None`` when there is no original here.
         releases: named upstream releases (name -> weights record) the user can supply.
+        release: the tag of ``releases`` this record was resolved to (``get_model_spec
+            ("arcface_r50.ms1mv3")``), else ``None``.
         quality_rms_ref: median per-component RMS of the raw embeddings on clean ORL (``make
             eval``'s ``results.json``: ``quality.norms.rms_median``), the scale ``face_quality``
             maps to 0.76; ``None`` (no weights measured here): ``face_quality``'s default.
@@ -37,6 +42,8 @@ class ModelSpec:
     vendor_format: str | None = None
     releases: dict[str, WeightsCfg] = field(default_factory=dict)
     quality_rms_ref: float | None = None
+    builder: str | None = None
+    release: str | None = None
 
 
 _MODELS: dict[str, ModelSpec] = {}
@@ -44,7 +51,9 @@ _ALIASES: dict[str, str] = {}
 
 
 def register_model(spec: ModelSpec) -> ModelSpec:
-    """Add a model record; names and aliases must be unique."""
+    """Add a model record; names and aliases must be unique, and a torch model names its builder."""
+    if (spec.arch is None) != (spec.builder is None):
+        raise ValueError(f"model {spec.name!r}: give both arch and builder, or neither (ONNX-only)")
     for key in (spec.name, *spec.aliases):
         if key in _MODELS or key in _ALIASES:
             raise ValueError(f"model name {key!r} is registered twice")

