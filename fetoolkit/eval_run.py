@@ -16,7 +16,6 @@ callback in ``configs/eval.yaml`` (or later: ``python -m fetoolkit.compare SWEEP
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -26,6 +25,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from fetoolkit import results
 from fetoolkit.cache import CacheCfg
 from fetoolkit.config import detector_cfg, pipeline_cfg, section
 from fetoolkit.cpu import machine_info
@@ -37,7 +37,7 @@ from fetoolkit.versions import library_versions
 log = logging.getLogger(__name__)
 
 PAIRS_FILE = "pairs.parquet"
-RESULTS_FILE = "results.json"
+RESULTS_FILE = results.RESULTS_FILE
 
 
 def run(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
@@ -103,7 +103,7 @@ def write_reports(ev: Evaluation, summary: dict[str, Any], out_dir: Path) -> Non
     try:
         _write_reports(ev, summary, stage)
         summary["complete"] = True
-        (stage / RESULTS_FILE).write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
+        (stage / RESULTS_FILE).write_text(results.dumps(summary))
         for f in sorted(stage.iterdir(), key=lambda p: p.name == RESULTS_FILE):  # results.json last
             os.replace(f, out_dir / f.name)
     finally:

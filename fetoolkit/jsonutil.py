@@ -1,4 +1,4 @@
-"""Strict-JSON helpers."""
+"""Strict-JSON helpers: the one sanitiser every JSON writer of fetoolkit uses (NaN/inf -> null)."""
 
 from __future__ import annotations
 
@@ -19,3 +19,13 @@ def jsonable(x: Any) -> Any:
     if isinstance(x, np.generic):
         return jsonable(x.item())
     return x
+
+
+def json_float(x: float | None) -> float | None:
+    """A float for strict JSON: None for None, NaN and inf."""
+    return None if x is None or not math.isfinite(x) else float(x)
+
+
+def json_pair(p: tuple[float, float] | None) -> list[float | None] | None:
+    """An interval ``(low, high)`` for strict JSON (``[low, high]``, non-finite ends as None)."""
+    return None if p is None else [json_float(p[0]), json_float(p[1])]

@@ -111,7 +111,8 @@ def running_as_job() -> bool:
     main = sys.modules.get("__main__")
     spec_name = getattr(getattr(main, "__spec__", None), "name", None) or ""
     # While ``python -m`` imports the parent packages of its module, sys.argv[0] is "-m".
-    return sys.argv[:1] == ["-m"] or spec_name.startswith("fetoolkit.")
+    script = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return sys.argv[:1] == ["-m"] or spec_name.startswith("fetoolkit.") or script == "fetoolkit"
 
 
 def user_threads() -> int | None:

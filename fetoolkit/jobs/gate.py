@@ -186,7 +186,7 @@ def wild_embeddings(cfg: Any) -> np.ndarray:
 def evaluate_gate(overrides: list[str], out_dir: Path) -> tuple[dict[str, Any], Any]:
     """Run one gated evaluation; returns (summary, composed cfg)."""
     from fetoolkit.eval_run import RESULTS_FILE, run
-    from fetoolkit.reports.compare import incomplete_reason
+    from fetoolkit.results import incomplete_reason
 
     cfg = compose_eval([*overrides, "pipeline.progress=false"])
     summary = run(cfg, out_dir)

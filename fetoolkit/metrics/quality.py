@@ -41,6 +41,8 @@ from typing import Any
 
 import numpy as np
 
+from fetoolkit.jsonutil import json_float
+
 __all__ = [
     "RMS_REF",
     "ErcCurve",
@@ -111,7 +113,7 @@ class NormSummary:
     rms_median: float
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in self.__dict__.items()}
+        return {k: (json_float(v) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
 
 
 def norm_summary(raw: np.ndarray) -> NormSummary:
@@ -283,7 +285,7 @@ class ErcCurve:
 
     def to_dict(self) -> dict[str, Any]:
         def fl(a: np.ndarray) -> list[float | None]:
-            return [None if not math.isfinite(v) else float(v) for v in a]
+            return [json_float(float(v)) for v in a]
 
         return {
             "reject": fl(self.reject),

@@ -4,11 +4,12 @@ See :mod:`fetoolkit.metrics.verification` for the conventions."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from fetoolkit.jsonutil import json_float, json_pair
 
 # --------------------------------------------------------------------------------------------
 # Result types
@@ -155,31 +156,23 @@ class VerificationReport:
         d: dict[str, Any] = {
             "n_genuine": int(self.n_genuine),
             "n_impostor": int(self.n_impostor),
-            "accuracy_mean": _json_float(self.accuracy_mean),
-            "accuracy_std": _json_float(self.accuracy_std),
-            "best_threshold": _json_float(self.best_threshold),
-            "fold_accuracies": [_json_float(a) for a in self.fold_accuracies],
-            "fold_thresholds": [_json_float(a) for a in self.fold_thresholds],
-            "auc": _json_float(self.auc),
-            "eer": _json_float(self.eer),
-            "eer_threshold": _json_float(self.eer_threshold),
-            "tar_at_far": {k: _json_float(v.tar) for k, v in t.items()},
+            "accuracy_mean": json_float(self.accuracy_mean),
+            "accuracy_std": json_float(self.accuracy_std),
+            "best_threshold": json_float(self.best_threshold),
+            "fold_accuracies": [json_float(a) for a in self.fold_accuracies],
+            "fold_thresholds": [json_float(a) for a in self.fold_thresholds],
+            "auc": json_float(self.auc),
+            "eer": json_float(self.eer),
+            "eer_threshold": json_float(self.eer_threshold),
+            "tar_at_far": {k: json_float(v.tar) for k, v in t.items()},
             "tar_at_far_reasons": {k: v.reason for k, v in t.items() if v.reason},
-            "threshold_at_far": {k: _json_float(v.threshold) for k, v in t.items()},
-            "achieved_far": {k: _json_float(v.achieved_far) for k, v in t.items()},
+            "threshold_at_far": {k: json_float(v.threshold) for k, v in t.items()},
+            "achieved_far": {k: json_float(v.achieved_far) for k, v in t.items()},
         }
         if self.n_boot > 0:
             d["n_boot"] = int(self.n_boot)
             d["ci_level"] = float(self.ci_level)
-            d["accuracy_ci"] = _json_pair(self.accuracy_ci)
-            d["eer_ci"] = _json_pair(self.eer_ci)
-            d["tar_at_far_ci"] = {k: _json_pair(v) for k, v in (self.tar_at_far_ci or {}).items()}
+            d["accuracy_ci"] = json_pair(self.accuracy_ci)
+            d["eer_ci"] = json_pair(self.eer_ci)
+            d["tar_at_far_ci"] = {k: json_pair(v) for k, v in (self.tar_at_far_ci or {}).items()}
         return d
-
-
-def _json_float(x: float | None) -> float | None:
-    return None if x is None or not math.isfinite(x) else float(x)
-
-
-def _json_pair(p: tuple[float, float] | None) -> list[float | None] | None:
-    return None if p is None else [_json_float(p[0]), _json_float(p[1])]

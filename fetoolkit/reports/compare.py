@@ -11,7 +11,6 @@ automatically (:class:`CompareCallback`, registered in ``configs/eval.yaml``).
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +18,8 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
+
+from fetoolkit.results import incomplete_reason, load_results
 
 log = logging.getLogger(__name__)
 
@@ -31,21 +32,6 @@ def find_runs(roots: Sequence[str | Path]) -> list[Path]:
             raise FileNotFoundError(f"no such folder: {root}")
         runs.update(p.parent for p in root.rglob("results.json"))
     return sorted(runs)
-
-
-def incomplete_reason(path: Path) -> str | None:
-    """Why ``path`` (a ``results.json``) is not a finished run, or None when it is one.
-
-    A finished run's ``results.json`` is valid JSON with ``"complete": true``: the eval job
-    writes it last, after the pair table and the plots (``fetoolkit.eval_run.write_reports``).
-    """
-    try:
-        s = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        return f"not readable JSON ({e})"
-    if not isinstance(s, dict) or s.get("complete") is not True:
-        return 'no "complete": true (the run did not finish, or an older fetoolkit wrote it)'
-    return None
 
 
 def collect(roots: Sequence[str | Path], out_dir: str | Path | None = None) -> dict[str, Path]:
@@ -81,7 +67,7 @@ def collect(roots: Sequence[str | Path], out_dir: str | Path | None = None) -> d
     results: list[tuple[str, dict[str, Any]]] = []
     curves = {}
     for run in runs:
-        s = json.loads((run / "results.json").read_text())
+        s = load_results(run)
         name = str(run.relative_to(out)) if run.is_relative_to(out) else str(run)
         results.append((name, s))
         pairs = run / s.get("pairs_file", "pairs.parquet")
