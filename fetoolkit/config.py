@@ -11,11 +11,9 @@ from fetoolkit.pipeline import PipelineCfg
 
 
 def detector_cfg(cfg: DictConfig) -> DetectorCfg:
-    """The ``detector`` node (and ``pipeline.select``) as a ``DetectorCfg``."""
+    """The ``detector`` node as a ``DetectorCfg``."""
     d = cfg.detector
-    return DetectorCfg(
-        min_face_size=d.min_face_size, thresholds=tuple(d.thresholds), factor=d.factor, select=cfg.pipeline.select
-    )
+    return DetectorCfg(min_face_size=d.min_face_size, thresholds=tuple(d.thresholds), factor=d.factor)
 
 
 def pipeline_cfg(cfg: DictConfig) -> PipelineCfg:

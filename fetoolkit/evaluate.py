@@ -183,7 +183,7 @@ def evaluate(
     pipeline = pipeline or PipelineCfg()
     stats = stats or StatsCfg()
     quality = quality or QualityCfg()
-    dcfg = detector_cfg or DetectorCfg(select=pipeline.select)
+    dcfg = detector_cfg or DetectorCfg()
     det_settings = detector_settings(dcfg)
     es = embed_dataset(
         data.paths,

@@ -23,7 +23,7 @@ from fetoolkit.cpu import compute_signature, torch_threads
 from fetoolkit.detect.align import ARCFACE_TEMPLATE, align, resize_whole
 from fetoolkit.detect.base import DetectorCfg, FaceDetector, SelectPolicy, select_face
 from fetoolkit.imageio import ImageDecodeError, decode_image, read_image
-from fetoolkit.types import Embedder
+from fetoolkit.types import Detection, Embedder
 from fetoolkit.versions import library_versions
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,9 @@ class PipelineCfg:
     Attributes:
         align: detect + 5-point alignment (True) or resize the whole image (False, a baseline).
         select: which face to keep when MTCNN finds several.
+        detect_max_side: detect on a copy shrunk to this longer side, align on the full image
+            (``detect_scaled``); None: detect at full size. The service's default is 640 (its
+            ``detect_max_side``): ``pipeline.detect_max_side=640`` evaluates with it.
         swap_rb: swap red and blue before embedding (a perturbation: feeds BGR to an RGB model).
         batch_size: faces per embedding call.
         progress: show progress bars.
@@ -46,6 +49,7 @@ class PipelineCfg:
 
     align: bool = True
     select: SelectPolicy = "most_confident"
+    detect_max_side: int | None = None
     swap_rb: bool = False
     batch_size: int = 32
     progress: bool = True
@@ -73,23 +77,88 @@ class Crops:
     failures: dict[int, str] = field(default_factory=dict)
 
 
-def crop_image(
-    image: np.ndarray, detector: FaceDetector | None, cfg: PipelineCfg, size: tuple[int, int] = (112, 112)
-) -> tuple[np.ndarray, float, int, np.ndarray]:
-    """One RGB image -> (crop uint8 ``[H, W, 3]``, detector score, faces found, landmarks ``[5, 2]``).
+class AlignmentError(ValueError):
+    """The landmarks of the selected face cannot be aligned onto the template."""
 
-    Raises ``LookupError`` when alignment is asked for and no face is found.
+
+@dataclass(frozen=True)
+class FaceCrop:
+    """One image's aligned crop and what detection found.
+
+    Attributes:
+        face: uint8 ``[H, W, 3]`` RGB crop at the model's size.
+        score: detector confidence of the kept face (NaN without detection).
+        n_faces: faces found (-1 without detection).
+        landmarks: float32 ``[5, 2]`` of the kept face, in the image's pixels (NaN without).
+        box: float32 ``[4]`` ``x1, y1, x2, y2`` of the kept face, or None without detection.
+    """
+
+    face: np.ndarray
+    score: float
+    n_faces: int
+    landmarks: np.ndarray
+    box: np.ndarray | None = None
+
+
+def detect_scaled(detector: FaceDetector, image: np.ndarray, max_side: int | None) -> list[Detection]:
+    """``detector.detect`` on ``image`` shrunk (``resize_whole``, area interpolation) so that its longer
+    side is at most ``max_side``; boxes and landmarks come back in ``image``'s own pixels.
+
+    MTCNN's cost and memory grow with the pixel count (a 3-megapixel photo: about a second and
+    several hundred MB); the landmarks of a face that stays larger than ONet's 48-pixel input are
+    as good at the smaller size. The crop is then aligned on the full-resolution image. ``None``:
+    detect at full resolution.
+    """
+    h, w = image.shape[:2]
+    if max_side is None or max(h, w) <= max_side:
+        return detector.detect(image)
+    scale = max_side / max(h, w)
+    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    small = resize_whole(image, size)
+    sx, sy = w / size[1], h / size[0]
+    box_scale = np.array([sx, sy, sx, sy], np.float32)
+    pt_scale = np.array([sx, sy], np.float32)
+    return [
+        Detection(box=d.box * box_scale, score=d.score, landmarks=d.landmarks * pt_scale)
+        for d in detector.detect(small)
+    ]
+
+
+def crop_face(
+    image: np.ndarray, detector: FaceDetector | None, cfg: PipelineCfg, size: tuple[int, int] = (112, 112)
+) -> FaceCrop:
+    """One RGB image -> its aligned crop: the one face pipeline of the eval, parity, the gate and the service.
+
+    Detection (``detect_scaled`` at ``cfg.detect_max_side``), face selection (``cfg.select``) and
+    alignment; without ``cfg.align`` the whole image is resized.
+
+    Raises:
+        LookupError: alignment was asked for and no face is found.
+        ValueError: the detector cannot search the image (e.g. smaller than its smallest face).
+        AlignmentError: the selected face's landmarks do not align.
     """
     nan_lm = np.full((5, 2), np.nan, np.float32)
     if not cfg.align:
-        return resize_whole(image, size), float("nan"), -1, nan_lm
+        return FaceCrop(resize_whole(image, size), float("nan"), -1, nan_lm)
     if detector is None:
         raise ValueError("alignment needs a detector")
-    dets = detector.detect(image)
+    dets = detect_scaled(detector, image, cfg.detect_max_side)
     if not dets:
         raise LookupError("no face found")
     det = select_face(dets, image.shape, cfg.select)
-    return align(image, det.landmarks, size), det.score, len(dets), det.landmarks
+    try:
+        face = align(image, det.landmarks, size)
+    except ValueError as e:
+        raise AlignmentError(str(e)) from None
+    return FaceCrop(face, det.score, len(dets), det.landmarks, det.box)
+
+
+def crop_image(
+    image: np.ndarray, detector: FaceDetector | None, cfg: PipelineCfg, size: tuple[int, int] = (112, 112)
+) -> tuple[np.ndarray, float, int, np.ndarray]:
+    """``crop_face`` as a tuple: (crop uint8 ``[H, W, 3]``, detector score, faces found, landmarks ``[5, 2]``)."""
+    c = crop_face(image, detector, cfg, size)
+    return c.face, c.score, c.n_faces, c.landmarks
 
 
 def crop_images(
@@ -270,6 +339,8 @@ def crops_key(
             "aligned_input": aligned,
             "align": cfg.align,
             "select": cfg.select if step_align else None,
+            # only when set, so that the keys of full-size detection stay those of earlier runs
+            **({"detect_max_side": cfg.detect_max_side} if step_align and cfg.detect_max_side else {}),
             "detector": detector_settings if step_align else None,
             "size": list(size),
             "template": ARCFACE_TEMPLATE.tolist() if step_align else None,

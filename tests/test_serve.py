@@ -713,3 +713,45 @@ def test_bare_reference_app_serves_the_same_model(tmp_path: Path, aligned_faces:
         np.testing.assert_allclose((np.asarray(got, np.float32) * ref).sum(1), 1.0, atol=1e-5)
     finally:
         bare.stop()
+
+
+def test_eval_with_the_services_settings_cuts_the_services_crops() -> None:
+    """One face pipeline: the eval's ``PipelineCfg`` composed with the service's settings
+    (``pipeline.select``, ``pipeline.detect_max_side``) crops the wild photos (0.3-3 MP, so the
+    640 px shrink is taken) exactly as the service does, through the same detector."""
+    from dataclasses import replace
+
+    from hydra import compose, initialize_config_dir
+
+    from fetoolkit.config import pipeline_cfg
+    from fetoolkit.data.wild import load_wild
+    from fetoolkit.detect.mtcnn_onnx import OnnxMTCNNDetector
+    from fetoolkit.imageio import read_image
+    from fetoolkit.models.factory import create_embedder
+    from fetoolkit.pipeline import crop_images
+    from fetoolkit.serve.service import EmbeddingService
+
+    configs = str(Path(__file__).resolve().parents[1] / "configs")
+    with initialize_config_dir(config_dir=configs, version_base="1.3"):
+        settings = ServeSettings.from_cfg(compose("serve", overrides=["model=arcface"]), environ={})
+        eval_cfg = compose(
+            "eval",
+            overrides=[
+                f"pipeline.select={settings.face_select}",
+                f"pipeline.detect_max_side={settings.detect_max_side}",
+                "pipeline.progress=false",
+            ],
+        )
+    pipe = pipeline_cfg(eval_cfg)
+    assert settings.detect_max_side == 640 and pipe == replace(settings.pipeline, batch_size=pipe.batch_size)
+    detector = OnnxMTCNNDetector(settings.detector)
+    service = EmbeddingService(settings, embedder=create_embedder("arcface", backend="onnx"), detector=detector)
+    service.load()
+    paths = list(load_wild().values())
+    assert max(max(read_image(p).shape[:2]) for p in paths) > 640
+    crops = crop_images(paths, detector, pipe)
+    assert crops.ok.all()
+    for i, p in enumerate(paths):
+        got = service.crop(read_image(p), aligned=False)
+        np.testing.assert_array_equal(got.face, crops.faces[i], err_msg=str(p))
+        np.testing.assert_array_equal(got.landmarks, crops.landmarks[i])

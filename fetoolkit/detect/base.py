@@ -20,13 +20,13 @@ class DetectorCfg:
         min_face_size: smallest face searched for, in pixels.
         thresholds: P-, R- and O-net score thresholds.
         factor: scale step of the image pyramid.
-        select: which face ``select_face`` picks when there are several.
+
+    Which face is kept is the pipeline's choice (``PipelineCfg.select``), not the detector's.
     """
 
     min_face_size: int = 20
     thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
     factor: float = 0.709
-    select: SelectPolicy = "most_confident"
 
 
 class FaceDetector(Protocol):

@@ -3,7 +3,7 @@
 ``EmbeddingService`` owns the embedder, the MTCNN detector and the micro-batcher. Its methods
 block; the HTTP layer runs them in a thread pool, never on the event loop. Every stage is the
 project's own function (``decode_image``, the MTCNN's ``detect``, ``select_face``, ``align``,
-``crop_image``, the embedder's ``embed_raw``, ``l2_normalize``, ``face_quality``); this module only
+``crop_face``, the embedder's ``embed_raw``, ``l2_normalize``, ``face_quality``); this module only
 composes them and turns their failures into typed ``ServiceError`` s.
 """
 
@@ -24,11 +24,10 @@ from typing import Any
 import numpy as np
 
 from fetoolkit.backends.common import l2_normalize
-from fetoolkit.detect.align import align, resize_whole
-from fetoolkit.detect.base import FaceDetector, select_face
+from fetoolkit.detect.base import FaceDetector
 from fetoolkit.imageio import ImageDecodeError, decode_image
 from fetoolkit.metrics.quality import face_quality
-from fetoolkit.pipeline import PipelineCfg, crop_image
+from fetoolkit.pipeline import AlignmentError, PipelineCfg, crop_face
 from fetoolkit.serve.batcher import MicroBatcher
 from fetoolkit.serve.errors import (
     AlignmentFailed,
@@ -38,7 +37,7 @@ from fetoolkit.serve.errors import (
     ServiceError,
 )
 from fetoolkit.serve.settings import ServeSettings
-from fetoolkit.types import Detection, Embedder
+from fetoolkit.types import Embedder
 
 log = logging.getLogger(__name__)
 
@@ -99,30 +98,6 @@ def decode_base64(data: str) -> bytes:
         return base64.b64decode(cleaned, validate=True)
     except (binascii.Error, ValueError) as e:
         raise ImageDecodeFailed(f"image is not valid base64: {e}") from None
-
-
-def detect_scaled(detector: FaceDetector, image: np.ndarray, max_side: int | None) -> list[Detection]:
-    """``detector.detect`` on ``image`` shrunk (``resize_whole``, area interpolation) so that its longer
-    side is at most ``max_side``; boxes and landmarks come back in ``image``'s own pixels.
-
-    MTCNN's cost and memory grow with the pixel count (a 3-megapixel photo: about a second and
-    several hundred MB); the landmarks of a face that stays larger than ONet's 48-pixel input are
-    as good at the smaller size. The crop is then aligned on the full-resolution image. ``None``:
-    detect at full resolution.
-    """
-    h, w = image.shape[:2]
-    if max_side is None or max(h, w) <= max_side:
-        return detector.detect(image)
-    scale = max_side / max(h, w)
-    size = (max(1, round(h * scale)), max(1, round(w * scale)))
-    small = resize_whole(image, size)
-    sx, sy = w / size[1], h / size[0]
-    box_scale = np.array([sx, sy, sx, sy], np.float32)
-    pt_scale = np.array([sx, sy], np.float32)
-    return [
-        Detection(box=d.box * box_scale, score=d.score, landmarks=d.landmarks * pt_scale)
-        for d in detector.detect(small)
-    ]
 
 
 class EmbeddingService:
@@ -309,36 +284,33 @@ class EmbeddingService:
     def crop(self, image: np.ndarray, aligned: bool) -> _Crop:
         """An image -> the aligned crop to embed, with what detection found.
 
-        ``aligned``: the image already is a template-aligned crop (``crop_image`` without
-        alignment resizes it to the model's size). Otherwise: MTCNN (on a copy no larger than
-        ``detect_max_side``, see ``detect_scaled``), ``select_face`` by the configured policy, and
-        ``align`` on the full-resolution image.
+        ``aligned``: the image already is a template-aligned crop (resized to the model's size).
+        Otherwise the project's one face pipeline, ``fetoolkit.pipeline.crop_face``, with this
+        service's ``PipelineCfg`` (``settings.pipeline``: ``detect_max_side``, ``face_select``);
+        this method only maps its exceptions to the API's typed errors.
         """
         embedder = self._require_model()
         size = embedder.contract.size
         if aligned:
-            face, _, _, _ = crop_image(image, None, PipelineCfg(align=False), size)
-            return _Crop(face, None, None, None, None)
+            c = crop_face(image, None, PipelineCfg(align=False), size)
+            return _Crop(c.face, None, None, None, None)
         if self.detector is None:
             raise ModelNotLoaded(
                 f'the face detector is not loaded: {self.detector_error}; send aligned crops with "aligned": true'
             )
         try:
             with self._detector() as detector:
-                dets = detect_scaled(detector, image, self.settings.detect_max_side)
-        except ValueError as e:  # too small for MTCNN
-            raise AlignmentFailed(f"cannot search this image for faces: {e}") from None
-        if not dets:
+                c = crop_face(image, detector, self.settings.pipeline, size)
+        except LookupError:
             raise AlignmentFailed(
                 f"no face found in the {image.shape[1]}x{image.shape[0]} image; send a photo with "
                 f'a visible face, or an aligned crop with "aligned": true'
-            )
-        det = select_face(dets, image.shape, self.settings.face_select)
-        try:
-            face = align(image, det.landmarks, size)
-        except ValueError as e:
+            ) from None
+        except AlignmentError as e:
             raise AlignmentFailed(f"alignment failed: {e}") from None
-        return _Crop(face, det.score, det.box, det.landmarks, len(dets))
+        except ValueError as e:  # too small for MTCNN
+            raise AlignmentFailed(f"cannot search this image for faces: {e}") from None
+        return _Crop(c.face, c.score, c.box, c.landmarks, c.n_faces)
 
     def prepare(self, image_b64: str, aligned: bool) -> _Crop:
         """``decode`` then ``crop``, at most ``inference_workers`` images at a time: a decoded photo

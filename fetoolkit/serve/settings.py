@@ -16,6 +16,7 @@ from typing import Any, get_args
 from omegaconf import DictConfig, OmegaConf
 
 from fetoolkit.detect.base import DetectorCfg, SelectPolicy
+from fetoolkit.pipeline import PipelineCfg
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +110,12 @@ class ServeSettings:
         if not 0 < self.port < 65536:
             raise ValueError(f"port must be in 1..65535, got {self.port}")
 
+    @property
+    def pipeline(self) -> PipelineCfg:
+        """The face pipeline of this service (``crop_face``'s settings): the same ``PipelineCfg`` an
+        eval runs with ``pipeline.select=<face_select> pipeline.detect_max_side=<detect_max_side>``."""
+        return PipelineCfg(select=self.face_select, detect_max_side=self.detect_max_side, progress=False)
+
     @classmethod
     def from_cfg(cls, cfg: DictConfig, environ: Mapping[str, str] | None = None) -> ServeSettings:
         """Settings from a composed ``serve`` config, then the environment (see module doc)."""
@@ -122,7 +129,6 @@ class ServeSettings:
                 min_face_size=int(det["min_face_size"]),
                 thresholds=tuple(det["thresholds"]),
                 factor=float(det["factor"]),
-                select=c["face_select"],
             ),
             detector_backend=str(c.get("detector_backend", "onnx")),
             face_select=c["face_select"],
