@@ -26,6 +26,7 @@ import numpy as np
 from fetoolkit.cache import EmbeddingCache
 from fetoolkit.data import EvalData, PairProtocol
 from fetoolkit.detect.base import DetectorCfg, FaceDetector
+from fetoolkit.jsonutil import json_float, json_pair
 from fetoolkit.metrics import quality as qm
 from fetoolkit.metrics import verification as vm
 from fetoolkit.pipeline import EmbeddedSet, PipelineCfg, detector_settings, embed_dataset
@@ -135,14 +136,6 @@ def _check_usable(p: PairProtocol, what: str, dropped: int) -> None:
         )
 
 
-def _f(x: float | None) -> float | None:
-    return None if x is None or not math.isfinite(x) else float(x)
-
-
-def _pair(p: tuple[float, float] | None) -> list[float | None] | None:
-    return None if p is None else [_f(p[0]), _f(p[1])]
-
-
 def _mtcnn(cfg: DetectorCfg) -> FaceDetector:
     """facenet-pytorch's MTCNN (imports torch: only when a data set needs detection)."""
     from fetoolkit.detect.mtcnn import MTCNNDetector
@@ -230,11 +223,11 @@ def evaluate(
     ci: dict[str, Any] = {}
     if stats.n_boot > 0:
         kw = {"n_boot": stats.n_boot, "level": stats.level, "seed": stats.seed}
-        ci["accuracy_ci"] = _pair(vm.accuracy_ci(ks, kfold.labels, kfold.folds, **kw))
+        ci["accuracy_ci"] = json_pair(vm.accuracy_ci(ks, kfold.labels, kfold.folds, **kw))
         all_tars = {**tars, **decades}
         eer_int, tar_int = vm.roc_cis(rs, roc.labels, [t.far for t in all_tars.values()], **kw)
-        ci["eer_ci"] = _pair(eer_int)
-        ci["tar_at_far_ci"] = {k: _pair(tar_int[k]) if t.reason is None else None for k, t in all_tars.items()}
+        ci["eer_ci"] = json_pair(eer_int)
+        ci["tar_at_far_ci"] = {k: json_pair(tar_int[k]) if t.reason is None else None for k, t in all_tars.items()}
     t2 = time.perf_counter()
     qsum, erc, qualities = _quality(es, roc, rs, decades, data, quality)
     t3 = time.perf_counter()
@@ -263,13 +256,13 @@ def evaluate(
         "auc": vm.auc(curve),
         "eer": eer.eer,
         "eer_threshold": eer.threshold,
-        "tar_at_far": {k: _f(t.tar) for k, t in tars.items()},
-        "tar_at_far_threshold": {k: _f(t.threshold) for k, t in tars.items()},
+        "tar_at_far": {k: json_float(t.tar) for k, t in tars.items()},
+        "tar_at_far_threshold": {k: json_float(t.threshold) for k, t in tars.items()},
         "tar_at_far_reasons": {k: t.reason for k, t in tars.items() if t.reason},
         "finest_far": vm.finest_far(roc.n_impostor),
-        "tar_at_far_decades": {k: _f(t.tar) for k, t in decades.items()},
-        "threshold_at_far": {k: _f(t.threshold) for k, t in decades.items()},
-        "achieved_far": {k: _f(t.achieved_far) for k, t in decades.items()},
+        "tar_at_far_decades": {k: json_float(t.tar) for k, t in decades.items()},
+        "threshold_at_far": {k: json_float(t.threshold) for k, t in decades.items()},
+        "achieved_far": {k: json_float(t.achieved_far) for k, t in decades.items()},
         **ci,
         "stats": {
             "n_boot": stats.n_boot,
@@ -333,13 +326,13 @@ def _quality(
         for name, q in scores.items():
             c = qm.error_vs_reject(rs, roc.labels, a, b, q, t.threshold)
             erc[name] = c
-            at = {f"{r:g}": _f(float(c.fnmr[np.argmin(np.abs(c.reject - r))])) for r in ERC_POINTS}
-            table[name] = {"erc_area": _f(qm.erc_area(c, cfg.max_reject)), "fnmr_at_reject": at}
+            at = {f"{r:g}": json_float(float(c.fnmr[np.argmin(np.abs(c.reject - r))])) for r in ERC_POINTS}
+            table[name] = {"erc_area": json_float(qm.erc_area(c, cfg.max_reject)), "fnmr_at_reject": at}
         first = next(iter(erc.values()))
         out["erc"] = {
             "far": far,
             "threshold": float(t.threshold),
-            "fnmr_no_reject": _f(float(first.fnmr[0])),
+            "fnmr_no_reject": json_float(float(first.fnmr[0])),
             "max_reject": cfg.max_reject,
             "note": "erc_area = mean FNMR over reject fractions 0..max_reject; lower is better; "
             "a random score stays near fnmr_no_reject",
