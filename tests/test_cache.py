@@ -290,6 +290,10 @@ def test_cache_command_verifies_prunes_and_clears(tmp_path: Path) -> None:
         p.write_bytes(b"\x08\x07" * 500)
         record_derived(p, "0" * 64, "test")
     bad_file.write_bytes(b"\x08\x08" * 500)  # same size, other bytes
+    young = onnx_dir / "c.onnx"  # just renamed into place by a writer that has not written its sidecar yet
+    young.write_bytes(b"\x08\x09" * 500)
+    for p in (ok_file, bad_file, sidecar_of(ok_file), sidecar_of(bad_file)):
+        os.utime(p, (time.time() - 3600,) * 2)
     orphan = sidecar_of(onnx_dir / "gone.onnx")
     orphan.write_text(sidecar_of(ok_file).read_text())
     stale_part, live_part = onnx_dir / ".a.onnx.x1.part", onnx_dir / ".a.onnx.x2.part"
@@ -304,15 +308,16 @@ def test_cache_command_verifies_prunes_and_clears(tmp_path: Path) -> None:
     assert done.returncode == 1, done.stderr
     damaged_lines = [line for line in done.stderr.splitlines() if line.startswith("DAMAGED")]
     assert len(damaged_lines) == 2 and str(damaged) in done.stderr and str(bad_file) in done.stderr
-    assert "3 entries and 2 derived files" in done.stderr and "2 damaged, 3 outdated" in done.stderr
+    assert "3 entries and 3 derived files" in done.stderr and "2 damaged, 4 outdated" in done.stderr
 
     done = _cache_cli(home, "prune")
     assert done.returncode == 0, done.stderr
     for p in (damaged, outdated, bad_file, sidecar_of(bad_file), orphan, stale_part):
         assert not p.exists(), p
-    for p in (good, ok_file, sidecar_of(ok_file), live_part, weights):
+    for p in (good, ok_file, sidecar_of(ok_file), live_part, weights, young):
         assert p.exists(), p
     assert cache.load("emb", "g" * 64) is not None
+    young.unlink()
     assert _cache_cli(home, "verify").returncode == 0
 
     assert _cache_cli(home, "clear").returncode == 0

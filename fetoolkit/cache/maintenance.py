@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 #: Folders of ``cache_home()`` holding derived files, and the suffix of those files.
 DERIVED = {"converted": ".safetensors", "onnx": ".onnx", "mtcnn": ".onnx"}
+#: A derived file younger than this (seconds) may still be waiting for its sidecar: never pruned.
+WRITING_S = 60.0
 #: Folders of the embedding cache.
 ENTRY_KINDS = ("crops", "emb")
 
@@ -108,13 +110,16 @@ def scan(home: Path | None = None, embeddings: Path | None = None) -> Iterator[F
 def prune(findings: list[Finding], older_than_days: float | None = None) -> list[Finding]:
     """Remove every finding with a problem, and (``older_than_days``) entries older than that.
 
-    A young ``.part`` file may belong to a writer still running and is kept. Returns what was
-    removed.
+    A young ``.part`` file may belong to a writer still running and is kept, and so is a derived
+    file written less than ``WRITING_S`` ago (its writer renames it into place, then writes its
+    sidecar). Returns what was removed.
     """
     removed = []
     for f in findings:
         old = older_than_days is not None and f.kind == "entry" and f.age_s > older_than_days * 86400
         if f.problem is None and not old:
+            continue
+        if f.kind == "derived" and f.age_s < WRITING_S:  # maybe renamed into place, its sidecar not yet written
             continue
         try:
             f.path.unlink()
