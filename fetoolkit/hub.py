@@ -8,6 +8,7 @@ everything is written to a temporary name in the same folder and renamed into pl
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -19,6 +20,7 @@ import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from fetoolkit.models.weights import WeightsCfg
 
@@ -114,8 +116,6 @@ def record_derived(path: Path, source_sha256: str, made_by: str) -> str:
     The sidecar holds the file's size and sha256 and the sha256 of the file it was derived
     from, so ``verified_derived`` can tell a damaged or foreign file from the one made here.
     """
-    import json
-
     digest = sha256_file(path)
     info = {
         "file": path.name,
@@ -129,6 +129,29 @@ def record_derived(path: Path, source_sha256: str, made_by: str) -> str:
     return digest
 
 
+def read_sidecar(path: Path) -> dict[str, Any] | None:
+    """``path``'s sidecar (``record_derived``) as a dict, or None when it has none.
+
+    Raises:
+        ValueError: the sidecar exists but is unreadable or lacks its ``size``/``sha256``.
+    """
+    side = sidecar_of(path)
+    if not side.is_file():
+        return None
+    try:
+        info = json.loads(side.read_text())
+        info["size"], info["sha256"] = int(info["size"]), str(info["sha256"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"unreadable sidecar {side.name} ({type(e).__name__}: {e})") from None
+    return info
+
+
+def matches_sidecar(path: Path, info: dict[str, Any], sha256: str | None = None) -> bool:
+    """Whether ``path`` has the size and sha256 its sidecar ``info`` records (``sha256``: the
+    file's, when the caller has it already; else it is computed)."""
+    return info["size"] == path.stat().st_size and info["sha256"] == (sha256 or sha256_file(path))
+
+
 def verified_derived(path: Path, source_sha256: str) -> str | None:
     """``path``'s sha256 when it is exactly the file ``record_derived`` recorded from ``source_sha256``.
 
@@ -138,23 +161,18 @@ def verified_derived(path: Path, source_sha256: str) -> str | None:
     racing a concurrent writer (file renamed into place, sidecar not yet) only rebuilds the same
     bytes. Costs one sha256 of the file per load (about 10 ms for a 5 MB export here).
     """
-    import json
-
     if not path.is_file():
         return None
-    side = sidecar_of(path)
     try:
-        info = json.loads(side.read_text())
-        ok = (
-            info.get("source_sha256") == source_sha256
-            and info.get("size") == path.stat().st_size
-            and info.get("sha256") == sha256_file(path)
-        )
-        why = "its size or sha256 differs from the sidecar's, or it was made from another source"
-    except (OSError, ValueError, AttributeError):
-        ok, why = False, f"no readable sidecar {side.name}"
-    if ok:
+        info = read_sidecar(path)
+    except ValueError:
+        info = None
+    if info is None:
+        why = f"no readable sidecar {sidecar_of(path).name}"
+    elif info.get("source_sha256") == source_sha256 and matches_sidecar(path, info):
         return str(info["sha256"])
+    else:
+        why = "its size or sha256 differs from the sidecar's, or it was made from another source"
     log.warning("%s: %s; rebuilding it from the verified source", path, why)
     return None
 
@@ -174,23 +192,19 @@ def check_recorded(path: Path, sha256: str) -> None:
         path: the file.
         sha256: its sha256, already computed by the caller.
     """
-    import json
-
     side = sidecar_of(path)
-    if not side.is_file():
-        return
     try:
-        info = json.loads(side.read_text())
-        recorded, size = str(info["sha256"]), int(info["size"])
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise DerivedFileError(f"{side}: unreadable sidecar of {path} ({e}); delete it or make the file again") from e
-    if recorded != sha256 or size != path.stat().st_size:
-        raise DerivedFileError(
-            f"{path} is not the file recorded in {side.name} when it was made (sha256 {sha256[:12]} and "
-            f"{path.stat().st_size} bytes, recorded {recorded[:12]} and {size} bytes): it was damaged or "
-            f"changed since. Make it again ({info.get('made_by', 'the command that wrote it')}), or delete "
-            f"the sidecar to run the file as it is"
-        )
+        info = read_sidecar(path)
+    except ValueError as e:
+        raise DerivedFileError(f"{side}: {e} of {path}; delete it or make the file again") from None
+    if info is None or matches_sidecar(path, info, sha256):
+        return
+    raise DerivedFileError(
+        f"{path} is not the file recorded in {side.name} when it was made (sha256 {sha256[:12]} and "
+        f"{path.stat().st_size} bytes, recorded {info['sha256'][:12]} and {info['size']} bytes): it was damaged or "
+        f"changed since. Make it again ({info.get('made_by', 'the command that wrote it')}), or delete "
+        f"the sidecar to run the file as it is"
+    )
 
 
 def atomic_copy(src: Path, dst: Path) -> None:

@@ -16,7 +16,6 @@ derived: they are checked on every fetch and never touched here.
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import time
@@ -25,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fetoolkit.cache import OLD_FORMAT, default_cache_dir, read_entry
-from fetoolkit.hub import STALE_PART_S, cache_home, sha256_file, sidecar_of
+from fetoolkit.hub import STALE_PART_S, cache_home, matches_sidecar, read_sidecar, sidecar_of
 
 log = logging.getLogger(__name__)
 
@@ -66,15 +65,15 @@ def _stat(path: Path) -> tuple[int, float]:
 
 def _check_derived(path: Path) -> tuple[str | None, bool]:
     """``(problem, damaged)`` of a derived file against its sidecar."""
-    side = sidecar_of(path)
-    if not side.is_file():
-        return f"has no sidecar {side.name} (made before sidecars, or its writer was killed)", False
+    side = sidecar_of(path).name
     try:
-        info = json.loads(side.read_text())
-    except (OSError, ValueError):
-        return f"has an unreadable sidecar {side.name}", True
-    if info.get("size") != path.stat().st_size or info.get("sha256") != sha256_file(path):
-        return f"differs from its sidecar {side.name} (damaged or replaced)", True
+        info = read_sidecar(path)
+    except ValueError as e:
+        return f"has an {e}", True
+    if info is None:
+        return f"has no sidecar {side} (made before sidecars, or its writer was killed)", False
+    if not matches_sidecar(path, info):
+        return f"differs from its sidecar {side} (damaged or replaced)", True
     return None, False
 
 
