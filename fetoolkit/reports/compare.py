@@ -19,7 +19,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from fetoolkit.results import incomplete_reason, load_results
+from fetoolkit.results import ResultsError, load_results
 
 log = logging.getLogger(__name__)
 
@@ -50,13 +50,12 @@ def collect(roots: Sequence[str | Path], out_dir: str | Path | None = None) -> d
     from fetoolkit.metrics import verification as vm
     from fetoolkit.reports import plots, tables
 
-    runs = []
+    runs: dict[Path, dict[str, Any]] = {}
     for run in find_runs(roots):
-        reason = incomplete_reason(run / "results.json")
-        if reason:
-            log.warning("%s: %s; left out of the comparison", run / "results.json", reason)
-        else:
-            runs.append(run)
+        try:
+            runs[run] = load_results(run)
+        except ResultsError as e:
+            log.warning("%s; left out of the comparison", e)
     if not runs:
         raise FileNotFoundError(
             f"no complete results.json below {', '.join(map(str, roots))}: run "
@@ -66,8 +65,7 @@ def collect(roots: Sequence[str | Path], out_dir: str | Path | None = None) -> d
     out.mkdir(parents=True, exist_ok=True)
     results: list[tuple[str, dict[str, Any]]] = []
     curves = {}
-    for run in runs:
-        s = load_results(run)
+    for run, s in runs.items():
         name = str(run.relative_to(out)) if run.is_relative_to(out) else str(run)
         results.append((name, s))
         pairs = run / s.get("pairs_file", "pairs.parquet")
