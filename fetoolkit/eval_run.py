@@ -17,7 +17,6 @@ callback in ``configs/eval.yaml`` (or later: ``python -m fetoolkit.compare SWEEP
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +29,12 @@ from fetoolkit.cache import CacheCfg
 from fetoolkit.config import detector_cfg, pipeline_cfg, section
 from fetoolkit.cpu import machine_info
 from fetoolkit.data import load_eval_data
+from fetoolkit.data.scores import PairScores
+from fetoolkit.deployment import Deployment
 from fetoolkit.evaluate import Evaluation, QualityCfg, StatsCfg, evaluate
 from fetoolkit.models.factory import create_embedder
+from fetoolkit.reports.tables import format_summary
+from fetoolkit.score_eval import deployment_from_cfg, run_scores
 from fetoolkit.versions import library_versions
 
 log = logging.getLogger(__name__)
@@ -43,8 +46,11 @@ RESULTS_FILE = results.RESULTS_FILE
 def run(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
     """Evaluate ``cfg.model`` on ``cfg.dataset``; write the reports to ``out_dir``.
 
-    Returns the summary dict written to ``results.json``.
+    Returns the summary dict written to ``results.json``. ``dataset=scores`` evaluates a score file
+    instead, without a model (:func:`fetoolkit.score_eval.run_scores`).
     """
+    if cfg.dataset.name == "scores":
+        return run_scores(cfg, out_dir)
     if cfg.num_threads:
         torch.set_num_threads(int(cfg.num_threads))
     embedder = create_embedder(
@@ -57,6 +63,7 @@ def run(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
     )
     data = load_eval_data(cfg.dataset, seed=cfg.seed)
     cache_cfg: CacheCfg = section(cfg, "cache", CacheCfg)
+    stats: StatsCfg = section(cfg, "stats", StatsCfg)
     ev: Evaluation = evaluate(
         data,
         embedder,
@@ -65,7 +72,7 @@ def run(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
         fte_policy=cfg.fte_policy,
         cache=cache_cfg.open(),
         cache_crops=cache_cfg.crops,
-        stats=section(cfg, "stats", StatsCfg),
+        stats=stats,
         quality=section(cfg, "quality", QualityCfg),
     )
     summary = {
@@ -80,34 +87,41 @@ def run(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
         "versions": library_versions(),
         "machine": machine_info(cfg.num_threads),
     }
+    deploy = deployment_from_cfg(cfg, evaluation_pairs(ev), stats)
+    summary.update(deploy.summary)
     if out_dir is not None:
         summary["pairs_file"] = PAIRS_FILE
-        write_reports(ev, summary, out_dir)
+        write_reports(ev, summary, out_dir, deploy)
     log.info("\n%s", format_summary(summary))
     return summary
 
 
-def write_reports(ev: Evaluation, summary: dict[str, Any], out_dir: Path) -> None:
-    """results.json, the pair table, summary.md and the four plots, written whole.
+def evaluation_pairs(ev: Evaluation) -> PairScores:
+    """The kept ROC comparisons of a model run, with subjects, image paths and layout groups."""
+    data, p = ev.data, ev.roc_pairs
+    names = np.asarray([str(x) for x in data.paths], dtype=object)
+    sa = sb = None
+    if data.identities is not None:
+        ids = data.identities
+        label = (
+            np.asarray(data.identity_names, dtype=object)[ids] if data.identity_names is not None else ids.astype(str)
+        )
+        sa, sb = label[p.idx_a], label[p.idx_b]
+    groups = {k: (g[p.idx_a], g[p.idx_b]) for k, g in (data.image_groups or {}).items()}
+    return PairScores(ev.roc_scores, p.labels, sa, sb, names[p.idx_a], names[p.idx_b], groups)
 
-    Everything is written into a staging folder inside ``out_dir`` and renamed into place only
-    when all of it succeeded, ``results.json`` last and with ``"complete": true`` (which
-    ``compare`` and the gate require): a run that died halfway (a full disk, a kill) leaves no
-    ``results.json`` that looks finished, and no half-written file under its final name.
-    """
-    import shutil
-    import tempfile
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(dir=out_dir, prefix=".writing-"))
-    try:
+def write_reports(ev: Evaluation, summary: dict[str, Any], out_dir: Path, deploy: Deployment | None = None) -> None:
+    """results.json, the pair table, summary.md, the plots and the deployment report, written whole
+    (see :func:`fetoolkit.results.write_staged`)."""
+    from fetoolkit.reports import deployment as deployment_report
+
+    def files(stage: Path) -> None:
         _write_reports(ev, summary, stage)
-        summary["complete"] = True
-        (stage / RESULTS_FILE).write_text(results.dumps(summary))
-        for f in sorted(stage.iterdir(), key=lambda p: p.name == RESULTS_FILE):  # results.json last
-            os.replace(f, out_dir / f.name)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
+        if deploy is not None:
+            deployment_report.write(summary, deploy, stage)
+
+    results.write_staged(out_dir, summary, files)
 
 
 def _write_reports(ev: Evaluation, summary: dict[str, Any], out_dir: Path) -> None:
@@ -138,42 +152,3 @@ def _write_reports(ev: Evaluation, summary: dict[str, Any], out_dir: Path) -> No
             baseline=erc["fnmr_no_reject"],
             title=f"{name} on {ev.data.name}: FNMR at FAR={erc['far']:g} threshold {erc['threshold']:.3f}",
         )
-
-
-def format_summary(s: dict[str, Any]) -> str:
-    """A short fixed-width table of the headline figures."""
-
-    def pct(x: float | None) -> str:
-        return "n/a" if x is None else f"{x:.4f}"
-
-    def ci(c: list[float | None] | None) -> str:
-        return "" if not c or c[0] is None else f" [{c[0]:.4f}, {c[1]:.4f}]"
-
-    tar = s["tar_at_far"]
-    tci = s.get("tar_at_far_ci") or {}
-    dec = s.get("tar_at_far_decades") or {}
-    rows = [
-        ("model / backend", f"{s['model']} / {s['backend']}"),
-        ("dataset", f"{s['dataset']}: {s['n_images']} images, fte {s['fte']}"),
-        ("pairs (ROC)", f"{s['n_genuine']} genuine, {s['n_impostor']} impostor"),
-        (
-            "10-fold accuracy",
-            f"{s['accuracy_mean']:.4f}{ci(s.get('accuracy_ci'))} +- {s['accuracy_std']:.4f} "
-            f"(threshold {s['best_threshold']:.4f})",
-        ),
-        ("AUC", f"{s['auc']:.5f}"),
-        ("EER", f"{s['eer']:.4f}{ci(s.get('eer_ci'))}"),
-    ]
-    # Every decade the impostor count supports, with its interval (the three headline FARs without one).
-    for k, v in (dec or tar).items():
-        rows.append((f"TAR@FAR={k}", f"{pct(v)}{ci(tci.get(k))}"))
-    q = s.get("quality") or {}
-    if q.get("erc"):
-        rows.append(("ERC best quality score", f"{q['erc']['best']} (default: {q['default']})"))
-    rows.append(("embedding cache", str(s.get("cache"))))
-    m = s.get("machine")
-    if m:
-        masked = f", ISA masked to {m['isa_masked']}" if m.get("isa_masked") else ""
-        rows.append(("measured on", f"{m['cpu']}, {m['threads']['cpus_usable']} cores ({' '.join(m['isa'])}{masked})"))
-    width = max(len(k) for k, _ in rows)
-    return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)

@@ -26,7 +26,8 @@ import numpy as np
 from fetoolkit.cache import EmbeddingCache
 from fetoolkit.data import EvalData, PairProtocol
 from fetoolkit.detect.base import DetectorCfg, FaceDetector
-from fetoolkit.jsonutil import json_float, json_pair
+from fetoolkit.figures import StatsCfg, verification_figures
+from fetoolkit.jsonutil import json_float
 from fetoolkit.metrics import quality as qm
 from fetoolkit.metrics import verification as vm
 from fetoolkit.pipeline import EmbeddedSet, PipelineCfg, detector_settings, embed_dataset
@@ -34,8 +35,8 @@ from fetoolkit.types import Embedder
 
 log = logging.getLogger(__name__)
 
-#: The FARs whose TAR results.json always lists (None with a reason when not measurable).
-FARS = (1e-1, 1e-2, 1e-3)
+__all__ = ["EnrolmentError", "Evaluation", "QualityCfg", "StatsCfg", "evaluate", "keep_enrolled", "pair_scores"]
+
 FTE_POLICIES = ("drop", "fail")
 #: Reject fractions whose FNMR results.json lists for every quality score.
 ERC_POINTS = (0.05, 0.1, 0.2)
@@ -43,21 +44,6 @@ ERC_POINTS = (0.05, 0.1, 0.2)
 
 class EnrolmentError(RuntimeError):
     """Images failed to enrol and the policy is ``fail`` (or nothing usable is left)."""
-
-
-@dataclass(frozen=True)
-class StatsCfg:
-    """Bootstrap settings (``stats`` in ``configs/eval.yaml``).
-
-    Attributes:
-        n_boot: resamples for the 95% intervals; 0 = no intervals.
-        level: interval coverage.
-        seed: bootstrap seed.
-    """
-
-    n_boot: int = 1000
-    level: float = 0.95
-    seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -203,7 +189,6 @@ def evaluate(
         raise EnrolmentError(f"none of the {n} images enrolled (first: {next(iter(es.failures.values()))})")
     emb = es.normalized()
 
-    t0 = time.perf_counter()
     kfold, kfold_dropped = keep_enrolled(data.kfold, es.ok)
     roc, roc_dropped = keep_enrolled(data.roc, es.ok)
     _check_usable(kfold, "k-fold", kfold_dropped)
@@ -212,22 +197,8 @@ def evaluate(
     ks, rs = pair_scores(emb, kfold), pair_scores(emb, roc)
     # Four sorts of the scores in all (k-fold, ROC, EER, decades): at 10 million pairs each costs
     # seconds (see fetoolkit.bench_metrics, whose "suite" case makes these same calls).
-    acc = vm.kfold_accuracy(ks, kfold.labels, kfold.folds)
-    curve = vm.roc_curve(rs, roc.labels)
-    det = vm.DetCurve(far=curve.far, frr=1.0 - curve.tar, thresholds=curve.thresholds)  # = det_curve(rs, labels)
-    eer = vm.eer(rs, roc.labels)
-    decades = vm.tar_at_far_decades(rs, roc.labels)
-    tars = {vm.far_key(far): decades.get(vm.far_key(far)) or vm.tar_at_far(rs, roc.labels, far) for far in FARS}
-    t1 = time.perf_counter()
-
-    ci: dict[str, Any] = {}
-    if stats.n_boot > 0:
-        kw = {"n_boot": stats.n_boot, "level": stats.level, "seed": stats.seed}
-        ci["accuracy_ci"] = json_pair(vm.accuracy_ci(ks, kfold.labels, kfold.folds, **kw))
-        all_tars = {**tars, **decades}
-        eer_int, tar_int = vm.roc_cis(rs, roc.labels, [t.far for t in all_tars.values()], **kw)
-        ci["eer_ci"] = json_pair(eer_int)
-        ci["tar_at_far_ci"] = {k: json_pair(tar_int[k]) if t.reason is None else None for k, t in all_tars.items()}
+    fig = verification_figures(rs, roc.labels, ks, kfold.labels, kfold.folds, stats)
+    decades = fig.decades
     t2 = time.perf_counter()
     qsum, erc, qualities = _quality(es, roc, rs, decades, data, quality)
     t3 = time.perf_counter()
@@ -243,48 +214,22 @@ def evaluate(
         "n_pairs": {"kfold": len(data.kfold), "roc": len(data.roc)},
         "n_genuine": roc.n_genuine,
         "n_impostor": roc.n_impostor,
-        "kfold": {
-            "n_folds": int(len(np.unique(kfold.folds))),
-            "n_genuine": kfold.n_genuine,
-            "n_impostor": kfold.n_impostor,
-            "fold_accuracies": list(acc.fold_accuracies),
-            "fold_thresholds": list(acc.fold_thresholds),
-        },
-        "accuracy_mean": acc.accuracy_mean,
-        "accuracy_std": acc.accuracy_std,
-        "best_threshold": acc.best_threshold,
-        "auc": vm.auc(curve),
-        "eer": eer.eer,
-        "eer_threshold": eer.threshold,
-        "tar_at_far": {k: json_float(t.tar) for k, t in tars.items()},
-        "tar_at_far_threshold": {k: json_float(t.threshold) for k, t in tars.items()},
-        "tar_at_far_reasons": {k: t.reason for k, t in tars.items() if t.reason},
-        "finest_far": vm.finest_far(roc.n_impostor),
-        "tar_at_far_decades": {k: json_float(t.tar) for k, t in decades.items()},
-        "threshold_at_far": {k: json_float(t.threshold) for k, t in decades.items()},
-        "achieved_far": {k: json_float(t.achieved_far) for k, t in decades.items()},
-        **ci,
-        "stats": {
-            "n_boot": stats.n_boot,
-            "level": stats.level,
-            "seed": stats.seed,
-            "method": "percentile bootstrap; genuine and impostor pairs resampled separately "
-            "(accuracy: within each fold); pairs treated as independent, so intervals "
-            "are optimistic when pairs share images",
-        },
+        **fig.kfold,
+        **fig.roc,
+        **fig.ci,
+        "stats": fig.stats,
         "quality": qsum,
         "n_degraded": int((es.degraded >= 0).sum()) if es.degraded is not None else 0,
         "cache": es.cache,
         "cache_detail": {"embeddings": es.cache, "crops": es.crops_cache, "key": es.key},
         "timing_s": {
             **es.timing_s,
-            "metrics": round(t1 - t0, 3),
-            "bootstrap": round(t2 - t1, 3),
+            **fig.timing_s,
             "quality": round(t3 - t2, 3),
         },
         "data": data.meta,
     }
-    return Evaluation(summary, data, es, emb, rs, roc, ks, kfold, curve, det, erc, qualities)
+    return Evaluation(summary, data, es, emb, rs, roc, ks, kfold, fig.curve, fig.det, erc, qualities)
 
 
 def _quality(

@@ -15,12 +15,24 @@ refuses, naming the file, what is unreadable, unfinished or written by a newer s
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from fetoolkit.jsonutil import jsonable
 
-__all__ = ["RESULTS_FILE", "SCHEMA_VERSION", "ResultsError", "dumps", "incomplete_reason", "load_results"]
+__all__ = [
+    "RESULTS_FILE",
+    "SCHEMA_VERSION",
+    "ResultsError",
+    "dumps",
+    "incomplete_reason",
+    "load_results",
+    "write_staged",
+]
 
 RESULTS_FILE = "results.json"
 #: 1: the first versioned schema (the keys of fetoolkit 0.1's summary, ``complete: true``).
@@ -76,3 +88,23 @@ def incomplete_reason(run: str | Path) -> str | None:
     except ResultsError as e:
         return str(e).split(": ", 1)[1]
     return None
+
+
+def write_staged(out_dir: Path, summary: dict[str, Any], write_files: Callable[[Path], None]) -> None:
+    """Write a run's files whole: ``write_files(stage)`` then ``results.json``, renamed into ``out_dir``.
+
+    Everything is written into a staging folder inside ``out_dir`` and renamed into place only
+    when all of it succeeded, ``results.json`` last and with ``"complete": true`` (which
+    ``compare`` and the gate require): a run that died halfway (a full disk, a kill) leaves no
+    ``results.json`` that looks finished, and no half-written file under its final name.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(dir=out_dir, prefix=".writing-"))
+    try:
+        write_files(stage)
+        summary["complete"] = True
+        (stage / RESULTS_FILE).write_text(dumps(summary))
+        for f in sorted(stage.iterdir(), key=lambda p: p.name == RESULTS_FILE):  # results.json last
+            os.replace(f, out_dir / f.name)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)

@@ -88,7 +88,11 @@ def test_pair_table_reproduces_the_figures(sweep: Path) -> None:
     res = json.loads((d / "results.json").read_text())
     df = pd.read_parquet(d / "pairs.parquet")
     assert set(df["protocol"].astype(str)) == {"roc", "kfold"}
-    assert list(df.columns) == ["protocol", "idx_a", "idx_b", "path_a", "path_b", "label", "fold", "score", "enrolled"]
+    assert list(df.columns) == [
+        "protocol", "idx_a", "idx_b", "path_a", "path_b", "label", "fold", "score", "enrolled", "subject_a", "subject_b"
+    ]  # fmt: skip
+    assert (df["subject_a"] == df["path_a"].map(lambda p: Path(p).parent.name)).all()
+    assert ((df["subject_a"] == df["subject_b"]) == df["label"]).all()
     roc = df[df["protocol"] == "roc"]
     assert len(roc) == 32 * 31 // 2 and roc["enrolled"].all()
     s, y = tables.roc_scores(df)

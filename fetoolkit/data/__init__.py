@@ -1,7 +1,9 @@
 """Data sets and verification protocols, built from a ``dataset`` config.
 
 Readers: ``orl`` (fetched), ``folder`` (one folder per identity), ``lfw`` (``pairs.txt`` over
-an image tree), ``bin`` (insightface verification ``.bin``), ``csv`` (``path1,path2,label``).
+an image tree), ``bin`` (insightface verification ``.bin``), ``csv`` (``path1,path2,label``),
+``rfw`` (one LFW pair list per group, :mod:`fetoolkit.data.rfw`). ``scores`` (score files, no
+images) is read by :mod:`fetoolkit.data.scores` in its own job path.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import numpy as np
 from fetoolkit.data.protocols import PairProtocol, all_pairs, kfold_pairs
 from fetoolkit.data.sources import IdentityDataset, load_identity_folder, load_orl
 
-DATASETS = ("orl", "folder", "lfw", "bin", "csv")
+DATASETS = ("orl", "folder", "lfw", "bin", "csv", "rfw", "scores")
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,8 @@ class EvalData:
         identities: int64 ``[N]`` identity of each image, or None when unknown (``.bin``, CSV).
         identity_names: name of each identity id, or None.
         meta: reader details for reports (source files, protocol).
+        image_groups: attribute -> object ``[N]`` group of each image, when the layout gives
+            groups (RFW's per-group pair lists), else None.
     """
 
     name: str
@@ -44,6 +48,7 @@ class EvalData:
     identities: np.ndarray | None = None
     identity_names: list[str] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    image_groups: dict[str, np.ndarray] | None = None
 
 
 def from_identities(ds: IdentityDataset, n_folds: int, seed: int, roc_pairs: str) -> EvalData:
@@ -133,6 +138,25 @@ def load_eval_data(cfg: Any, seed: int = 0) -> EvalData:
             c.pairs,
             meta={"path": str(path), "protocol": "CSV pairs"},
         )
+    if name == "rfw":
+        from fetoolkit.data.rfw import load_rfw
+
+        root = _required(cfg, "root", "the folder holding txts/<G>/<G>_pairs.txt and data/<G>/")
+        groups = list(cfg.get("groups") or []) or None
+        paths, ids, names, pairs, image_group = load_rfw(root, groups, ext=cfg.get("ext") or "jpg")
+        return EvalData(
+            label,
+            paths,
+            bool(cfg.get("aligned", False)),
+            pairs,
+            pairs,
+            identities=ids,
+            identity_names=names,
+            meta={"root": str(root), "protocol": "one LFW pair list per group; sets as folds"},
+            image_groups={"group": image_group},
+        )
+    if name == "scores":
+        raise ValueError("dataset=scores is evaluated without images: use fetoolkit.score_eval.run_scores")
     raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
 
 

@@ -12,6 +12,12 @@ writes ORL (its 10 subject-disjoint k-fold sets, the same pairs ``dataset=orl`` 
   dataset.path=out/orl_aligned.bin``.
 
 Both readers are thereby checked against ``dataset=orl`` on real faces.
+
+    python -m fetoolkit.data.export --scores outputs/eval/RUN --bob scores.txt [--folds 1-5]
+
+writes an eval run's ROC comparisons (or, with ``--folds``, its k-fold comparisons of those folds,
+1-based) as a bob.bio 4-column score file (``--bob-columns 5`` for 5 columns), which
+``dataset=scores dataset.path=scores.txt`` evaluates (and bob.measure reads).
 """
 
 from __future__ import annotations
@@ -127,6 +133,35 @@ def write_aligned_bin(
     return write_bin(path, blobs, same, protocol=protocol)
 
 
+def _fold_range(text: str) -> set[int]:
+    lo, _, hi = text.partition("-")
+    return set(range(int(lo), int(hi or lo) + 1))
+
+
+def export_scores(source: Path, out: Path, *, columns: int = 4, folds: str | None = None) -> Path:
+    """An eval run's comparisons (``source``: its folder or ``pairs.parquet``) as a bob score file.
+
+    Args:
+        source: the run.
+        out: the bob file to write.
+        columns: 4 or 5.
+        folds: ``"1-5"``: the k-fold comparisons of folds 1..5 (1-based) instead of the ROC ones.
+    """
+    from fetoolkit.data.scores import load_scores, write_bob
+
+    s = load_scores(source)
+    if folds is None:
+        pairs = s.roc
+    else:
+        if s.kfold is None or s.kfold_folds is None:
+            raise ValueError(f"{source} has no k-fold comparisons")
+        pairs = s.kfold.subset(np.isin(s.kfold_folds + 1, sorted(_fold_range(folds))))
+        if not len(pairs):
+            raise ValueError(f"{source}: no k-fold comparisons in folds {folds}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return write_bob(out, pairs, columns=columns)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from fetoolkit.cache import EmbeddingCache
     from fetoolkit.data import from_identities, load_orl
@@ -137,10 +172,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--lfw", type=Path, help="write ORL as an LFW tree + pairs.txt into this folder")
     ap.add_argument("--bin", type=Path, help="write ORL's aligned crops as this .bin")
     ap.add_argument("--seed", type=int, default=0, help="seed of the k-fold protocol (dataset=orl uses seed=0)")
+    ap.add_argument("--scores", type=Path, help="an eval run folder (or its pairs.parquet) to write as --bob")
+    ap.add_argument("--bob", type=Path, help="the bob score file to write from --scores")
+    ap.add_argument("--bob-columns", type=int, default=4, choices=(4, 5), help="bob's 4- or 5-column format")
+    ap.add_argument("--folds", help="with --scores: the k-fold comparisons of these folds (1-based, e.g. 1-5)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if bool(args.scores) != bool(args.bob):
+        ap.error("--scores RUN and --bob FILE go together")
+    if args.scores:
+        try:
+            path = export_scores(args.scores, args.bob, columns=args.bob_columns, folds=args.folds)
+        except (OSError, ValueError) as e:
+            log.error("%s", e)
+            return 2
+        log.info("wrote %s", path)
+        if not args.lfw and not args.bin:
+            return 0
     if not args.lfw and not args.bin:
-        ap.error("give --lfw DIR and/or --bin FILE")
+        ap.error("give --lfw DIR and/or --bin FILE (or --scores RUN --bob FILE)")
     orl = load_orl()
     data = from_identities(orl, 10, args.seed, "kfold")
     if args.lfw:

@@ -185,3 +185,54 @@ def plot_erc(
     path = Path(path)
     fig.savefig(path)
     return path
+
+
+def plot_epc(alpha: np.ndarray, hter: np.ndarray, path: str | Path, *, title: str = "EPC") -> Path:
+    """bob.measure's expected performance curve: eval HTER against the dev weight ``alpha`` ``[K]``."""
+    fig = Figure(figsize=(6, 4), dpi=120)
+    ax = fig.subplots()
+    ax.plot(np.asarray(alpha), 100 * np.asarray(hter), lw=1.5, marker=".")
+    ax.set_xlabel("alpha (dev threshold minimises alpha*FAR + (1-alpha)*FRR)")
+    ax.set_ylabel("HTER on eval (%)")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    return path
+
+
+def plot_fmr_heatmap(
+    values: list[str], fmr: np.ndarray, counts: np.ndarray, path: str | Path, *, title: str = "FMR"
+) -> Path:
+    """Cross-group FMR ``[G, G]`` on a log colour scale (NIST's form); each cell shows rate and count.
+
+    Cells without impostor comparisons are blank; cells with no false match are drawn in the
+    lowest colour and labelled ``0``.
+    """
+    from matplotlib.colors import LogNorm
+
+    fmr = np.asarray(fmr, np.float64)
+    n = len(values)
+    pos = fmr[np.isfinite(fmr) & (fmr > 0)]
+    lo = float(pos.min()) if pos.size else 1e-6
+    hi = float(pos.max()) if pos.size else 1e-5
+    hi = max(hi, lo * 10)
+    shown = np.where(np.isfinite(fmr), np.maximum(fmr, lo), np.nan)
+    size = max(3.5, 1.2 + 0.9 * n)
+    fig = Figure(figsize=(size + 1.8, size), dpi=120)
+    ax = fig.subplots()
+    im = ax.imshow(np.ma.masked_invalid(shown), norm=LogNorm(vmin=lo, vmax=hi), cmap="viridis")
+    fig.colorbar(im, ax=ax, label="false match rate (log)")
+    for i in range(n):
+        for j in range(n):
+            if np.isfinite(fmr[i, j]):
+                text = "0" if fmr[i, j] == 0 else f"{fmr[i, j]:.1e}"
+                ax.text(j, i, f"{text}\nn={int(counts[i, j])}", ha="center", va="center", fontsize=7, color="w")
+    ax.set_xticks(range(n), values, rotation=45, ha="right")
+    ax.set_yticks(range(n), values)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    return path

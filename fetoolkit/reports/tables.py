@@ -20,30 +20,41 @@ def pairs_frame(ev: Evaluation) -> pd.DataFrame:
     Columns: ``protocol`` (``roc``, ``kfold``, or ``roc+kfold`` when both use the same pairs),
     ``idx_a``, ``idx_b`` (int64 image indices), ``path_a``, ``path_b`` (str), ``label`` (bool,
     True = genuine), ``fold`` (int64), ``score`` (float64 cosine; NaN when the pair was dropped),
-    ``enrolled`` (bool: both images enrolled).
+    ``enrolled`` (bool: both images enrolled); ``subject_a``, ``subject_b`` (str) when identities are
+    known; ``group1``, ``group2`` when the layout gives each image a group (RFW). The table is itself a
+    score file for ``dataset=scores``.
     """
     data = ev.data
     emb = ev.embeddings
     names = np.asarray([str(p) for p in data.paths], dtype=object)
+    subjects = None
+    if data.identities is not None:
+        subjects = (
+            np.asarray(data.identity_names, dtype=object)[data.identities]
+            if data.identity_names is not None
+            else data.identities.astype(str).astype(object)
+        )
+    group = (data.image_groups or {}).get("group")
     protocols = [("roc+kfold", data.roc)] if data.roc is data.kfold else [("roc", data.roc), ("kfold", data.kfold)]
     parts = []
     for name, p in protocols:
         score = np.einsum("ij,ij->i", emb[p.idx_a], emb[p.idx_b]).astype(np.float64)
-        parts.append(
-            pd.DataFrame(
-                {
-                    "protocol": pd.Categorical([name] * len(p), categories=[n for n, _ in protocols]),
-                    "idx_a": p.idx_a,
-                    "idx_b": p.idx_b,
-                    "path_a": names[p.idx_a],
-                    "path_b": names[p.idx_b],
-                    "label": p.labels,
-                    "fold": p.folds,
-                    "score": score,
-                    "enrolled": ev.embedded.ok[p.idx_a] & ev.embedded.ok[p.idx_b],
-                }
-            )
-        )
+        cols = {
+            "protocol": pd.Categorical([name] * len(p), categories=[n for n, _ in protocols]),
+            "idx_a": p.idx_a,
+            "idx_b": p.idx_b,
+            "path_a": names[p.idx_a],
+            "path_b": names[p.idx_b],
+            "label": p.labels,
+            "fold": p.folds,
+            "score": score,
+            "enrolled": ev.embedded.ok[p.idx_a] & ev.embedded.ok[p.idx_b],
+        }
+        if subjects is not None:
+            cols["subject_a"], cols["subject_b"] = subjects[p.idx_a], subjects[p.idx_b]
+        if group is not None:
+            cols["group1"], cols["group2"] = group[p.idx_a], group[p.idx_b]
+        parts.append(pd.DataFrame(cols))
     return pd.concat(parts, ignore_index=True)
 
 
@@ -97,22 +108,41 @@ def to_markdown(df: pd.DataFrame) -> str:
 def markdown_summary(s: dict[str, Any]) -> str:
     """The Markdown report of one ``results.json`` summary."""
     ci = s.get("tar_at_far_ci") or {}
-    lines = [
-        f"# {s['model']} ({s['backend']}) on {s['dataset']}",
-        "",
-        f"- images: {s['n_images']}, failed to enrol: {s['fte']} (policy `{s.get('fte_policy')}`), "
-        f"pairs dropped: k-fold {s['n_pairs_dropped']['kfold']}, ROC {s['n_pairs_dropped']['roc']}",
+    st = s.get("stats", {})
+    lines = [f"# {s['model']} ({s['backend']}) on {s['dataset']}", ""]
+    if "n_images" in s:
+        lines.append(
+            f"- images: {s['n_images']}, failed to enrol: {s['fte']} (policy `{s.get('fte_policy')}`), "
+            f"pairs dropped: k-fold {s['n_pairs_dropped']['kfold']}, ROC {s['n_pairs_dropped']['roc']}"
+        )
+    else:
+        lines.append(
+            f"- scores of `{s['model']}` read from a file: {s.get('n_comparisons')} comparisons, "
+            f"{(s.get('data') or {}).get('n_missing', 0)} rows without a finite score left out"
+        )
+    lines.append(
         f"- ROC pairs: {s['n_genuine']} genuine, {s['n_impostor']} impostor; finest measurable FAR "
-        f"{s.get('finest_far', float('nan')):.3g}",
-        f"- k-fold pairs: {s['kfold']['n_genuine']} genuine, {s['kfold']['n_impostor']} impostor in "
-        f"{s['kfold']['n_folds']} folds",
-        f"- embeddings: cache {s.get('cache')}; intervals: {s.get('stats', {}).get('n_boot', 0)} bootstrap "
-        f"resamples, {int(100 * s.get('stats', {}).get('level', 0.95))}% percentile",
+        f"{s.get('finest_far', float('nan')):.3g}"
+    )
+    if s.get("kfold"):
+        lines.append(
+            f"- k-fold pairs: {s['kfold']['n_genuine']} genuine, {s['kfold']['n_impostor']} impostor in "
+            f"{s['kfold']['n_folds']} folds"
+        )
+    if "cache" in s:
+        lines.append(f"- embeddings: cache {s.get('cache')}")
+    lines += [
+        f"- intervals: {st.get('n_boot', 0)} bootstrap resamples, {int(100 * st.get('level', 0.95))}% percentile",
         "",
         "| figure | value [95% interval] |",
         "|---|---|",
-        f"| k-fold accuracy | {fmt_ci(s['accuracy_mean'], s.get('accuracy_ci'))} (std over folds "
-        f"{fmt(s['accuracy_std'])}, threshold {fmt(s['best_threshold'])}) |",
+    ]
+    if s.get("accuracy_mean") is not None:
+        lines.append(
+            f"| {s['kfold']['n_folds']}-fold accuracy | {fmt_ci(s['accuracy_mean'], s.get('accuracy_ci'))} (std over "
+            f"folds {fmt(s['accuracy_std'])}, threshold {fmt(s['best_threshold'])}) |"
+        )
+    lines += [
         f"| AUC | {fmt(s['auc'], 5)} |",
         f"| EER | {fmt_ci(s['eer'], s.get('eer_ci'))} (threshold {fmt(s.get('eer_threshold'))}) |",
     ]
@@ -169,6 +199,72 @@ def markdown_summary(s: dict[str, Any]) -> str:
         if len(s["fte_images"]) > 50:
             lines.append(f"- ... and {len(s['fte_images']) - 50} more (results.json)")
     return "\n".join(lines) + "\n"
+
+
+def format_summary(s: dict[str, Any]) -> str:
+    """A short fixed-width table of the headline figures of a ``results.json`` summary (the console's)."""
+
+    def pct(x: float | None) -> str:
+        return "n/a" if x is None else f"{x:.4f}"
+
+    def ci(c: list[float | None] | None) -> str:
+        return "" if not c or c[0] is None else f" [{c[0]:.4f}, {c[1]:.4f}]"
+
+    tci = s.get("tar_at_far_ci") or {}
+    dec = s.get("tar_at_far_decades") or {}
+    what = (
+        f"{s['dataset']}: {s['n_images']} images, fte {s['fte']}"
+        if "n_images" in s
+        else f"{s['dataset']}: {s.get('n_comparisons')} comparisons"
+    )
+    rows = [
+        ("model / backend", f"{s['model']} / {s['backend']}"),
+        ("dataset", what),
+        ("pairs (ROC)", f"{s['n_genuine']} genuine, {s['n_impostor']} impostor"),
+    ]
+    if s.get("accuracy_mean") is not None:
+        rows.append(
+            (
+                f"{s['kfold']['n_folds']}-fold accuracy",
+                f"{s['accuracy_mean']:.4f}{ci(s.get('accuracy_ci'))} +- {s['accuracy_std']:.4f} "
+                f"(threshold {s['best_threshold']:.4f})",
+            )
+        )
+    rows += [("AUC", f"{s['auc']:.5f}"), ("EER", f"{s['eer']:.4f}{ci(s.get('eer_ci'))}")]
+    # Every decade the impostor count supports, with its interval (the three headline FARs without one).
+    for k, v in (dec or s["tar_at_far"]).items():
+        rows.append((f"TAR@FAR={k}", f"{pct(v)}{ci(tci.get(k))}"))
+    op = s.get("operating_point")
+    if op and op.get("threshold") is not None:
+        r = op["rates"]
+        rows.append(
+            (
+                "operating point",
+                f"threshold {op['threshold']:.4f} ({op['criterion']} on {op['threshold_from']}): "
+                f"FMR {pct(r['fmr'])}, FNMR {pct(r['fnmr'])}, HTER {pct(r['hter'])}",
+            )
+        )
+    g = s.get("groups")
+    if g:
+        for attr, d in g["differentials"].items():
+            rows.append(
+                (
+                    f"groups: {attr}",
+                    f"{len(g['attributes'][attr])} groups, FDR {pct(d['fdr'])}, "
+                    f"FMR max/min {pct(d['fmr_max_min'])}, FNMR max/min {pct(d['fnmr_max_min'])}",
+                )
+            )
+    q = s.get("quality") or {}
+    if q.get("erc"):
+        rows.append(("ERC best quality score", f"{q['erc']['best']} (default: {q['default']})"))
+    if "cache" in s:
+        rows.append(("embedding cache", str(s.get("cache"))))
+    m = s.get("machine")
+    if m:
+        masked = f", ISA masked to {m['isa_masked']}" if m.get("isa_masked") else ""
+        rows.append(("measured on", f"{m['cpu']}, {m['threads']['cpus_usable']} cores ({' '.join(m['isa'])}{masked})"))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
 
 
 COMPARISON_COLUMNS = (

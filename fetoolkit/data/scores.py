@@ -1,0 +1,358 @@
+"""Scores from any system: score files in, :class:`ScoreSet` out (no model, no images).
+
+Formats (``dataset.format``, ``auto`` picks by suffix and column count):
+
+* ``bob4``: bob.bio's 4-column text ``claimed_id real_id test_label score`` (whitespace separated,
+  ``#`` comments); genuine when ``claimed_id == real_id``;
+* ``bob5``: bob.bio's 5-column text ``claimed_id model_label real_id test_label score``;
+* ``csv`` / ``parquet``: columns ``label`` (1/0 or true/false, 1 = genuine) and ``score``, plus
+  optional ``subject1``, ``subject2``, ``fold`` (k-fold accuracy is computed when given),
+  ``group1``, ``group2`` (the group of each side, attribute ``group``), ``item1``, ``item2``
+  (image or template names);
+* an eval run's own ``pairs.parquet`` (or its folder): its ROC pairs, its k-fold pairs with their
+  folds, subjects and image paths; pairs whose images did not enrol are counted and left out.
+
+A score that is not a finite number is never used: such rows are counted in ``n_missing`` (the
+reports show the count), like failures to enrol.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("auto", "bob4", "bob5", "csv", "parquet")
+_BOB_COLUMNS = {
+    "bob4": ["claimed_id", "real_id", "test_label", "score"],
+    "bob5": ["claimed_id", "model_label", "real_id", "test_label", "score"],
+}
+_TRUE = {"1", "true", "yes", "genuine", "mated", "1.0"}
+_FALSE = {"0", "false", "no", "impostor", "nonmated", "non-mated", "0.0"}
+
+
+class ScoreFileError(ValueError):
+    """A score file that cannot be read as the format it claims; the message names file and line."""
+
+
+@dataclass(frozen=True)
+class PairScores:
+    """Scored comparisons with what is known of each side.
+
+    Attributes:
+        scores: float64 ``[P]`` similarity (higher = more alike); finite.
+        labels: bool ``[P]``, True = genuine (mated) comparison.
+        subject_a: object ``[P]`` subject of the first side (str), or None when unknown.
+        subject_b: object ``[P]`` subject of the second side, or None.
+        item_a: object ``[P]`` image / template name of the first side, or None.
+        item_b: object ``[P]`` image / template name of the second side, or None.
+        groups: attribute -> (object ``[P]`` group of side a, object ``[P]`` of side b); None
+            entries where a side's group is unknown.
+    """
+
+    scores: np.ndarray
+    labels: np.ndarray
+    subject_a: np.ndarray | None = None
+    subject_b: np.ndarray | None = None
+    item_a: np.ndarray | None = None
+    item_b: np.ndarray | None = None
+    groups: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    @property
+    def n_genuine(self) -> int:
+        return int(self.labels.sum())
+
+    @property
+    def n_impostor(self) -> int:
+        return int((~self.labels).sum())
+
+    @property
+    def has_subjects(self) -> bool:
+        return self.subject_a is not None and self.subject_b is not None
+
+    def subset(self, keep: np.ndarray) -> PairScores:
+        """The comparisons where bool ``keep`` ``[P]`` is True."""
+
+        def cut(x: np.ndarray | None) -> np.ndarray | None:
+            return None if x is None else x[keep]
+
+        return PairScores(
+            self.scores[keep],
+            self.labels[keep],
+            cut(self.subject_a),
+            cut(self.subject_b),
+            cut(self.item_a),
+            cut(self.item_b),
+            {k: (a[keep], b[keep]) for k, (a, b) in self.groups.items()},
+        )
+
+
+@dataclass(frozen=True)
+class ScoreSet:
+    """A score file read: the ROC comparisons, the k-fold ones when folds are known, and provenance.
+
+    Attributes:
+        name: the data set's name in reports.
+        roc: every usable comparison (ROC, EER, TAR@FAR, thresholds, groups).
+        kfold: the comparisons with folds, or None (no k-fold accuracy then).
+        kfold_folds: int64 ``[Q]`` fold of each ``kfold`` comparison, or None.
+        n_missing: rows left out because their score was not a finite number (or, for an eval
+            run's pair table, because an image did not enrol).
+        meta: file, format, sha256, row counts, and the run's ``results.json`` model when the file
+            is an eval run's pair table.
+    """
+
+    name: str
+    roc: PairScores
+    kfold: PairScores | None
+    kfold_folds: np.ndarray | None
+    n_missing: int
+    meta: dict[str, Any]
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes (hex)."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _resolve(path: str | Path) -> Path:
+    path = Path(path).expanduser()
+    if path.is_dir():
+        if (path / "pairs.parquet").is_file():
+            return path / "pairs.parquet"
+        raise FileNotFoundError(f"{path} is a folder without pairs.parquet: give a score file or an eval run folder")
+    if not path.is_file():
+        raise FileNotFoundError(f"score file not found: {path} (set dataset.path=FILE)")
+    return path
+
+
+def sniff_format(path: Path) -> str:
+    """``bob4``/``bob5``/``csv``/``parquet`` from the suffix, or from the first data line's columns."""
+    if path.suffix == ".parquet":
+        return "parquet"
+    if path.suffix == ".csv":
+        return "csv"
+    with path.open("r", errors="replace") as f:
+        for no, line in enumerate(f, 1):
+            tok = line.split()
+            if not tok or tok[0].startswith("#"):
+                continue
+            if len(tok) in (4, 5):
+                return f"bob{len(tok)}"
+            raise ScoreFileError(
+                f"{path}:{no}: {len(tok)} columns; a bob score file has 4 (claimed_id real_id test_label score) "
+                "or 5 (claimed_id model_label real_id test_label score). Name CSV files *.csv."
+            )
+    raise ScoreFileError(f"{path}: no score lines")
+
+
+def _labels(values: pd.Series, path: Path) -> np.ndarray:
+    if values.dtype == bool:
+        return values.to_numpy(bool)
+    text = values.astype(str).str.strip().str.lower()
+    good = text.isin(_TRUE | _FALSE)
+    if not good.all():
+        k = int(np.flatnonzero(~good.to_numpy())[0])
+        raise ScoreFileError(f"{path}: row {k + 1}: label {values.iloc[k]!r} is not 1/0 (true/false, genuine/impostor)")
+    return text.isin(_TRUE).to_numpy(bool)
+
+
+def _scores(values: pd.Series, path: Path) -> np.ndarray:
+    s = pd.to_numeric(values, errors="coerce")
+    bad = s.isna() & values.notna() & ~values.astype(str).str.lower().isin({"nan", "none", ""})
+    if bad.any():
+        k = int(np.flatnonzero(bad.to_numpy())[0])
+        raise ScoreFileError(f"{path}: row {k + 1}: score {values.iloc[k]!r} is not a number")
+    return s.to_numpy(np.float64)
+
+
+def _strings(values: pd.Series | None) -> np.ndarray | None:
+    return None if values is None else values.astype(str).to_numpy(object)
+
+
+def _read_bob(path: Path, fmt: str) -> pd.DataFrame:
+    cols = _BOB_COLUMNS[fmt]
+    try:
+        df = pd.read_csv(path, sep=r"\s+", header=None, comment="#", dtype=str, engine="c", skip_blank_lines=True)
+    except pd.errors.ParserError as e:
+        raise ScoreFileError(f"{path}: not a {fmt} score file ({e})") from None
+    except pd.errors.EmptyDataError:
+        raise ScoreFileError(f"{path}: no score lines") from None
+    if df.shape[1] != len(cols):
+        raise ScoreFileError(f"{path}: {df.shape[1]} columns; {fmt} has {len(cols)} ({' '.join(cols)})")
+    df.columns = cols
+    score = _scores(df["score"], path)
+    out = pd.DataFrame(
+        {
+            "label": df["claimed_id"] == df["real_id"],
+            "score": score,
+            "subject1": df["claimed_id"],
+            "subject2": df["real_id"],
+            "item1": df["model_label"] if fmt == "bob5" else df["claimed_id"],
+            "item2": df["test_label"],
+        }
+    )
+    return out
+
+
+def _read_table(path: Path, fmt: str) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """A CSV/Parquet score table, or an eval run's pair table, as the CSV column names."""
+    try:
+        df = pd.read_parquet(path) if fmt == "parquet" else pd.read_csv(path)
+    except Exception as e:  # pyarrow / pandas raise many kinds for a damaged file
+        raise ScoreFileError(f"{path}: not a readable {fmt} file ({type(e).__name__}: {e})") from None
+    extra: dict[str, Any] = {}
+    if {"protocol", "path_a", "path_b", "enrolled"} <= set(df.columns):  # an eval run's pairs.parquet
+        extra["pairs_table"] = "eval run"
+        enrolled = df["enrolled"].astype(bool)
+        df = df.assign(score=df["score"].where(enrolled))
+        ren = {"path_a": "item1", "path_b": "item2", "subject_a": "subject1", "subject_b": "subject2"}
+        df = df.rename(columns=ren)
+    missing = {"label", "score"} - set(df.columns)
+    if missing:
+        raise ScoreFileError(
+            f"{path}: needs columns label and score (has {', '.join(map(str, df.columns))}); "
+            "optional: subject1, subject2, fold, group1, group2, item1, item2"
+        )
+    out = pd.DataFrame({"label": _labels(df["label"], path), "score": _scores(df["score"], path)})
+    for c in ("subject1", "subject2", "item1", "item2", "group1", "group2", "fold", "protocol"):
+        if c in df.columns:
+            out[c] = df[c].to_numpy()
+    return out, extra
+
+
+def _pair_scores(df: pd.DataFrame) -> PairScores:
+    groups = {}
+    if "group1" in df.columns and "group2" in df.columns:
+        groups["group"] = (_strings(df["group1"]), _strings(df["group2"]))
+    return PairScores(
+        df["score"].to_numpy(np.float64),
+        df["label"].to_numpy(bool),
+        _strings(df.get("subject1")),
+        _strings(df.get("subject2")),
+        _strings(df.get("item1")),
+        _strings(df.get("item2")),
+        groups,  # type: ignore[arg-type]
+    )
+
+
+def load_scores(path: str | Path, *, fmt: str = "auto", name: str | None = None) -> ScoreSet:
+    """Read a score file (or an eval run folder) into a :class:`ScoreSet`.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ScoreFileError: unreadable, wrong columns, a label or score that is not one.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"dataset.format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    path = _resolve(path)
+    fmt = sniff_format(path) if fmt == "auto" else fmt
+    extra: dict[str, Any] = {}
+    df = _read_bob(path, fmt) if fmt.startswith("bob") else None
+    if df is None:
+        df, extra = _read_table(path, fmt)
+    n_rows = len(df)
+    if n_rows == 0:
+        raise ScoreFileError(f"{path}: no score rows")
+    finite = np.isfinite(df["score"].to_numpy(np.float64))
+    if "protocol" in df.columns:
+        proto = df["protocol"].astype(str)
+        in_roc, in_kfold = proto.str.contains("roc").to_numpy(), proto.str.contains("kfold").to_numpy()
+    else:
+        in_roc = np.ones(n_rows, bool)
+        in_kfold = np.ones(n_rows, bool) if "fold" in df.columns else np.zeros(n_rows, bool)
+    n_missing = int((~finite & in_roc).sum() + (~finite & in_kfold & ~in_roc).sum())
+    if n_missing:
+        log.warning("%s: %d of %d rows have no finite score; left out and counted (n_missing)", path, n_missing, n_rows)
+    roc_df = df[in_roc & finite].reset_index(drop=True)
+    kf_df = df[in_kfold & finite].reset_index(drop=True)
+    kfold = folds = None
+    if len(kf_df):
+        folds = np.unique(pd.to_numeric(kf_df["fold"]).to_numpy(np.int64), return_inverse=True)[1].astype(np.int64)
+        kfold = _pair_scores(kf_df)
+    results_json = path.parent / "results.json"
+    if extra.get("pairs_table") and results_json.is_file():
+        import json
+
+        try:
+            r = json.loads(results_json.read_text())
+            extra["run"] = {k: r.get(k) for k in ("model", "backend", "dataset", "weights_sha256")}
+        except (OSError, ValueError):
+            extra["run"] = None
+    meta = {
+        "path": str(path),
+        "format": fmt,
+        "sha256": file_sha256(path),
+        "n_rows": n_rows,
+        "n_roc": int(len(roc_df)),
+        "n_kfold": int(len(kf_df)),
+        "kfold_is_roc": bool(len(kf_df)) and bool(np.array_equal(in_roc & finite, in_kfold & finite)),
+        **extra,
+    }
+    return ScoreSet(name or path.stem, _pair_scores(roc_df), kfold, folds, n_missing, meta)
+
+
+def _bob_token(x: Any, what: str) -> str:
+    s = str(x)
+    if not s or any(c.isspace() for c in s):
+        raise ValueError(f"bob score files are whitespace separated: {what} {s!r} cannot be written")
+    return s
+
+
+def write_bob(path: str | Path, pairs: PairScores, *, columns: int = 4) -> Path:
+    """Write comparisons as a bob.bio score file (4 or 5 columns), one line per comparison.
+
+    ``claimed_id`` / ``real_id`` are the two sides' subjects (genuine exactly when equal, which
+    bob's readers rely on), ``test_label`` the second side's item, ``model_label`` (5 columns)
+    the first side's item.
+
+    Raises:
+        ValueError: subjects unknown, a label that disagrees with subject equality, or a name
+            holding whitespace.
+    """
+    if columns not in (4, 5):
+        raise ValueError("columns must be 4 or 5")
+    if not pairs.has_subjects:
+        raise ValueError(
+            "bob score files name the subjects of both sides (genuine = same subject); these scores "
+            "have no subjects (a CSV or .bin run): write CSV/Parquet instead"
+        )
+    sa, sb = pairs.subject_a, pairs.subject_b
+    assert sa is not None and sb is not None
+    same = sa == sb
+    if (same != pairs.labels).any():
+        k = int(np.flatnonzero(same != pairs.labels)[0])
+        raise ValueError(f"comparison {k}: label {bool(pairs.labels[k])} but subjects {sa[k]!r}, {sb[k]!r}")
+    item_a = pairs.item_a if pairs.item_a is not None else sa
+    item_b = pairs.item_b if pairs.item_b is not None else sb
+    lines = []
+    for k in range(len(pairs)):
+        row: Sequence[str] = (
+            [_bob_token(sa[k], "subject"), _bob_token(sb[k], "subject"), _bob_token(item_b[k], "item")]
+            if columns == 4
+            else [
+                _bob_token(sa[k], "subject"),
+                _bob_token(item_a[k], "item"),
+                _bob_token(sb[k], "subject"),
+                _bob_token(item_b[k], "item"),
+            ]
+        )
+        lines.append(" ".join([*row, repr(float(pairs.scores[k]))]))
+    path = Path(path)
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -1,0 +1,175 @@
+"""Evaluation without a model: ``python -m fetoolkit.eval dataset=scores dataset.path=FILE``.
+
+Reads a score file of any system (:mod:`fetoolkit.data.scores`), or a dev and an eval score file
+(``dataset.dev=FILE dataset.eval=FILE``), and writes what a model run writes that does not need
+embeddings: ``results.json`` (ROC, AUC, EER, TAR@FAR with intervals; k-fold accuracy when the
+file gives folds), ``pairs.parquet`` (itself a valid score file), ``summary.md``, the ROC / DET /
+score plots, and the deployment report (``report.md``/``.html``: operating point, dev/eval with
+EPC, groups with ``groups=FILE``).
+
+The deployment step is shared with model runs: :func:`deployment_from_cfg`.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from fetoolkit import results
+from fetoolkit.config import section
+from fetoolkit.cpu import machine_info
+from fetoolkit.data.groups import load_groups
+from fetoolkit.data.scores import PairScores, ScoreSet, load_scores
+from fetoolkit.deployment import Deployment, GroupReportCfg, ThresholdCfg, deployment
+from fetoolkit.figures import StatsCfg, verification_figures
+from fetoolkit.versions import library_versions
+
+log = logging.getLogger(__name__)
+
+PAIRS_FILE = "pairs.parquet"
+
+
+def _source_meta(s: ScoreSet) -> dict[str, Any]:
+    return {**s.meta, "n_missing": s.n_missing}
+
+
+def deployment_from_cfg(cfg: DictConfig, pairs: PairScores, stats: StatsCfg, dev: ScoreSet | None = None) -> Deployment:
+    """The deployment sections of a run from its config: ``threshold``, ``groups``, ``group_report``.
+
+    ``dev`` (a score set) wins over ``threshold.dev`` (a path read here).
+    """
+    tcfg: ThresholdCfg = section(cfg, "threshold", ThresholdCfg)
+    if dev is None and tcfg.dev:
+        dev = load_scores(tcfg.dev, name="dev")
+    gpath = cfg.get("groups")
+    return deployment(
+        pairs,
+        threshold=tcfg,
+        dev=None if dev is None else dev.roc,
+        dev_source=None if dev is None else _source_meta(dev),
+        groups=load_groups(gpath) if gpath else None,
+        group_report=section(cfg, "group_report", GroupReportCfg),
+        stats=stats,
+    )
+
+
+def _sets(d: DictConfig) -> tuple[ScoreSet, ScoreSet | None]:
+    fmt = d.get("format") or "auto"
+    if d.get("dev") or d.get("eval"):
+        if not (d.get("dev") and d.get("eval")):
+            raise ValueError("dataset=scores: give both dataset.dev=FILE and dataset.eval=FILE (or dataset.path=FILE)")
+        return load_scores(d.eval, fmt=fmt, name="eval"), load_scores(d.dev, fmt=fmt, name="dev")
+    if not d.get("path"):
+        raise ValueError(
+            "dataset=scores needs dataset.path=FILE (a bob 4/5-column file, a CSV/Parquet with label,score, "
+            "or an eval run's pairs.parquet), or dataset.dev=FILE dataset.eval=FILE"
+        )
+    return load_scores(d.path, fmt=fmt), None
+
+
+def _system(d: DictConfig, main: ScoreSet) -> str:
+    if d.get("system"):
+        return str(d.system)
+    run = main.meta.get("run") or {}
+    return str(run.get("model") or main.meta["path"].rsplit("/", 1)[-1])
+
+
+def pair_table(main: ScoreSet) -> pd.DataFrame:
+    """The comparisons evaluated, in the CSV score-file columns (plus ``protocol``)."""
+
+    def frame(p: PairScores, protocol: str, folds: np.ndarray | None) -> pd.DataFrame:
+        cols: dict[str, Any] = {"protocol": protocol, "label": p.labels, "score": p.scores}
+        for name, v in (("subject1", p.subject_a), ("subject2", p.subject_b), ("item1", p.item_a), ("item2", p.item_b)):
+            if v is not None:
+                cols[name] = v
+        if "group" in p.groups:
+            cols["group1"], cols["group2"] = p.groups["group"]
+        if folds is not None:
+            cols["fold"] = folds
+        return pd.DataFrame(cols)
+
+    if main.kfold is None:
+        return frame(main.roc, "roc", None)
+    if main.meta.get("kfold_is_roc"):
+        return frame(main.roc, "roc+kfold", main.kfold_folds)
+    return pd.concat([frame(main.roc, "roc", None), frame(main.kfold, "kfold", main.kfold_folds)], ignore_index=True)
+
+
+def run_scores(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
+    """Evaluate ``cfg.dataset`` (``name: scores``); write the reports to ``out_dir``. Returns the summary."""
+    d = cfg.dataset
+    main, dev = _sets(d)
+    stats: StatsCfg = section(cfg, "stats", StatsCfg)
+    k = main.kfold
+    fig = verification_figures(
+        main.roc.scores,
+        main.roc.labels,
+        None if k is None else k.scores,
+        None if k is None else k.labels,
+        main.kfold_folds,
+        stats,
+    )
+    deploy = deployment_from_cfg(cfg, main.roc, stats, dev)
+    data_meta: dict[str, Any] = {"n_missing": main.n_missing}
+    if dev is not None:
+        data_meta.update(dev=_source_meta(dev), eval=_source_meta(main))
+    else:
+        data_meta["scores"] = _source_meta(main)
+    summary: dict[str, Any] = {
+        "model": _system(d, main),
+        "backend": "scores",
+        "dataset": d.get("label") or ("scores" if dev is None else "eval scores"),
+        "n_comparisons": len(main.roc),
+        "n_genuine": main.roc.n_genuine,
+        "n_impostor": main.roc.n_impostor,
+        **fig.kfold,
+        **fig.roc,
+        **fig.ci,
+        "stats": fig.stats,
+        **deploy.summary,
+        "timing_s": fig.timing_s,
+        "data": data_meta,
+        "threshold_cfg": OmegaConf.to_container(cfg.threshold, resolve=True) if cfg.get("threshold") else None,
+        "versions": library_versions(),
+        "machine": machine_info(None),
+    }
+    if out_dir is not None:
+        summary["pairs_file"] = PAIRS_FILE
+        _write(main, fig, deploy, summary, out_dir)
+    from fetoolkit.reports.tables import format_summary
+
+    log.info("\n%s", format_summary(summary))
+    return summary
+
+
+def _write(main: ScoreSet, fig: Any, deploy: Deployment, summary: dict[str, Any], out_dir: Path) -> None:
+    from fetoolkit.reports import deployment as deployment_report
+    from fetoolkit.reports import plots, tables
+
+    def files(stage: Path) -> None:
+        tables.write_pairs(pair_table(main), stage / PAIRS_FILE)
+        (stage / "summary.md").write_text(tables.markdown_summary(summary))
+        where = f"{summary['dataset']}: {summary['n_genuine']} genuine / {summary['n_impostor']} impostor comparisons"
+        name = summary["model"]
+        plots.plot_roc(
+            {f"{name} EER={summary['eer']:.4f}": (fig.curve.far, fig.curve.tar)},
+            stage / "roc.png",
+            title=f"ROC on {where}",
+        )
+        plots.plot_det({name: (fig.det.far, fig.det.frr)}, stage / "det.png", title=f"DET on {where}")
+        y = main.roc.labels
+        plots.plot_score_hist(
+            main.roc.scores[y],
+            main.roc.scores[~y],
+            stage / "scores.png",
+            thresholds={"operating threshold": t} if (t := summary["operating_point"]["threshold"]) is not None else {},
+            title=f"{name} on {summary['dataset']}",
+        )
+        deployment_report.write(summary, deploy, stage)
+
+    results.write_staged(out_dir, summary, files)
