@@ -61,6 +61,7 @@ test-all: setup
 
 bench: setup
 	$(PY) -m fetoolkit.bench --out bench.json
+	$(PY) -m fetoolkit.bench_detect --out bench_detect.json
 
 bench-metrics: setup
 	$(PY) -m fetoolkit.bench_metrics --pairs 10000000 --out bench_metrics.json

@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 
 from fetoolkit.config import detector_cfg, pipeline_cfg
 from fetoolkit.data import EvalData, load_eval_data
-from fetoolkit.detect.mtcnn import MTCNNDetector
+from fetoolkit.detect.registry import build_detector
 from fetoolkit.pipeline import Crops, PipelineCfg, embed_crops
 from fetoolkit.types import Embedder, InputContract
 
@@ -43,7 +43,7 @@ class AlignedSet:
 
 
 def align_dataset(cfg: DictConfig, size: tuple[int, int] = (112, 112)) -> AlignedSet:
-    """Load ``cfg.dataset`` and align every image with the project pipeline (MTCNN + 5 points).
+    """Load ``cfg.dataset`` and align every image with the project pipeline (the configured detector + 5 points).
 
     The crops go through the pipeline's on-disk crops cache (``cfg.cache``; shared with the
     eval job), so a second run does not detect again.
@@ -61,7 +61,7 @@ def align_dataset(cfg: DictConfig, size: tuple[int, int] = (112, 112)) -> Aligne
         pipe,
         images=getattr(data, "images", None),
         aligned=data.aligned,
-        detector=lambda: MTCNNDetector(dcfg),
+        detector=lambda: build_detector(dcfg, backend="torch"),
         size=size,
         cache=cache,
         detector_settings=detector_settings(dcfg),

@@ -6,14 +6,15 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from fetoolkit.detect.base import DetectorCfg
+from fetoolkit.detect.registry import AnyDetectorCfg, detector_cfg_for
 from fetoolkit.pipeline import PipelineCfg
 
 
-def detector_cfg(cfg: DictConfig) -> DetectorCfg:
-    """The ``detector`` node as a ``DetectorCfg``."""
-    d = cfg.detector
-    return DetectorCfg(min_face_size=d.min_face_size, thresholds=tuple(d.thresholds), factor=d.factor)
+def detector_cfg(cfg: DictConfig) -> AnyDetectorCfg:
+    """The ``detector`` node (``name`` + settings) as its registered settings object."""
+    d: dict[str, Any] = OmegaConf.to_container(cfg.detector, resolve=True)  # type: ignore[assignment]
+    name = str(d.pop("name", "mtcnn"))
+    return detector_cfg_for(name, **d)
 
 
 def pipeline_cfg(cfg: DictConfig) -> PipelineCfg:

@@ -16,6 +16,7 @@ and returns the ``operating_point``, ``dev_eval`` and ``groups`` sections of ``r
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +26,15 @@ from fetoolkit.figures import StatsCfg
 from fetoolkit.jsonutil import json_float, json_pair
 from fetoolkit.metrics import groups as gm
 from fetoolkit.metrics.fixed_threshold_ci import rate_intervals
-from fetoolkit.metrics.operating import CRITERIA, EpcCurve, choose_threshold, clopper_pearson, epc, rates_at
+from fetoolkit.metrics.operating import (
+    CRITERIA,
+    EpcCurve,
+    UnmeasurableTarget,
+    choose_threshold,
+    clopper_pearson,
+    epc,
+    rates_at,
+)
 
 
 @dataclass(frozen=True)
@@ -102,7 +111,21 @@ def _rates(p: PairScores, threshold: float, stats: StatsCfg) -> dict[str, Any]:
             interval_method=ci.method,
             n_subjects=ci.n_subjects or None,
         )
+        for rate, errors in (("fmr", r.n_false_match), ("fnmr", r.n_false_non_match)):
+            if errors == 0:  # every resample has no error either: [0, 0] says nothing
+                out[f"{rate}_ci"] = None
+                out[f"{rate}_ci_reason"] = (
+                    "no errors: resampling cannot move the rate; see the Clopper-Pearson interval"
+                )
     return out
+
+
+def _threshold(p: PairScores, criterion: str, cfg: ThresholdCfg) -> tuple[float | None, str | None]:
+    """(threshold, None), or (None, why) when the set cannot measure the criterion's target."""
+    try:
+        return choose_threshold(p.scores, p.labels, criterion, far=cfg.far, frr=cfg.frr), None
+    except UnmeasurableTarget as e:
+        return None, str(e)
 
 
 def _target(cfg: ThresholdCfg) -> dict[str, Any]:
@@ -138,27 +161,30 @@ def deployment(
     gcfg = group_report or GroupReportCfg()
     stats = stats or StatsCfg()
     source = dev if dev is not None else pairs
-    thr = choose_threshold(source.scores, source.labels, tcfg.criterion, far=tcfg.far, frr=tcfg.frr)
+    thr, reason = _threshold(source, tcfg.criterion, tcfg)
     where = "dev" if dev is not None else "this set"
-    out: dict[str, Any] = {
-        "operating_point": {
-            "criterion": tcfg.criterion,
-            **_target(tcfg),
-            "threshold": json_float(thr),
-            "threshold_from": where,
-            "rates": _rates(pairs, thr, stats),
-            "rule": "accept when score >= threshold",
-        }
+    op: dict[str, Any] = {
+        "criterion": tcfg.criterion,
+        **_target(tcfg),
+        "threshold": None if thr is None else json_float(thr),
+        "threshold_from": where,
+        "rates": None if thr is None else _rates(pairs, thr, stats),
+        "rule": "accept when score >= threshold",
     }
+    if reason:
+        op["reason"] = reason
+    elif thr is not None and not math.isfinite(thr):
+        op["note"] = "only rejecting every comparison meets the target (the top score is an impostor's)"
+    out: dict[str, Any] = {"operating_point": op}
     result = Deployment(out)
     if dev is not None:
         curve = epc(dev.scores, dev.labels, pairs.scores, pairs.labels, tcfg.epc_points)
         out["dev_eval"] = {
             "criterion": tcfg.criterion,
             **_target(tcfg),
-            "threshold": json_float(thr),
-            "dev": {**_rates(dev, thr, stats), "source": dev_source},
-            "eval": out["operating_point"]["rates"],
+            "threshold": op["threshold"],
+            "dev": {**(_rates(dev, thr, stats) if thr is not None else {}), "source": dev_source},
+            "eval": op["rates"],
             "epc": {
                 "alpha": [float(a) for a in curve.alpha],
                 "threshold": [json_float(float(t)) for t in curve.thresholds],
@@ -166,40 +192,46 @@ def deployment(
                 "note": "alpha weighs FAR in the dev criterion alpha*FAR + (1-alpha)*FRR; hter is on eval",
             },
         }
+        if reason:
+            out["dev_eval"]["reason"] = reason
         result.epc = curve
     attrs = dict(pairs.groups)
     if groups is not None:
         attrs.update(assign_groups(groups, pairs))
     if attrs:
-        g_thr = (
-            thr if dev is not None else choose_threshold(pairs.scores, pairs.labels, "far", far=tcfg.far, frr=tcfg.frr)
-        )
+        if dev is not None:
+            g_thr, g_reason = thr, reason
+        else:
+            g_thr, g_reason = _threshold(pairs, "far", tcfg)
         section: dict[str, Any] = {
             "far": tcfg.far,
-            "threshold": json_float(g_thr),
-            "threshold_from": f"dev ({tcfg.criterion})"
-            if dev is not None
-            else f"FAR <= {tcfg.far:g} over all comparisons",
+            "threshold": None if g_thr is None else json_float(g_thr),
+            "threshold_from": (
+                f"dev ({tcfg.criterion})" if dev is not None else f"FAR <= {tcfg.far:g} over all comparisons"
+            ),
             "file": None if groups is None else {"path": groups.path, "sha256": groups.sha256, "key": groups.key},
             "min_pairs": gcfg.min_pairs,
             "interval_method": "Clopper-Pearson (exact binomial; comparisons treated as independent)",
             "attributes": {},
             "differentials": {},
         }
-        for name, (ga, gb) in attrs.items():
-            s, curves = gm.group_differentials(
-                pairs.scores,
-                pairs.labels,
-                ga,
-                gb,
-                g_thr,
-                far=tcfg.far,
-                min_pairs=gcfg.min_pairs,
-                alpha=gcfg.alpha,
-                level=stats.level,
-            )
-            section["attributes"][name] = s.pop("groups")
-            section["differentials"][name] = s
-            result.group_curves[name] = curves
+        if g_thr is None:
+            section["reason"] = g_reason
+        else:
+            for name, (ga, gb) in attrs.items():
+                s, curves = gm.group_differentials(
+                    pairs.scores,
+                    pairs.labels,
+                    ga,
+                    gb,
+                    g_thr,
+                    far=tcfg.far,
+                    min_pairs=gcfg.min_pairs,
+                    alpha=gcfg.alpha,
+                    level=stats.level,
+                )
+                section["attributes"][name] = s.pop("groups")
+                section["differentials"][name] = s
+                result.group_curves[name] = curves
         out["groups"] = section
     return result

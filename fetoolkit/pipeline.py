@@ -22,6 +22,7 @@ from fetoolkit.cache import EmbeddingCache, content_digest, decode_failures, dig
 from fetoolkit.cpu import compute_signature, torch_threads
 from fetoolkit.detect.align import ARCFACE_TEMPLATE, align, resize_whole
 from fetoolkit.detect.base import DetectorCfg, FaceDetector, SelectPolicy, select_face
+from fetoolkit.detect.single_shot import SingleShotCfg
 from fetoolkit.imageio import ImageDecodeError, decode_image, read_image
 from fetoolkit.types import Detection, Embedder
 from fetoolkit.versions import library_versions
@@ -107,10 +108,11 @@ def detect_scaled(detector: FaceDetector, image: np.ndarray, max_side: int | Non
     MTCNN's cost and memory grow with the pixel count (a 3-megapixel photo: about a second and
     several hundred MB); the landmarks of a face that stays larger than ONet's 48-pixel input are
     as good at the smaller size. The crop is then aligned on the full-resolution image. ``None``:
-    detect at full resolution.
+    detect at full resolution. Detectors that scale their input themselves (``scales_itself``: YuNet,
+    RetinaFace, by their own ``max_side``) get the image as it is.
     """
     h, w = image.shape[:2]
-    if max_side is None or max(h, w) <= max_side:
+    if max_side is None or max(h, w) <= max_side or getattr(detector, "scales_itself", False):
         return detector.detect(image)
     scale = max_side / max(h, w)
     size = (max(1, round(h * scale)), max(1, round(w * scale)))
@@ -317,8 +319,14 @@ class EmbeddedSet:
             return (self.raw / np.maximum(n, 1e-12)).astype(np.float32)
 
 
-def detector_settings(cfg: DetectorCfg) -> dict[str, Any]:
-    """The detector settings that change crops, for cache keys (``select`` is the pipeline's)."""
+def detector_settings(cfg: DetectorCfg | SingleShotCfg) -> dict[str, Any]:
+    """The detector settings that change crops, for cache keys (``select`` is the pipeline's).
+
+    MTCNN's keys are those of fetoolkit 0.1 (its caches stay valid); a single-shot detector's name
+    and every setting of it.
+    """
+    if isinstance(cfg, SingleShotCfg):
+        return {"detector": cfg.name, **cfg.settings()}
     return {
         "min_face_size": int(cfg.min_face_size),
         "thresholds": [float(t) for t in cfg.thresholds],

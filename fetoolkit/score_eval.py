@@ -13,6 +13,7 @@ The deployment step is shared with model runs: :func:`deployment_from_cfg`.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from fetoolkit import results
 from fetoolkit.config import section
 from fetoolkit.cpu import machine_info
-from fetoolkit.data.groups import load_groups
+from fetoolkit.data.groups import GroupTable, load_groups
 from fetoolkit.data.scores import PairScores, ScoreSet, load_scores
 from fetoolkit.deployment import Deployment, GroupReportCfg, ThresholdCfg, deployment
 from fetoolkit.figures import StatsCfg, verification_figures
@@ -38,22 +39,43 @@ def _source_meta(s: ScoreSet) -> dict[str, Any]:
     return {**s.meta, "n_missing": s.n_missing}
 
 
-def deployment_from_cfg(cfg: DictConfig, pairs: PairScores, stats: StatsCfg, dev: ScoreSet | None = None) -> Deployment:
-    """The deployment sections of a run from its config: ``threshold``, ``groups``, ``group_report``.
+@dataclass(frozen=True)
+class DeploymentInputs:
+    """What the deployment step reads besides the run's own comparisons, read and checked up front
+    (before a model run spends minutes embedding): ``threshold``, ``threshold.dev``, ``groups``."""
 
-    ``dev`` (a score set) wins over ``threshold.dev`` (a path read here).
+    threshold: ThresholdCfg
+    dev: ScoreSet | None
+    groups: GroupTable | None
+    group_report: GroupReportCfg
+
+
+def deployment_inputs(cfg: DictConfig, dev: ScoreSet | None = None) -> DeploymentInputs:
+    """Read and check the deployment settings of a run; ``dev`` (a score set) wins over ``threshold.dev``.
+
+    Raises:
+        ValueError: an unknown criterion or a bad group / dev file (named).
+        FileNotFoundError: a group or dev file that does not exist.
     """
     tcfg: ThresholdCfg = section(cfg, "threshold", ThresholdCfg)
     if dev is None and tcfg.dev:
         dev = load_scores(tcfg.dev, name="dev")
     gpath = cfg.get("groups")
+    return DeploymentInputs(
+        tcfg, dev, load_groups(gpath) if gpath else None, section(cfg, "group_report", GroupReportCfg)
+    )
+
+
+def deployment_from_inputs(inputs: DeploymentInputs, pairs: PairScores, stats: StatsCfg) -> Deployment:
+    """The deployment sections of a run (``operating_point``, ``dev_eval``, ``groups``)."""
+    dev = inputs.dev
     return deployment(
         pairs,
-        threshold=tcfg,
+        threshold=inputs.threshold,
         dev=None if dev is None else dev.roc,
         dev_source=None if dev is None else _source_meta(dev),
-        groups=load_groups(gpath) if gpath else None,
-        group_report=section(cfg, "group_report", GroupReportCfg),
+        groups=inputs.groups,
+        group_report=inputs.group_report,
         stats=stats,
     )
 
@@ -104,6 +126,7 @@ def run_scores(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
     """Evaluate ``cfg.dataset`` (``name: scores``); write the reports to ``out_dir``. Returns the summary."""
     d = cfg.dataset
     main, dev = _sets(d)
+    inputs = deployment_inputs(cfg, dev)
     stats: StatsCfg = section(cfg, "stats", StatsCfg)
     k = main.kfold
     fig = verification_figures(
@@ -114,16 +137,19 @@ def run_scores(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
         main.kfold_folds,
         stats,
     )
-    deploy = deployment_from_cfg(cfg, main.roc, stats, dev)
+    deploy = deployment_from_inputs(inputs, main.roc, stats)
     data_meta: dict[str, Any] = {"n_missing": main.n_missing}
     if dev is not None:
         data_meta.update(dev=_source_meta(dev), eval=_source_meta(main))
     else:
         data_meta["scores"] = _source_meta(main)
+        if inputs.dev is not None:
+            data_meta["dev"] = _source_meta(inputs.dev)
     summary: dict[str, Any] = {
         "model": _system(d, main),
         "backend": "scores",
         "dataset": d.get("label") or ("scores" if dev is None else "eval scores"),
+        "weights_sha256": (main.meta.get("run") or {}).get("weights_sha256"),
         "n_comparisons": len(main.roc),
         "n_genuine": main.roc.n_genuine,
         "n_impostor": main.roc.n_impostor,

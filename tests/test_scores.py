@@ -8,11 +8,19 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from _bob_reference import bob_minimizing_threshold
 
 from fetoolkit.data.scores import PairScores, ScoreFileError, load_scores, write_bob
 from fetoolkit.metrics import verification as vm
 from fetoolkit.metrics.fixed_threshold_ci import _subject_draws, rate_intervals
-from fetoolkit.metrics.operating import candidates, choose_threshold, clopper_pearson, epc, rates_at
+from fetoolkit.metrics.operating import (
+    UnmeasurableTarget,
+    candidates,
+    choose_threshold,
+    clopper_pearson,
+    epc,
+    rates_at,
+)
 
 
 def _brute_rates(s: np.ndarray, y: np.ndarray, t: float) -> tuple[float, float]:
@@ -22,16 +30,16 @@ def _brute_rates(s: np.ndarray, y: np.ndarray, t: float) -> tuple[float, float]:
 
 
 def _brute_threshold(s: np.ndarray, y: np.ndarray, criterion: str, far: float = 1e-3, frr: float = 1e-2) -> float:
-    """Every distinct score and +inf tried one by one; ties to the lowest threshold."""
+    """far / frr: every distinct score tried one by one (the issue's definition); eer / min_hter:
+    bob.measure's reference walk."""
     cands = sorted(set(s.tolist())) + [math.inf]
     rates = [(t, *_brute_rates(s, y, t)) for t in cands]
     if criterion == "far":
         return min(t for t, fa, _ in rates if fa <= far + 1e-12)
     if criterion == "frr":
         return max(t for t, _, fr in rates if fr <= frr + 1e-12)
-    key = (lambda r: abs(r[1] - r[2])) if criterion == "eer" else (lambda r: r[1] + r[2])
-    best = min(key(r) for r in rates)
-    return min(t for t, fa, fr in rates if key((t, fa, fr)) == best)
+    cost = (lambda fa, fr: abs(fa - fr)) if criterion == "eer" else (lambda fa, fr: (fa + fr) / 2)
+    return bob_minimizing_threshold(s[~y], s[y], cost)
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +55,7 @@ def test_threshold_criteria_equal_brute_force(scored: tuple[np.ndarray, np.ndarr
     s, y = scored
     for far, frr in ((1e-3, 1e-2), (0.05, 0.2)):
         got = choose_threshold(s, y, criterion, far=far, frr=frr)
-        assert got == _brute_threshold(s, y, criterion, far, frr), (criterion, far, frr)
+        assert got == pytest.approx(_brute_threshold(s, y, criterion, far, frr), abs=1e-12), (criterion, far, frr)
 
 
 def test_far_criterion_is_the_roc_threshold(scored: tuple[np.ndarray, np.ndarray]) -> None:
@@ -80,14 +88,36 @@ def test_epc_equals_brute_force(scored: tuple[np.ndarray, np.ndarray]) -> None:
     s, y = scored
     dev, ev = np.arange(len(s)) % 2 == 0, np.arange(len(s)) % 2 == 1
     c = epc(s[dev], y[dev], s[ev], y[ev], n_points=11)
-    cands = sorted(set(s[dev].tolist())) + [math.inf]
+    dn, dp = s[dev][~y[dev]], s[dev][y[dev]]
     for a, t, h in zip(c.alpha, c.thresholds, c.hter):
-        wer = [(a * fa + (1 - a) * fr, t2) for t2 in cands for fa, fr in [_brute_rates(s[dev], y[dev], t2)]]
-        best = min(w for w, _ in wer)
-        t_ref = min(t2 for w, t2 in wer if w == best)
-        assert t == t_ref
+        t_ref = bob_minimizing_threshold(dn, dp, lambda fa, fr, a=a: a * fa + (1 - a) * fr)
+        assert t == pytest.approx(t_ref, abs=1e-12), a
         fa, fr = _brute_rates(s[ev], y[ev], t_ref)
         assert h == pytest.approx((fa + fr) / 2)
+    assert c.hter[0] < 0.4  # alpha = 0: the highest threshold keeping FRR at 0, not "accept everything"
+
+
+def test_minimizing_threshold_on_hand_made_scores() -> None:
+    """Impostors 0.1 0.2 0.3 0.6, genuine 0.4 0.5 0.7 0.8. Walked states (threshold: FAR, FRR):
+    0.1: 1, 0; 0.15: 3/4, 0; 0.25: 1/2, 0; 0.35: 1/4, 0; 0.45: 1/4, 1/4; 0.55: 1/4, 1/2; then 0.65:
+    0, 1/2 (impostors used up: the last state)."""
+    s = np.array([0.1, 0.2, 0.3, 0.6, 0.4, 0.5, 0.7, 0.8])
+    y = np.array([False] * 4 + [True] * 4)
+    assert choose_threshold(s, y, "min_hter") == pytest.approx(0.35)  # HTER 1/8
+    assert choose_threshold(s, y, "eer") == pytest.approx(0.45)  # FAR = FRR = 1/4
+    assert choose_threshold(s, y, "far", far=0.25) == pytest.approx(0.4)  # lowest score with FAR <= 1/4
+    assert choose_threshold(s, y, "frr", frr=0.25) == pytest.approx(0.5)  # highest score with FRR <= 1/4
+    with pytest.raises(UnmeasurableTarget, match="finer than one of the 4 impostor"):
+        choose_threshold(s, y, "far", far=0.1)
+    # Ties: impostors 0.1 0.4 0.9, genuine 0.2 0.6 0.95: HTER 1/3 at 0.15 and at 0.5 (walked) and at
+    # 0.925 (the last state, which must win strictly): the highest walked one, 0.5, is kept.
+    s2 = np.array([0.1, 0.4, 0.9, 0.2, 0.6, 0.95])
+    y2 = np.array([False] * 3 + [True] * 3)
+    assert choose_threshold(s2, y2, "min_hter") == pytest.approx(0.5)
+    # The last state wins when strictly better: impostors 0.1 0.5, genuine 0.3 0.7 0.9 -> 0.6.
+    s3 = np.array([0.1, 0.5, 0.3, 0.7, 0.9])
+    y3 = np.array([False, False, True, True, True])
+    assert choose_threshold(s3, y3, "min_hter") == pytest.approx(0.6)
 
 
 class _FixedDraws:
@@ -231,8 +261,79 @@ def test_bad_score_files_are_refused_with_the_reason(tmp_path, text: str, name: 
         load_scores(tmp_path / name)
 
 
+def test_ids_are_names_not_missing_values(tmp_path) -> None:
+    """``NA``, ``None``, ``nan`` and ``007`` are subject names (NA = North America, say), never NaN."""
+    (tmp_path / "s.txt").write_text("NA NA x1 0.9\nNA None x2 0.2\nnan nan x3 0.8\n")
+    s = load_scores(tmp_path / "s.txt")
+    assert s.roc.labels.tolist() == [True, False, True] and s.roc.subject_a.tolist() == ["NA", "NA", "nan"]
+    csv = "label,score,subject1,subject2,group1,group2\n1,0.9,007,007,NA,NA\n0,0.1,007,7,NA,EU\n"
+    (tmp_path / "s.csv").write_text(csv)
+    c = load_scores(tmp_path / "s.csv")
+    assert c.roc.subject_b.tolist() == ["007", "7"] and c.roc.groups["group"][0].tolist() == ["NA", "NA"]
+
+
+def test_bob_lines_must_be_whole_and_errors_name_the_file_line(tmp_path) -> None:
+    (tmp_path / "s.txt").write_text("# header\n\na a x 0.9\na b 0.2\n")
+    with pytest.raises(ScoreFileError, match=r"s.txt:4: 3 columns"):
+        load_scores(tmp_path / "s.txt", fmt="bob4")
+    (tmp_path / "w.txt").write_text("a a x 0.9\r\na\tb\ty\t0.1\r\n")  # CRLF and tabs are whitespace too
+    assert load_scores(tmp_path / "w.txt").roc.labels.tolist() == [True, False]
+
+
+def test_folds_and_protocol_columns(tmp_path) -> None:
+    (tmp_path / "one.csv").write_text("label,score,fold\n1,0.9,0\n0,0.1,0\n")
+    assert load_scores(tmp_path / "one.csv").kfold is None  # one fold: no k-fold accuracy, not a crash
+    (tmp_path / "bad.csv").write_text("label,score,fold\n1,0.9,0\n0,0.1,\n")
+    with pytest.raises(ScoreFileError, match="row 2: fold '' is not an integer"):
+        load_scores(tmp_path / "bad.csv")
+    (tmp_path / "p.csv").write_text("label,score,protocol\n1,0.9,view2\n0,0.1,view2\n")
+    assert len(load_scores(tmp_path / "p.csv").roc) == 2  # a user's own protocol column is just a column
+    (tmp_path / "e.csv").write_text("label,score,subject1,subject2\n1,0.9,a,a\n0,0.1,a,\n")
+    assert not load_scores(tmp_path / "e.csv").roc.has_subjects  # an empty subject: subjects unknown
+
+
 def test_missing_file_and_bare_folder(tmp_path) -> None:
     with pytest.raises(FileNotFoundError, match="dataset.path"):
         load_scores(tmp_path / "nope.txt")
     with pytest.raises(FileNotFoundError, match="pairs.parquet"):
         load_scores(tmp_path)
+
+
+def test_operating_point_edge_cases() -> None:
+    from fetoolkit.deployment import ThresholdCfg, deployment
+    from fetoolkit.figures import StatsCfg
+
+    subj = np.array([f"s{k}" for k in range(40)], object)
+    # perfectly separated: no errors at the EER threshold -> bootstrap intervals are withheld, CP kept
+    s = np.concatenate([np.full(40, 0.9), np.full(40, 0.1)])
+    y = np.concatenate([np.ones(40, bool), np.zeros(40, bool)])
+    p = PairScores(s, y, np.concatenate([subj, subj]), np.concatenate([subj, np.roll(subj, 1)]))
+    op = deployment(p, threshold=ThresholdCfg(criterion="eer"), stats=StatsCfg(n_boot=50)).summary["operating_point"]
+    r = op["rates"]
+    assert r["fmr"] == 0 and r["fmr_ci"] is None and "no errors" in r["fmr_ci_reason"]
+    assert r["fmr_ci_clopper_pearson"][1] == pytest.approx(1 - 0.025 ** (1 / 40))
+    # the top scores are impostors: only +inf meets the target; the groups then report no differential
+    s2 = s.copy()
+    s2[-2:] = 5.0  # two impostors tie at the top: FAR <= 1/40 allows only one
+    g = {"site": (np.array(["A"] * 80, object), np.array(["A"] * 80, object))}
+    d = deployment(PairScores(s2, y, groups=g), threshold=ThresholdCfg(far=1 / 40), stats=StatsCfg(n_boot=0))
+    assert d.summary["operating_point"]["threshold"] is None  # +inf in strict JSON
+    assert "only rejecting every comparison" in d.summary["operating_point"]["note"]
+    diff = d.summary["groups"]["differentials"]["site"]
+    assert diff["fdr"] is None and "not finite" in diff["fmr_max_min_reason"]
+
+
+def test_rates_and_dev_eval_agree_with_scikit_learn(scored: tuple[np.ndarray, np.ndarray]) -> None:
+    """FMR / FNMR at a threshold = scikit-learn's confusion matrix of the decisions ``score >= t``;
+    the far criterion's threshold = the lowest ROC threshold of scikit-learn's curve within the target."""
+    from sklearn.metrics import confusion_matrix, roc_curve
+
+    s, y = scored
+    for t in (0.1, 0.3, 0.35, 0.5):
+        tn, fp, fn, tp = confusion_matrix(y, s >= t, labels=[False, True]).ravel()
+        r = rates_at(s, y, t)
+        assert (r.n_false_match, r.n_false_non_match) == (fp, fn)
+        assert r.fmr == pytest.approx(fp / (fp + tn)) and r.fnmr == pytest.approx(fn / (fn + tp))
+    fpr, _, thr = roc_curve(y, s, drop_intermediate=False)
+    for far in (1e-2, 5e-2, 1e-1):
+        assert choose_threshold(s, y, "far", far=far) == pytest.approx(thr[fpr <= far + 1e-12].min())

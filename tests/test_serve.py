@@ -125,7 +125,7 @@ def test_health_reports_the_model(client: httpx.Client) -> None:
     ms = h["model_status"]
     spec = get_model_spec("arcface")
     assert ms["loaded"] is True and ms["detector_loaded"] is True and ms["error"] is None
-    assert ms["detector_backend"] == "onnx"
+    assert ms["detector_backend"] == "onnx" and ms["detector"] == "yunet"
     assert ms["model_name"] == spec.name and ms["backend"] == "onnx"
     assert ms["embedding_dim"] == spec.contract.embed_dim == 192
     assert ms["input_shape"] == [None, 3, 112, 112]
@@ -186,6 +186,35 @@ def test_wild_photos_same_person_scores_higher(client: httpx.Client, wild_b64: d
     ]
     cross = [emb[o] @ emb["biden.jpg"] for o in ("obama.jpg", "obama2.jpg", "obama3.jpg")]
     assert min(same) > max(cross) + 0.3, (same, cross)
+
+
+def test_all_faces_of_the_group_photo_sorted_by_score(client: httpx.Client, wild_b64: dict[str, str]) -> None:
+    """``all_faces``: every face of insightface's 6-person photo, each with its own box, landmarks,
+    confidence, embedding and quality, best score first; the batch route does the same per image."""
+    from fetoolkit.data.wild import GROUP_FACES, load_group_photo
+
+    group = base64.b64encode(load_group_photo().read_bytes()).decode()
+    r = client.post("/api/extract-embedding", json={"image": group, "all_faces": True})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    ExtractResponse.model_validate(body)
+    faces = body["faces"]
+    assert len(faces) == GROUP_FACES and body["embedding"] == faces[0]
+    conf = [f["confidence"] for f in faces]
+    assert conf == sorted(conf, reverse=True) and all(f["faces_found"] == GROUP_FACES for f in faces)
+    emb = np.asarray([f["embedding"] for f in faces], np.float32)
+    sims = emb @ emb.T - 2 * np.eye(len(faces))
+    assert sims.max() < 0.5, "six different people"
+    boxes = np.asarray([f["box"] for f in faces])
+    assert len({(round(b[0]), round(b[1])) for b in boxes}) == GROUP_FACES
+    # without all_faces: one face, the most confident, with the same embedding as faces[0]
+    one = client.post("/api/extract-embedding", json={"image": group}).json()
+    assert one["faces"] is None and np.allclose(one["embedding"]["embedding"], faces[0]["embedding"], atol=1e-6)
+    b = client.post("/api/extract-embedding/batch", json={"images": [group, wild_b64["obama.jpg"]], "all_faces": True})
+    assert b.status_code == 200, b.text
+    items = b.json()["results"]
+    assert [len(i["faces"]) for i in items] == [GROUP_FACES, 1]
+    assert np.allclose(items[0]["faces"][3]["embedding"], faces[3]["embedding"], atol=1e-6)
 
 
 def test_verify_decides_at_the_configured_threshold(client: httpx.Client, wild_b64: dict[str, str]) -> None:
@@ -550,7 +579,10 @@ def test_settings_env_overrides_config() -> None:
         cfg = compose("serve", overrides=["model=arcface", "face_select=largest"])
     s = ServeSettings.from_cfg(cfg, environ={})
     assert (s.port, s.backend, s.max_concurrent_requests, s.face_select) == (8002, "onnx", 16, "largest")
-    assert s.detector.min_face_size == 20 and s.verify_threshold == 0.5
+    assert s.detector.name == "yunet" and s.detector.max_side == 320 and s.verify_threshold == 0.5  # the default
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        m = compose("serve", overrides=["detector=mtcnn", "detector.min_face_size=30"])
+    assert ServeSettings.from_cfg(m, environ={}).detector.min_face_size == 30
     env = {
         "PORT": "9123",
         "MODEL_PATH": "/m/x.onnx",
@@ -715,17 +747,19 @@ def test_bare_reference_app_serves_the_same_model(tmp_path: Path, aligned_faces:
         bare.stop()
 
 
-def test_eval_with_the_services_settings_cuts_the_services_crops() -> None:
-    """One face pipeline: the eval's ``PipelineCfg`` composed with the service's settings
-    (``pipeline.select``, ``pipeline.detect_max_side``) crops the wild photos (0.3-3 MP, so the
-    640 px shrink is taken) exactly as the service does, through the same detector."""
+@pytest.mark.parametrize("detector", ["yunet", "mtcnn"])
+def test_eval_with_the_services_settings_cuts_the_services_crops(detector: str) -> None:
+    """One face pipeline: the eval's ``PipelineCfg`` and detector composed with the service's settings
+    (``detector``, ``pipeline.select``, ``pipeline.detect_max_side``) crop the wild photos (0.3-3 MP:
+    MTCNN takes the 640 px shrink, YuNet scales by its own ``max_side``) exactly as the service does,
+    through the same detector."""
     from dataclasses import replace
 
     from hydra import compose, initialize_config_dir
 
-    from fetoolkit.config import pipeline_cfg
+    from fetoolkit.config import detector_cfg, pipeline_cfg
     from fetoolkit.data.wild import load_wild
-    from fetoolkit.detect.mtcnn_onnx import OnnxMTCNNDetector
+    from fetoolkit.detect.registry import build_detector
     from fetoolkit.imageio import read_image
     from fetoolkit.models.factory import create_embedder
     from fetoolkit.pipeline import crop_images
@@ -733,10 +767,12 @@ def test_eval_with_the_services_settings_cuts_the_services_crops() -> None:
 
     configs = str(Path(__file__).resolve().parents[1] / "configs")
     with initialize_config_dir(config_dir=configs, version_base="1.3"):
-        settings = ServeSettings.from_cfg(compose("serve", overrides=["model=arcface"]), environ={})
+        serve_over = ["model=arcface"] + ([] if detector == "yunet" else [f"detector={detector}"])
+        settings = ServeSettings.from_cfg(compose("serve", overrides=serve_over), environ={})
         eval_cfg = compose(
             "eval",
             overrides=[
+                f"detector={detector}",
                 f"pipeline.select={settings.face_select}",
                 f"pipeline.detect_max_side={settings.detect_max_side}",
                 "pipeline.progress=false",
@@ -744,12 +780,13 @@ def test_eval_with_the_services_settings_cuts_the_services_crops() -> None:
         )
     pipe = pipeline_cfg(eval_cfg)
     assert settings.detect_max_side == 640 and pipe == replace(settings.pipeline, batch_size=pipe.batch_size)
-    detector = OnnxMTCNNDetector(settings.detector)
-    service = EmbeddingService(settings, embedder=create_embedder("arcface", backend="onnx"), detector=detector)
+    assert detector_cfg(eval_cfg) == settings.detector
+    detector_obj = build_detector(settings.detector, num_threads=1)
+    service = EmbeddingService(settings, embedder=create_embedder("arcface", backend="onnx"), detector=detector_obj)
     service.load()
     paths = list(load_wild().values())
     assert max(max(read_image(p).shape[:2]) for p in paths) > 640
-    crops = crop_images(paths, detector, pipe)
+    crops = crop_images(paths, detector_obj, pipe)
     assert crops.ok.all()
     for i, p in enumerate(paths):
         got = service.crop(read_image(p), aligned=False)

@@ -185,17 +185,41 @@ def _strings(values: pd.Series | None) -> np.ndarray | None:
     return None if values is None else values.astype(str).to_numpy(object)
 
 
+def _subjects(df: pd.DataFrame, path: Path) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Both sides' subjects, or (None, None) when a column is absent or a cell is empty (logged)."""
+    if "subject1" not in df.columns or "subject2" not in df.columns:
+        return None, None
+    a, b = _strings(df["subject1"]), _strings(df["subject2"])
+    assert a is not None and b is not None
+    empty = (a == "") | (b == "")
+    if empty.any():
+        log.warning(
+            "%s: %d rows without a subject: subjects are treated as unknown (pair intervals, no subject groups)",
+            path,
+            int(empty.sum()),
+        )
+        return None, None
+    return a, b
+
+
 def _read_bob(path: Path, fmt: str) -> pd.DataFrame:
+    """A bob score file: every non-blank line not starting with ``#`` is one comparison, and must hold
+    exactly the format's columns (IDs are kept as written: ``NA`` is a name, not a missing value)."""
     cols = _BOB_COLUMNS[fmt]
-    try:
-        df = pd.read_csv(path, sep=r"\s+", header=None, comment="#", dtype=str, engine="c", skip_blank_lines=True)
-    except pd.errors.ParserError as e:
-        raise ScoreFileError(f"{path}: not a {fmt} score file ({e})") from None
-    except pd.errors.EmptyDataError:
-        raise ScoreFileError(f"{path}: no score lines") from None
-    if df.shape[1] != len(cols):
-        raise ScoreFileError(f"{path}: {df.shape[1]} columns; {fmt} has {len(cols)} ({' '.join(cols)})")
-    df.columns = cols
+    rows: list[list[str]] = []
+    with path.open("r", encoding="utf-8", errors="replace", newline=None) as f:
+        for no, line in enumerate(f, 1):
+            tok = line.split()
+            if not tok or tok[0].startswith("#"):
+                continue
+            if len(tok) != len(cols):
+                raise ScoreFileError(
+                    f"{path}:{no}: {len(tok)} columns; {fmt} lines have {len(cols)} ({' '.join(cols)})"
+                )
+            rows.append(tok)
+    if not rows:
+        raise ScoreFileError(f"{path}: no score lines")
+    df = pd.DataFrame(rows, columns=cols, dtype=object)
     score = _scores(df["score"], path)
     out = pd.DataFrame(
         {
@@ -211,9 +235,14 @@ def _read_bob(path: Path, fmt: str) -> pd.DataFrame:
 
 
 def _read_table(path: Path, fmt: str) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """A CSV/Parquet score table, or an eval run's pair table, as the CSV column names."""
+    """A CSV/Parquet score table, or an eval run's pair table, as the CSV column names (CSV cells are
+    read as text: ``NA`` stays a name, ``007`` stays ``007``)."""
     try:
-        df = pd.read_parquet(path) if fmt == "parquet" else pd.read_csv(path)
+        df = (
+            pd.read_parquet(path)
+            if fmt == "parquet"
+            else pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
+        )
     except Exception as e:  # pyarrow / pandas raise many kinds for a damaged file
         raise ScoreFileError(f"{path}: not a readable {fmt} file ({type(e).__name__}: {e})") from None
     extra: dict[str, Any] = {}
@@ -230,21 +259,35 @@ def _read_table(path: Path, fmt: str) -> tuple[pd.DataFrame, dict[str, Any]]:
             "optional: subject1, subject2, fold, group1, group2, item1, item2"
         )
     out = pd.DataFrame({"label": _labels(df["label"], path), "score": _scores(df["score"], path)})
-    for c in ("subject1", "subject2", "item1", "item2", "group1", "group2", "fold", "protocol"):
+    for c in ("subject1", "subject2", "item1", "item2", "group1", "group2"):
         if c in df.columns:
-            out[c] = df[c].to_numpy()
+            out[c] = df[c].astype(object).where(df[c].notna(), "").astype(str).to_numpy(object)
+    if "fold" in df.columns:
+        fold = pd.to_numeric(df["fold"], errors="coerce")
+        bad = fold.isna() | (fold != fold.round())
+        if bad.any():
+            k = int(np.flatnonzero(bad.to_numpy())[0])
+            raise ScoreFileError(
+                f"{path}: row {k + 1}: fold {df['fold'].iloc[k]!r} is not an integer (every row needs one)"
+            )
+        out["fold"] = fold.to_numpy(np.int64)
+    if "protocol" in df.columns and set(df["protocol"].astype(str)) <= {"roc", "kfold", "roc+kfold"}:
+        out["protocol"] = df["protocol"].astype(str).to_numpy()
     return out, extra
 
 
-def _pair_scores(df: pd.DataFrame) -> PairScores:
+def _pair_scores(df: pd.DataFrame, path: Path) -> PairScores:
     groups = {}
     if "group1" in df.columns and "group2" in df.columns:
-        groups["group"] = (_strings(df["group1"]), _strings(df["group2"]))
+        ga, gb = _strings(df["group1"]), _strings(df["group2"])
+        assert ga is not None and gb is not None
+        groups["group"] = (np.where(ga == "", None, ga), np.where(gb == "", None, gb))  # empty: unknown
+    sa, sb = _subjects(df, path)
     return PairScores(
         df["score"].to_numpy(np.float64),
         df["label"].to_numpy(bool),
-        _strings(df.get("subject1")),
-        _strings(df.get("subject2")),
+        sa,
+        sb,
         _strings(df.get("item1")),
         _strings(df.get("item2")),
         groups,  # type: ignore[arg-type]
@@ -283,8 +326,11 @@ def load_scores(path: str | Path, *, fmt: str = "auto", name: str | None = None)
     kf_df = df[in_kfold & finite].reset_index(drop=True)
     kfold = folds = None
     if len(kf_df):
-        folds = np.unique(pd.to_numeric(kf_df["fold"]).to_numpy(np.int64), return_inverse=True)[1].astype(np.int64)
-        kfold = _pair_scores(kf_df)
+        folds = np.unique(kf_df["fold"].to_numpy(np.int64), return_inverse=True)[1].astype(np.int64)
+        kfold = _pair_scores(kf_df, path)
+        if folds.max() < 1:
+            log.warning("%s: the fold column holds one fold: no k-fold accuracy (it needs at least 2)", path)
+            kfold = folds = None
     results_json = path.parent / "results.json"
     if extra.get("pairs_table") and results_json.is_file():
         import json
@@ -304,7 +350,7 @@ def load_scores(path: str | Path, *, fmt: str = "auto", name: str | None = None)
         "kfold_is_roc": bool(len(kf_df)) and bool(np.array_equal(in_roc & finite, in_kfold & finite)),
         **extra,
     }
-    return ScoreSet(name or path.stem, _pair_scores(roc_df), kfold, folds, n_missing, meta)
+    return ScoreSet(name or path.stem, _pair_scores(roc_df, path), kfold, folds, n_missing, meta)
 
 
 def _bob_token(x: Any, what: str) -> str:

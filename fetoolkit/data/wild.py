@@ -1,4 +1,5 @@
-"""In-the-wild photos from the face_recognition 1.3.0 sdist (PyPI): full images for detection tests."""
+"""In-the-wild photos from the face_recognition 1.3.0 sdist (PyPI), and insightface 2.1's group photo:
+full images for detection tests."""
 
 from __future__ import annotations
 
@@ -21,3 +22,20 @@ def load_wild() -> dict[str, Path]:
     if missing:
         raise FileNotFoundError(f"{missing} not found under {root}")
     return paths
+
+
+GROUP_PACKAGE = "insightface==2.1"
+GROUP_MEMBER = "insightface/data/images"
+GROUP_WHEEL_SHA256 = "dcd58ee79d99d689572477315f3149353afd65a36dc575f597cbb217a7bde399"
+#: insightface's sample group photo: 1280x886, six people, all faces frontal to three-quarter.
+GROUP_PHOTO = "t1.jpg"
+GROUP_FACES = 6
+
+
+def load_group_photo() -> Path:
+    """Fetch (once) and return the path of insightface's 6-face group photo ``t1.jpg``."""
+    root = fetch_tree(GROUP_PACKAGE, "pypi", GROUP_MEMBER, "group", GROUP_WHEEL_SHA256)
+    path = root / GROUP_PHOTO
+    if not path.is_file():
+        raise FileNotFoundError(f"{GROUP_PHOTO} not found under {root}")
+    return path

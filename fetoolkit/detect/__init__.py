@@ -1,4 +1,4 @@
-"""Detection (MTCNN, in torch or onnxruntime) and five-point alignment.
+"""Detection (MTCNN in torch or onnxruntime; YuNet and RetinaFace in onnxruntime) and five-point alignment.
 
 Importing this package does not import torch: ``MTCNNDetector`` and ``default_detector``
 (facenet-pytorch) are imported on first use, and ``detect`` imports them when called.
@@ -33,11 +33,20 @@ __all__ = [
 ]
 
 
-def detect(image: np.ndarray) -> list[Detection]:
-    """Detect faces with the default (facenet-pytorch) MTCNN. ``image``: uint8 ``[H, W, 3]`` RGB."""
-    from fetoolkit.detect import mtcnn
+def detect(image: np.ndarray, detector: str = "mtcnn") -> list[Detection]:
+    """Every face of ``image`` (uint8 ``[H, W, 3]`` RGB), highest score first.
 
-    return mtcnn.detect(image)
+    ``detector``: a registered name (``fetoolkit.detect.registry.list_detectors()``): ``mtcnn``
+    (facenet-pytorch's, in torch), ``yunet`` or ``retinaface`` (onnxruntime, no torch). One detector
+    of each name is built per process, on first use, with its record's defaults.
+    """
+    if detector == "mtcnn":
+        from fetoolkit.detect import mtcnn
+
+        return mtcnn.detect(image)
+    from fetoolkit.detect.registry import shared_detector
+
+    return sorted(shared_detector(detector).detect(image), key=lambda d: -d.score)
 
 
 def __getattr__(name: str) -> Any:

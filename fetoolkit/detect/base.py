@@ -59,11 +59,18 @@ def select_face(dets: list[Detection], image_shape: tuple[int, ...], policy: Sel
     raise ValueError(f"unknown face-selection policy {policy!r}; use most_confident, largest or center")
 
 
-def check_image(image: np.ndarray) -> None:
-    """Raise ``ValueError`` unless ``image`` is uint8 ``[H, W, 3]`` with both sides >= 12 px (PNet's input)."""
+def check_rgb(image: np.ndarray) -> None:
+    """Raise ``ValueError`` unless ``image`` is uint8 ``[H, W, 3]`` with both sides >= 1 px."""
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         shape = getattr(image, "shape", None)
         dtype = getattr(image, "dtype", type(image).__name__)
         raise ValueError(f"image must be uint8 [H, W, 3] RGB, got shape {shape} dtype {dtype}")
+    if min(image.shape[:2]) < 1:
+        raise ValueError(f"image is empty ({image.shape[1]}x{image.shape[0]})")
+
+
+def check_image(image: np.ndarray) -> None:
+    """Raise ``ValueError`` unless ``image`` is uint8 ``[H, W, 3]`` with both sides >= 12 px (PNet's input)."""
+    check_rgb(image)
     if min(image.shape[:2]) < 12:
         raise ValueError(f"image is too small for MTCNN ({image.shape[1]}x{image.shape[0]}); need >= 12 px")

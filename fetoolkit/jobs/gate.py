@@ -169,14 +169,14 @@ def wild_embeddings(cfg: Any) -> np.ndarray:
     """L2-normalised embeddings ``[4, D]`` of the in-the-wild colour photos, through ``cfg``'s pipeline."""
     from fetoolkit.config import detector_cfg, pipeline_cfg
     from fetoolkit.data.wild import WILD_IMAGES, load_wild
-    from fetoolkit.detect.mtcnn import MTCNNDetector
+    from fetoolkit.detect.registry import build_detector
     from fetoolkit.models.factory import create_embedder
     from fetoolkit.pipeline import crop_images, embed_crops
 
     paths = load_wild()
     pipe = pipeline_cfg(cfg)
     embedder = create_embedder(cfg.model.name, weights=cfg.model.get("weights"), backend=cfg.backend.name)
-    detector = MTCNNDetector(detector_cfg(cfg)) if pipe.align else None
+    detector = build_detector(detector_cfg(cfg), backend="torch") if pipe.align else None
     crops = crop_images([paths[n] for n in sorted(WILD_IMAGES)], detector, pipe, size=embedder.contract.size)
     if not crops.ok.all():
         raise RuntimeError(f"wild photos did not enrol: {crops.failures}")

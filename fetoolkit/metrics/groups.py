@@ -149,6 +149,9 @@ def group_differentials(
     fmr_ratio, fmr_gap, fmr_why = _spread(fmrs)
     fnmr_ratio, fnmr_gap, fnmr_why = _spread(fnmrs)
     fdr = None if fmr_gap is None or fnmr_gap is None else 1.0 - (alpha * fmr_gap + (1.0 - alpha) * fnmr_gap)
+    if not math.isfinite(threshold):  # every comparison rejected: equal rates that say nothing
+        fmr_ratio = fnmr_ratio = fdr = None
+        fmr_why = fnmr_why = "the threshold is not finite: every comparison is rejected"
     gen_cross = int((known & y & (ga != gb)).sum())
     summary: dict[str, Any] = {
         "groups": out,

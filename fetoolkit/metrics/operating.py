@@ -2,17 +2,18 @@
 
 Conventions (bob.measure's): a comparison is accepted when ``score >= threshold``; FMR (FAR) is
 the fraction of impostor comparisons accepted, FNMR (FRR) the fraction of genuine ones rejected,
-HTER their mean. Candidate thresholds are the distinct scores plus ``+inf`` (reject all): between
-two distinct scores the rates do not change, so no other threshold can do better.
+HTER their mean. Between two distinct scores the rates do not change.
 
 Criteria (``threshold.criterion``):
 
-* ``far``: the lowest threshold whose FAR is at most ``far`` (the ROC's TAR@FAR threshold);
-* ``frr``: the highest threshold whose FRR is at most ``frr``;
-* ``eer``: the threshold where ``|FAR - FRR|`` is smallest;
-* ``min_hter``: the threshold where ``(FAR + FRR) / 2`` is smallest.
-
-Ties among candidates go to the lowest threshold.
+* ``far``: the lowest score whose FAR is at most ``far`` (the ROC's TAR@FAR threshold); refused
+  (:class:`UnmeasurableTarget`) when ``far < 1 / n_impostor``;
+* ``frr``: the highest score whose FRR is at most ``frr``; refused when ``frr < 1 / n_genuine``;
+* ``eer``: smallest ``|FAR - FRR|``, ``min_hter``: smallest ``(FAR + FRR) / 2``, and the EPC's
+  ``alpha * FAR + (1 - alpha) * FRR``: bob.measure's ``minimizingThreshold``, exactly: the
+  candidates are the lowest score (accept all) and the midpoints between consecutive distinct
+  scores, walked upwards until one class has no score left; among equal costs the highest
+  threshold wins (the last one walked, which must beat the others strictly).
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ import numpy as np
 from fetoolkit.metrics._pairs import _FAR_EPS, _check_scores_labels, _require_both
 
 CRITERIA = ("eer", "far", "frr", "min_hter")
+
+
+class UnmeasurableTarget(ValueError):
+    """A FAR (FRR) target finer than one impostor (genuine) comparison of the set can measure."""
 
 
 @dataclass(frozen=True)
@@ -104,19 +109,50 @@ def candidates(scores: np.ndarray, labels: np.ndarray) -> Candidates:
     return Candidates(np.concatenate([u, [np.inf]]), n_fa, n_fr, ng, ni)
 
 
-def _pick(c: Candidates, criterion: str, far: float, frr: float, alpha: float) -> int:
+def minimizing_threshold(c: Candidates, cost: np.ndarray) -> float:
+    """bob.measure's ``minimizingThreshold`` over the candidates' rates (see the module docstring).
+
+    Args:
+        c: the candidates (state ``m`` = accept scores ``>= c.thresholds[m]``).
+        cost: float64 ``[K + 1]`` the criterion's cost of each state.
+    """
+    u = c.thresholds
+    both_left = (c.n_fa > 0) & (c.n_fr < c.n_genuine)  # a score of each class at or above u[m]
+    last = int(np.argmin(both_left))  # the first state without both: walked last, compared strictly
+    walked = cost[:last]
+    m = int(len(walked) - 1 - np.argmin(walked[::-1]))  # ties: the highest threshold
+    if cost[last] < cost[m]:
+        m = last
+    if m == 0:
+        return float(u[0])
+    if m == len(u) - 1:  # both classes ran out together: bob keeps the last score
+        return float(u[-2])
+    return float((u[m - 1] + u[m]) / 2)
+
+
+def _quota(n: int, target: float, what: str, kind: str) -> int:
+    quota = math.floor(n * target + _FAR_EPS)
+    if quota < 1:
+        raise UnmeasurableTarget(
+            f"threshold.{what}={target:g} is finer than one of the {n} {kind} comparisons can measure "
+            f"(1/{n} = {1 / n:.3g}); give more {kind} comparisons or a coarser threshold.{what}"
+        )
+    return quota
+
+
+def _pick(c: Candidates, criterion: str, far: float, frr: float, alpha: float) -> float:
     if criterion == "far":
-        quota = math.floor(c.n_impostor * far + _FAR_EPS)
-        return int(np.argmax(c.n_fa <= quota))  # n_fa falls with the threshold: the first that fits
+        quota = _quota(c.n_impostor, far, "far", "impostor")
+        return float(c.thresholds[int(np.argmax(c.n_fa <= quota))])  # n_fa falls: the first that fits
     if criterion == "frr":
-        quota = math.floor(c.n_genuine * frr + _FAR_EPS)
-        return int(np.flatnonzero(c.n_fr <= quota)[-1])  # n_fr rises: the last that fits
+        quota = _quota(c.n_genuine, frr, "frr", "genuine")
+        return float(c.thresholds[int(np.flatnonzero(c.n_fr <= quota)[-1])])  # n_fr rises: the last that fits
     if criterion == "eer":
-        return int(np.argmin(np.abs(c.far - c.frr)))
+        return minimizing_threshold(c, np.abs(c.far - c.frr))
     if criterion == "min_hter":
-        return int(np.argmin(c.far + c.frr))
+        return minimizing_threshold(c, (c.far + c.frr) / 2)
     if criterion == "weighted":
-        return int(np.argmin(alpha * c.far + (1.0 - alpha) * c.frr))
+        return minimizing_threshold(c, alpha * c.far + (1.0 - alpha) * c.frr)
     raise ValueError(f"threshold.criterion must be one of {', '.join(CRITERIA)}, got {criterion!r}")
 
 
@@ -126,13 +162,14 @@ def choose_threshold(
     """The threshold ``criterion`` picks on these comparisons (see the module docstring).
 
     Raises:
+        UnmeasurableTarget: ``criterion`` ``far`` (``frr``) with a target finer than one comparison.
         ValueError: an unknown criterion, a target outside (0, 1], or one class missing.
     """
     for name, v in (("far", far), ("frr", frr)):
         if not 0.0 < float(v) <= 1.0:
             raise ValueError(f"threshold.{name} must be in (0, 1], got {v}")
     c = candidates(scores, labels)
-    return float(c.thresholds[_pick(c, criterion, float(far), float(frr), 0.5)])
+    return _pick(c, criterion, float(far), float(frr), 0.5)
 
 
 def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
@@ -155,7 +192,8 @@ class EpcCurve:
     """bob.measure's expected performance curve.
 
     For each weight ``alpha`` the threshold minimising ``alpha * FAR + (1 - alpha) * FRR`` on the
-    dev set is applied to the eval set.
+    dev set (bob's ``min_weighted_error_rate_threshold``) is applied to the eval set; the curve is
+    the eval HTER (bob's ``epc``).
 
     Attributes:
         alpha: float64 ``[K]`` weights 0..1.
@@ -185,8 +223,10 @@ def epc(
     dev = candidates(dev_scores, dev_labels)
     ev = candidates(eval_scores, eval_labels)
     alpha = np.linspace(0.0, 1.0, int(n_points))
-    thr = np.array([dev.thresholds[_pick(dev, "weighted", 0, 0, float(a))] for a in alpha])
+    thr = np.array([_pick(dev, "weighted", 0, 0, float(a)) for a in alpha])
     # Rates on eval at each threshold: the eval candidate at or just above it has the same rates.
     k = np.searchsorted(ev.thresholds, thr, side="left")
     fmr, fnmr = ev.far[k], ev.frr[k]
+    if not np.isfinite(thr).all():
+        raise ValueError("an EPC threshold is not finite")
     return EpcCurve(alpha, thr, (fmr + fnmr) / 2, fmr, fnmr)

@@ -7,6 +7,10 @@ A source is one string:
 - ``url:https://...[:PATH/IN/ARCHIVE]`` (an upstream release, optionally a file inside a zip or a
   shared folder; cannot be reached from these machines)
 - ``file:/abs/or/relative/path`` (a copy the user already has)
+
+``literal``: the file is a bytes literal assigned to that name inside a Python source file of the
+package (``retinaface/weights.py``'s ``WEIGHTS``); it is read with ``ast.literal_eval``, the source
+is never imported, and ``sha256`` is that of the bytes.
 """
 
 from __future__ import annotations
@@ -26,11 +30,13 @@ class WeightsCfg:
         sha256: hex digest of the file itself (not of the archive holding it); ``None`` only
             for records whose file nobody here has seen (upstream URLs).
         format: file format, one of ``tflite``, ``onnx``, ``pth``, ``safetensors``.
+        literal: the name of a bytes literal holding the file inside a Python source member, or None.
     """
 
     source: str
     sha256: str | None
     format: str
+    literal: str | None = None
 
     @property
     def kind(self) -> SourceKind:
@@ -41,8 +47,9 @@ class WeightsCfg:
 
     @property
     def filename(self) -> str:
-        """Base name of the weights file."""
-        return self.source.rstrip("/").rsplit("/", 1)[-1].rsplit(":", 1)[-1]
+        """Base name of the weights file (``<source stem>.<format>`` for a literal)."""
+        name = self.source.rstrip("/").rsplit("/", 1)[-1].rsplit(":", 1)[-1]
+        return f"{name.rsplit('.', 1)[0]}.{self.format}" if self.literal else name
 
     def package_and_member(self) -> tuple[str, str]:
         """For ``npm:``/``pypi:`` sources: ``("PACKAGE@VERSION", "path/in/archive")``."""

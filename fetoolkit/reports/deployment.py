@@ -73,8 +73,10 @@ def _operating(s: dict[str, Any]) -> list[Block]:
         if ("far" in op or "frr" in op)
         else ""
     )
-    return [
-        Block("h2", "Operating point"),
+    blocks = [Block("h2", "Operating point")]
+    if op.get("reason"):
+        return blocks + [Block("p", f"No operating point: {op['reason']}.")]
+    blocks += [
         Block(
             "p",
             f"Threshold **{fmt(op['threshold'], 5)}** chosen by `{op['criterion']}`{target} on {op['threshold_from']}; "
@@ -82,6 +84,9 @@ def _operating(s: dict[str, Any]) -> list[Block]:
         ),
         Block("table", header=_rate_header(op["rates"]), rows=_rate_rows(op["rates"])),
     ]
+    if op.get("note"):
+        blocks.append(Block("p", f"Note: {op['note']}."))
+    return blocks
 
 
 def _dev_eval(s: dict[str, Any]) -> list[Block]:
@@ -89,6 +94,8 @@ def _dev_eval(s: dict[str, Any]) -> list[Block]:
     if not de:
         return []
     src = de["dev"].get("source") or {}
+    if de.get("reason"):
+        return [Block("h2", "Dev / eval"), Block("p", f"No dev threshold: {de['reason']}."), Block("img", "epc.png")]
     blocks = [
         Block("h2", "Dev / eval"),
         Block(
@@ -137,6 +144,8 @@ def _groups(s: dict[str, Any]) -> list[Block]:
     g = s.get("groups")
     if not g:
         return []
+    if g.get("reason"):
+        return [Block("h2", "Demographic differentials"), Block("p", f"No global threshold: {g['reason']}.")]
     blocks = [
         Block("h2", "Demographic differentials"),
         Block(
@@ -150,8 +159,8 @@ def _groups(s: dict[str, Any]) -> list[Block]:
         d = g["differentials"][attr]
         rows = []
         for v, r in groups.items():
-            fnmr = fmt_ci(r["fnmr"], r.get("fnmr_ci"), 5) if r["fnmr"] is not None else r.get("fnmr_reason", "")
-            fmr = fmt_ci(r["fmr"], r.get("fmr_ci"), 5) if r["fmr"] is not None else r.get("fmr_reason", "")
+            fnmr = f"{_pct(r['fnmr'])} {_ci_pct(r.get('fnmr_ci'))}" if r["fnmr"] is not None else r["fnmr_reason"]
+            fmr = f"{_pct(r['fmr'])} {_ci_pct(r.get('fmr_ci'))}" if r["fmr"] is not None else r["fmr_reason"]
             rows.append((v, str(r["n_genuine"]), str(r["n_impostor"]), fnmr, fmr, fmt(r.get("tar_at_far"))))
         ratio = (
             f"FMR max/min {fmt(d['fmr_max_min'], 2)}"
@@ -167,7 +176,14 @@ def _groups(s: dict[str, Any]) -> list[Block]:
             Block("h3", f"Attribute `{attr}`"),
             Block(
                 "table",
-                header=("group", "genuine", "impostor", "FNMR [95% CP]", "FMR [95% CP]", f"TAR@FAR={g['far']:g}"),
+                header=(
+                    "group",
+                    "genuine",
+                    "impostor",
+                    "FNMR [95% CP]",
+                    "FMR [95% CP]",
+                    f"TAR@FAR={g['far']:g} (the group's own threshold)",
+                ),
                 rows=tuple(rows),
             ),
             Block(
@@ -205,7 +221,10 @@ def _provenance(s: dict[str, Any]) -> list[Block]:
     if s.get("weights_sha256"):
         items.append(f"weights sha256: `{s['weights_sha256']}`")
     items.append(f"data: {s['dataset']}")
-    data = s.get("data") or {}
+    data = dict(s.get("data") or {})
+    dev_src = ((s.get("dev_eval") or {}).get("dev") or {}).get("source")
+    if dev_src and "dev" not in data:
+        data["dev"] = dev_src
     for name in ("scores", "dev", "eval"):
         src = data.get(name)
         if src:
@@ -226,7 +245,8 @@ def _provenance(s: dict[str, Any]) -> list[Block]:
 
 
 def _caveats(s: dict[str, Any]) -> list[Block]:
-    op = s["operating_point"]
+    op = dict(s["operating_point"])
+    op["rates"] = op.get("rates") or {}
     items = [
         f"{s['n_genuine']} genuine and {s['n_impostor']} impostor comparisons; the finest FAR they can measure is "
         f"{s['finest_far']:.3g} (TAR at finer FARs is not reported, never extrapolated).",

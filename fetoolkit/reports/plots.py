@@ -210,6 +210,7 @@ def plot_fmr_heatmap(
     Cells without impostor comparisons are blank; cells with no false match are drawn in the
     lowest colour and labelled ``0``.
     """
+    import matplotlib
     from matplotlib.colors import LogNorm
 
     fmr = np.asarray(fmr, np.float64)
@@ -218,17 +219,19 @@ def plot_fmr_heatmap(
     lo = float(pos.min()) if pos.size else 1e-6
     hi = float(pos.max()) if pos.size else 1e-5
     hi = max(hi, lo * 10)
-    shown = np.where(np.isfinite(fmr), np.maximum(fmr, lo), np.nan)
+    shown = np.where(np.isfinite(fmr), np.where(fmr > 0, fmr, lo / 10), np.nan)  # zeros: below the scale
     size = max(3.5, 1.2 + 0.9 * n)
     fig = Figure(figsize=(size + 1.8, size), dpi=120)
     ax = fig.subplots()
-    im = ax.imshow(np.ma.masked_invalid(shown), norm=LogNorm(vmin=lo, vmax=hi), cmap="viridis")
-    fig.colorbar(im, ax=ax, label="false match rate (log)")
+    cmap = matplotlib.colormaps["viridis"].with_extremes(under="lightgrey", bad="white")
+    im = ax.imshow(np.ma.masked_invalid(shown), norm=LogNorm(vmin=lo, vmax=hi), cmap=cmap)
+    fig.colorbar(im, ax=ax, label="false match rate (log; grey: no false match)", extend="min")
     for i in range(n):
         for j in range(n):
             if np.isfinite(fmr[i, j]):
                 text = "0" if fmr[i, j] == 0 else f"{fmr[i, j]:.1e}"
-                ax.text(j, i, f"{text}\nn={int(counts[i, j])}", ha="center", va="center", fontsize=7, color="w")
+                colour = "black" if fmr[i, j] == 0 else "white"
+                ax.text(j, i, f"{text}\nn={int(counts[i, j])}", ha="center", va="center", fontsize=7, color=colour)
     ax.set_xticks(range(n), values, rotation=45, ha="right")
     ax.set_yticks(range(n), values)
     ax.set_title(title, fontsize=9)

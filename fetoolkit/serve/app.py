@@ -7,7 +7,7 @@ Routes (OpenAPI docs at ``/docs``, schema at ``/openapi.json``):
 - ``POST /api/verify``                   two images -> cosine score and decision
 - ``GET  /api/health``                   status, version, model status
 
-Blocking work (decoding, MTCNN, alignment, the model) runs in a thread pool (``pool_size``);
+Blocking work (decoding, detection, alignment, the model) runs in a thread pool (``pool_size``);
 with cross-request batching on, the model itself runs on the micro-batcher's worker threads. An
 ASGI middleware in front of the routes refuses, before reading any body, requests beyond
 ``max_concurrent_requests`` (503 + ``Retry-After``) and bodies over ``max_body_bytes`` (413),
@@ -207,7 +207,7 @@ def _summary(r: FaceResult) -> dict[str, Any]:
 
 
 def pool_size(settings: ServeSettings) -> int:
-    """Threads of the request pool (decoding, MTCNN, alignment and, without batching, the model).
+    """Threads of the request pool (decoding, detection, alignment and, without batching, the model).
 
     Without cross-request batching (``max_batch == 1``) a request's whole CPU work runs in its pool
     thread, so ``inference_workers`` threads keep that many cores busy; requests beyond them wait
@@ -255,7 +255,8 @@ def create_app(settings: ServeSettings, service: EmbeddingService | None = None)
         title="fetoolkit face-embedding service",
         version=__version__,
         description=(
-            "Face embeddings over HTTP: MTCNN detection, 5-point ArcFace alignment and the configured model "
+            "Face embeddings over HTTP: face detection (YuNet by default),"
+            " 5-point ArcFace alignment and the configured model "
             "(onnxruntime by default). Errors are JSON with `success: false`, an `error_type` and a "
             "`message`."
         ),
@@ -347,13 +348,17 @@ def create_app(settings: ServeSettings, service: EmbeddingService | None = None)
     async def extract_embedding(req: ExtractRequest) -> Response:
         """One image -> its face embedding.
 
-        `aligned: false` (default): MTCNN finds the faces, the configured policy (`face_select`) keeps one,
+        `aligned: false` (default): the detector finds the faces, the configured policy (`face_select`) keeps one,
         it is aligned to the ArcFace template and embedded; the answer carries the box, the 5 landmarks,
         the number of faces found and the detection confidence. `aligned: true`: the image is embedded as
         an aligned crop; no detection runs, so `confidence` is null and `detection_ran` false.
         """
+        if req.all_faces and not req.aligned:
+            faces = await run(svc.extract_all, req.image)
+            body = [_face(f) for f in faces]
+            return _json({"success": True, "embedding": body[0], "faces": body, "message": None})
         face = await run(svc.extract, req.image, req.aligned)
-        return _json({"success": True, "embedding": _face(face), "message": None})
+        return _json({"success": True, "embedding": _face(face), "faces": None, "message": None})
 
     @app.post("/api/extract-embedding/batch", response_model=BatchResponse, responses=ERROR_RESPONSES)
     async def extract_batch(req: BatchRequest) -> Response:
@@ -361,10 +366,16 @@ def create_app(settings: ServeSettings, service: EmbeddingService | None = None)
         (`success: false`, `error_type`, `message`); the others are still embedded, together in one model call."""
         if len(req.images) > settings.max_batch_images:
             raise InvalidInput(f"{len(req.images)} images in one batch; the limit is {settings.max_batch_images}")
-        results = await run(svc.extract_many, req.images, req.aligned)
+        results = await run(svc.extract_many, req.images, req.aligned, req.all_faces)
         items = [
-            {"success": True, "embedding": _face(r), "error_type": None, "message": None}
-            if isinstance(r, FaceResult)
+            {
+                "success": True,
+                "embedding": _face(r[0]),
+                "faces": [_face(f) for f in r] if req.all_faces and not req.aligned else None,
+                "error_type": None,
+                "message": None,
+            }
+            if isinstance(r, list)
             else {"success": False, "embedding": None, "error_type": r.error_type.value, "message": r.message}
             for r in results
         ]

@@ -77,22 +77,23 @@ class Payloads:
     full_shapes: list[tuple[int, int]]
 
 
-def make_payloads() -> Payloads:
-    """Full photos and their aligned crops (MTCNN + alignment through the project's pipeline)."""
+def make_payloads(detector: str = "yunet", detect_max_side: int | None = 640) -> Payloads:
+    """Full photos and their aligned crops, cut as the service cuts them (the service's default
+    detector and ``detect_max_side``, through the project's pipeline)."""
     from PIL import Image
 
     from fetoolkit.data.wild import load_wild
-    from fetoolkit.detect.mtcnn import MTCNNDetector
+    from fetoolkit.detect.registry import create_detector
     from fetoolkit.imageio import read_image
     from fetoolkit.pipeline import PipelineCfg, crop_image
 
     photos = load_wild()
-    det = MTCNNDetector()
+    det = create_detector(detector)
     full, aligned, crops, names, shapes = [], [], [], [], []
     for name in sorted(photos):
         data = photos[name].read_bytes()
         image = read_image(photos[name])
-        crop, _, _, _ = crop_image(image, det, PipelineCfg(progress=False))
+        crop, _, _, _ = crop_image(image, det, PipelineCfg(progress=False, detect_max_side=detect_max_side))
         buf = io.BytesIO()
         Image.fromarray(crop).save(buf, format="PNG")
         full.append(json.dumps({"image": base64.b64encode(data).decode(), "aligned": False}).encode())

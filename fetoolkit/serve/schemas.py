@@ -24,6 +24,13 @@ class ExtractRequest(BaseModel):
             "policy, align it, then embed"
         ),
     )
+    all_faces: bool = Field(
+        False,
+        description=(
+            "true: embed every face found (at most server.max_faces, best score first) and return them in "
+            "`faces`; `embedding` is then the best-scored one. Ignored for aligned input"
+        ),
+    )
 
 
 class VerifyRequest(BaseModel):
@@ -39,6 +46,9 @@ class BatchRequest(BaseModel):
 
     images: list[str] = Field(min_length=1, description=f"a list of images; each is {IMAGE_DOC}")
     aligned: bool = Field(False, description="every image is an aligned crop (see /api/extract-embedding)")
+    all_faces: bool = Field(
+        False, description="every face of each image, in its item's `faces` (see /api/extract-embedding)"
+    )
 
 
 class FaceEmbedding(BaseModel):
@@ -52,7 +62,7 @@ class FaceEmbedding(BaseModel):
         )
     )
     confidence: float | None = Field(
-        description=("MTCNN detection confidence of the kept face; null when no detection ran (aligned input)")
+        description=("detection confidence of the kept face; null when no detection ran (aligned input)")
     )
     detection_ran: bool = Field(
         description="false for aligned input: box, landmarks, faces_found and confidence are then null"
@@ -61,7 +71,7 @@ class FaceEmbedding(BaseModel):
     landmarks: list[list[float]] | None = Field(
         None, description=("5 points [x, y] in input-image pixels: left eye, right eye, nose, mouth left, mouth right")
     )
-    faces_found: int | None = Field(None, description="number of faces MTCNN found in the image")
+    faces_found: int | None = Field(None, description="number of faces the detector found in the image")
     embedding_dim: int
 
 
@@ -70,6 +80,9 @@ class ExtractResponse(BaseModel):
 
     success: bool = True
     embedding: FaceEmbedding
+    faces: list[FaceEmbedding] | None = Field(
+        None, description="with all_faces: every face embedded, best detection score first"
+    )
     message: str | None = None
 
 
@@ -106,6 +119,7 @@ class BatchItem(BaseModel):
 
     success: bool
     embedding: FaceEmbedding | None = None
+    faces: list[FaceEmbedding] | None = Field(None, description="with all_faces: every face, best score first")
     error_type: str | None = None
     message: str | None = None
 
@@ -136,8 +150,9 @@ class ModelStatus(BaseModel):
     weights_sha256: str | None = None
     detector_loaded: bool = False
     detector_backend: str | None = Field(
-        None, description="MTCNN runtime: onnx (onnxruntime) or torch (facenet-pytorch)"
+        None, description="MTCNN runtime: onnx (onnxruntime) or torch (facenet-pytorch); unused by other detectors"
     )
+    detector: str | None = Field(None, description="the face detector: yunet | retinaface | mtcnn")
     error: str | None = Field(None, description="why the model did not load (status is then unhealthy)")
 
 

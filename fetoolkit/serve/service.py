@@ -1,8 +1,8 @@
 """The service's work, without HTTP: base64 -> image -> (detect, select, align) -> embed.
 
-``EmbeddingService`` owns the embedder, the MTCNN detector and the micro-batcher. Its methods
+``EmbeddingService`` owns the embedder, the face detector and the micro-batcher. Its methods
 block; the HTTP layer runs them in a thread pool, never on the event loop. Every stage is the
-project's own function (``decode_image``, the MTCNN's ``detect``, ``select_face``, ``align``,
+project's own function (``decode_image``, the detector's ``detect``, ``select_face``, ``align``,
 ``crop_face``, the embedder's ``embed_raw``, ``l2_normalize``, ``face_quality``); this module only
 composes them and turns their failures into typed ``ServiceError`` s.
 """
@@ -24,10 +24,13 @@ from typing import Any
 import numpy as np
 
 from fetoolkit.backends.common import l2_normalize
+from fetoolkit.detect.align import align
 from fetoolkit.detect.base import FaceDetector
+from fetoolkit.detect.registry import build_detector
+from fetoolkit.detect.single_shot import SingleShotCfg
 from fetoolkit.imageio import ImageDecodeError, decode_image
 from fetoolkit.metrics.quality import face_quality
-from fetoolkit.pipeline import AlignmentError, PipelineCfg, crop_face
+from fetoolkit.pipeline import AlignmentError, PipelineCfg, crop_face, detect_scaled
 from fetoolkit.serve.batcher import MicroBatcher
 from fetoolkit.serve.errors import (
     AlignmentFailed,
@@ -53,11 +56,11 @@ class FaceResult:
     Attributes:
         embedding: float32 ``[D]``, L2-normalised.
         quality: ``face_quality`` of the raw embedding, in [0, 1].
-        confidence: MTCNN score of the kept face; ``None`` when no detection ran.
+        confidence: detector score of the kept face; ``None`` when no detection ran.
         detection_ran: False for aligned input.
         box: float32 ``[4]`` x1, y1, x2, y2 (``None`` without detection).
         landmarks: float32 ``[5, 2]`` (``None`` without detection).
-        faces_found: faces MTCNN found (``None`` without detection).
+        faces_found: faces the detector found (``None`` without detection).
     """
 
     embedding: np.ndarray
@@ -106,7 +109,7 @@ class EmbeddingService:
     Args:
         settings: the service settings.
         embedder: an embedder to use instead of ``create_embedder(settings.model, ...)``.
-        detector: a detector to use instead of the configured MTCNN (``settings.detector_backend``).
+        detector: a detector to use instead of the configured one (``settings.detector``).
     """
 
     def __init__(
@@ -129,7 +132,8 @@ class EmbeddingService:
         ``detector_error`` and answered with ``MODEL_LOAD_ERROR``, the process keeps running."""
         with self._load_lock:
             s = self.settings
-            if s.torch_threads and "torch" in (s.backend, s.detector_backend):
+            mtcnn_torch = not isinstance(s.detector, SingleShotCfg) and s.detector_backend == "torch"
+            if s.torch_threads and (s.backend == "torch" or mtcnn_torch):
                 import torch
 
                 torch.set_num_threads(int(s.torch_threads))
@@ -157,14 +161,12 @@ class EmbeddingService:
                     self.detector = self._new_detector()
                 except Exception as e:
                     self.detector_error = f"{type(e).__name__}: {e}"
-                    log.error("MTCNN (%s) did not load: %s", s.detector_backend, self.detector_error)
+                    log.error("detector %s did not load: %s", self.detector_name, self.detector_error)
             if self.detector is not None and self._detectors.empty():
-                # inference_workers detections at a time. The onnxruntime MTCNN is thread-safe, so the
-                # one instance is lent out that many times; a torch MTCNN serialises its calls, so
-                # each worker gets its own (a few MB of weights each).
+                # inference_workers detections at a time (see detector_shared)
                 self._detectors.put(self.detector)
                 for _ in range(s.inference_workers - 1):
-                    self._detectors.put(self.detector if s.detector_backend == "onnx" else self._new_detector())
+                    self._detectors.put(self.detector if self.detector_shared else self._new_detector())
             if self.embedder is not None and self.batcher is None:
                 self.batcher = MicroBatcher(
                     self._embed_batch, max_batch=s.max_batch, workers=s.inference_workers, name="embed"
@@ -183,15 +185,20 @@ class EmbeddingService:
                 )
 
     def _new_detector(self) -> FaceDetector:
-        """An MTCNN of the configured backend (single-threaded: parallelism comes from the workers)."""
+        """The configured detector (single-threaded: parallelism comes from the workers)."""
         s = self.settings
-        if s.detector_backend == "onnx":
-            from fetoolkit.detect.mtcnn_onnx import OnnxMTCNNDetector
+        return build_detector(s.detector, num_threads=1, backend=s.detector_backend)
 
-            return OnnxMTCNNDetector(s.detector, num_threads=1)
-        from fetoolkit.detect.mtcnn import MTCNNDetector
+    @property
+    def detector_shared(self) -> bool:
+        """One detector instance serves every worker: onnxruntime sessions are thread-safe; a torch
+        MTCNN serialises its calls, so each worker gets its own (a few MB of weights each)."""
+        return isinstance(self.settings.detector, SingleShotCfg) or self.settings.detector_backend == "onnx"
 
-        return MTCNNDetector(s.detector)
+    @property
+    def detector_name(self) -> str:
+        d = self.settings.detector
+        return d.name if isinstance(d, SingleShotCfg) else "mtcnn"
 
     def _warmup(self) -> None:
         """One model call and one detection so that the first request is not the slow one."""
@@ -232,6 +239,7 @@ class EmbeddingService:
                 "weights_sha256": None,
                 "detector_loaded": self.detector is not None,
                 "detector_backend": s.detector_backend,
+                "detector": self.detector_name,
                 "error": self.model_error or self.detector_error,
             }
         c = e.contract
@@ -246,6 +254,7 @@ class EmbeddingService:
             "weights_sha256": getattr(e, "weights_sha256", None),
             "detector_loaded": self.detector is not None,
             "detector_backend": s.detector_backend,
+            "detector": self.detector_name,
             "error": self.model_error or self.detector_error,
         }
 
@@ -312,6 +321,32 @@ class EmbeddingService:
             raise AlignmentFailed(f"cannot search this image for faces: {e}") from None
         return _Crop(c.face, c.score, c.box, c.landmarks, c.n_faces)
 
+    def crop_all(self, image: np.ndarray) -> list[_Crop]:
+        """Every face of ``image`` (at most ``settings.max_faces``, best score first), each aligned.
+
+        A face whose landmarks do not align is left out; ``faces_found`` of each crop counts every
+        face the detector returned. Raises ``AlignmentFailed`` when there is none.
+        """
+        embedder = self._require_model()
+        if self.detector is None:
+            raise ModelNotLoaded(f"the face detector is not loaded: {self.detector_error}")
+        try:
+            with self._detector() as detector:
+                dets = detect_scaled(detector, image, self.settings.detect_max_side)
+        except ValueError as e:
+            raise AlignmentFailed(f"cannot search this image for faces: {e}") from None
+        dets = sorted(dets, key=lambda d: -d.score)
+        out = []
+        for d in dets[: self.settings.max_faces]:
+            try:
+                face = align(image, d.landmarks, embedder.contract.size)
+            except ValueError:
+                continue
+            out.append(_Crop(face, d.score, d.box, d.landmarks, len(dets)))
+        if not out:
+            raise AlignmentFailed(f"no face found in the {image.shape[1]}x{image.shape[0]} image")
+        return out
+
     def prepare(self, image_b64: str, aligned: bool) -> _Crop:
         """``decode`` then ``crop``, at most ``inference_workers`` images at a time: a decoded photo
         can be tens of MB, so requests waiting for the cores hold only their encoded bytes."""
@@ -348,23 +383,43 @@ class EmbeddingService:
         emb, quality = self.embed(c.face[None])
         return _result(c, emb[0], quality[0])
 
-    def extract_many(self, images: list[str], aligned: bool) -> list[FaceResult | ServiceError]:
-        """Several images -> one result or one typed error each; the good crops are embedded together."""
+    def extract_all(self, image_b64: str) -> list[FaceResult]:
+        """One base64 image -> every face's ``FaceResult``, best score first (one model call)."""
         self._require_model()
-        crops: list[_Crop | ServiceError] = []
+        with self._image_slots:
+            crops = self.crop_all(self.decode(image_b64))
+        emb, quality = self.embed(np.stack([c.face for c in crops]))
+        return [_result(c, emb[k], quality[k]) for k, c in enumerate(crops)]
+
+    def extract_many(
+        self, images: list[str], aligned: bool, all_faces: bool = False
+    ) -> list[list[FaceResult] | ServiceError]:
+        """Several images -> per image its faces (one, or all of them with ``all_faces``) or one typed
+        error; every good crop of the request is embedded in one model call."""
+        self._require_model()
+        crops: list[list[_Crop] | ServiceError] = []
         for b64 in images:
             try:
-                crops.append(self.prepare(b64, aligned))
+                if all_faces and not aligned:
+                    with self._image_slots:
+                        crops.append(self.crop_all(self.decode(b64)))
+                else:
+                    crops.append([self.prepare(b64, aligned)])
             except ServiceError as e:
                 if isinstance(e, ModelNotLoaded):
                     raise
                 crops.append(e)
-        ok = [i for i, c in enumerate(crops) if isinstance(c, _Crop)]
-        out: list[FaceResult | ServiceError] = [c for c in crops]  # type: ignore[misc]
-        if ok:
-            emb, quality = self.embed(np.stack([crops[i].face for i in ok]))  # type: ignore[union-attr]
-            for row, i in enumerate(ok):
-                out[i] = _result(crops[i], emb[row], quality[row])  # type: ignore[arg-type]
+        flat = [c for cs in crops if not isinstance(cs, ServiceError) for c in cs]
+        out: list[list[FaceResult] | ServiceError] = []
+        if flat:
+            emb, quality = self.embed(np.stack([c.face for c in flat]))
+        row = 0
+        for cs in crops:
+            if isinstance(cs, ServiceError):
+                out.append(cs)
+                continue
+            out.append([_result(c, emb[row + k], quality[row + k]) for k, c in enumerate(cs)])
+            row += len(cs)
         return out
 
     def verify(self, image1: str, image2: str, aligned: bool) -> tuple[float, FaceResult, FaceResult]:

@@ -15,7 +15,8 @@ from typing import Any, get_args
 
 from omegaconf import DictConfig, OmegaConf
 
-from fetoolkit.detect.base import DetectorCfg, SelectPolicy
+from fetoolkit.detect.base import SelectPolicy
+from fetoolkit.detect.registry import AnyDetectorCfg, detector_cfg_for
 from fetoolkit.pipeline import PipelineCfg
 
 log = logging.getLogger(__name__)
@@ -33,13 +34,16 @@ class ServeSettings:
         model: registry name or alias of the embedding model.
         weights: a local weights file (``MODEL_PATH``); ``None``: the model's fetched default.
         backend: ``onnx`` (default) or ``torch``.
-        detector: MTCNN settings (the ``detector`` config group).
-        detector_backend: ``onnx`` (default: facenet-pytorch's MTCNN nets in onnxruntime,
+        detector: the detector's settings (the ``detector`` config group): YuNet by default
+            (onnxruntime, a few ms per photo), RetinaFace, or MTCNN (``DetectorCfg``).
+        detector_backend: MTCNN only: ``onnx`` (default: facenet-pytorch's MTCNN nets in onnxruntime,
             ``OnnxMTCNNDetector``; the process then never imports torch) or ``torch``
             (facenet-pytorch itself, ``MTCNNDetector``).
-        face_select: face kept when MTCNN finds several: most_confident | largest | center.
-        detect_max_side: MTCNN runs on a copy of the image shrunk to this longer side (landmarks are
-            mapped back and the crop is cut from the full-resolution image); ``None``: full size.
+        face_select: face kept when the detector finds several: most_confident | largest | center.
+        detect_max_side: the detector runs on a copy of the image shrunk to this longer side (landmarks
+            are mapped back and the crop is cut from the full-resolution image); ``None``: full size.
+        max_faces: faces embedded at most per image when a request asks for all of them
+            (``all_faces``), the best-scored first.
         verify_threshold: cosine threshold of ``/api/verify`` (same person when score >= it).
         host, port: where uvicorn listens.
         log_level: root log level (``LOG_LEVEL``).
@@ -63,10 +67,11 @@ class ServeSettings:
     model: str = "arcface"
     weights: str | None = None
     backend: str = "onnx"
-    detector: DetectorCfg = field(default_factory=DetectorCfg)
+    detector: AnyDetectorCfg = field(default_factory=lambda: detector_cfg_for("yunet"))
     detector_backend: str = "onnx"
     face_select: SelectPolicy = "most_confident"
     detect_max_side: int | None = 640
+    max_faces: int = 32
     verify_threshold: float = 0.5
     host: str = "127.0.0.1"
     port: int = 8002
@@ -102,6 +107,7 @@ class ServeSettings:
             "inference_workers",
             "num_threads",
             "max_batch",
+            "max_faces",
         ):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -125,11 +131,7 @@ class ServeSettings:
             model=c["model"]["name"],
             weights=c["model"].get("weights"),
             backend=c["backend"]["name"],
-            detector=DetectorCfg(
-                min_face_size=int(det["min_face_size"]),
-                thresholds=tuple(det["thresholds"]),
-                factor=float(det["factor"]),
-            ),
+            detector=detector_cfg_for(str(det.pop("name", "mtcnn")), **det),
             detector_backend=str(c.get("detector_backend", "onnx")),
             face_select=c["face_select"],
             detect_max_side=None if c.get("detect_max_side") is None else int(c["detect_max_side"]),
@@ -143,6 +145,7 @@ class ServeSettings:
             max_body_bytes=int(srv["max_body_bytes"]),
             max_pixels=int(srv["max_pixels"]),
             max_batch_images=int(srv["max_batch_images"]),
+            max_faces=int(srv.get("max_faces", 32)),
             inference_workers=available_cores() if inf.get("workers") is None else int(inf["workers"]),
             num_threads=int(inf["num_threads"]),
             max_batch=int(inf["max_batch"]),
