@@ -40,9 +40,9 @@ COPY configs ./configs
 RUN pip install -c constraints.txt -e . \
  && pip install -c constraints.txt --no-deps facenet-pytorch==2.6.0
 
-# Weights fetched and verified, then exported to ONNX (the model and MTCNN's three nets), at build
-# time: the container never downloads, and the service process never imports torch.
-RUN python -m fetoolkit.fetch arcface --data \
+# Weights fetched and verified (the model, YuNet and RetinaFace), then exported to ONNX (the model and
+# MTCNN's three nets), at build time: the container never downloads, and the service never imports torch.
+RUN python -m fetoolkit.fetch arcface --data --detectors yunet retinaface \
  && python -m fetoolkit.jobs.onnx_cache arcface \
  && python -m fetoolkit.jobs.mtcnn_cache \
  && chmod -R a+rX /opt/fetoolkit-cache

@@ -119,7 +119,8 @@ def _check_usable(p: PairProtocol, what: str, dropped: int) -> None:
             f"the {what} pairs left after dropping {dropped} pairs with images that did not enrol hold "
             f"{p.n_genuine} genuine and {p.n_impostor} impostor pairs; both are needed. Check the "
             "fte_images in the log (wrong dataset.root? no face found?) or relax the detector "
-            "(detector.min_face_size, detector.thresholds)."
+            "(MTCNN: detector.min_face_size, detector.thresholds; YuNet / RetinaFace: detector.score_threshold, "
+            "detector.max_side)."
         )
 
 
@@ -162,7 +163,7 @@ def evaluate(
     pipeline = pipeline or PipelineCfg()
     stats = stats or StatsCfg()
     quality = quality or QualityCfg()
-    dcfg = detector_cfg or DetectorCfg()
+    dcfg = detector_cfg or getattr(detector, "cfg", None) or DetectorCfg()  # the key follows the detector used
     det_settings = detector_settings(dcfg)
     es = embed_dataset(
         data.paths,

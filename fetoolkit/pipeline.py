@@ -326,7 +326,17 @@ def detector_settings(cfg: DetectorCfg | SingleShotCfg) -> dict[str, Any]:
     and every setting of it.
     """
     if isinstance(cfg, SingleShotCfg):
-        return {"detector": cfg.name, **cfg.settings()}
+        import onnxruntime
+
+        from fetoolkit.detect.registry import get_detector_spec
+
+        weights = get_detector_spec(cfg.name).weights
+        return {
+            "detector": cfg.name,
+            **cfg.settings(),
+            "weights_sha256": None if weights is None else weights.sha256,
+            "onnxruntime": onnxruntime.__version__,
+        }
     return {
         "min_face_size": int(cfg.min_face_size),
         "thresholds": [float(t) for t in cfg.thresholds],

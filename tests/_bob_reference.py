@@ -1,5 +1,6 @@
-"""bob.measure's threshold search, transcribed line by line from its C++ (``minimizingThreshold``):
-the published reference the operating-point tests compare against."""
+"""bob.measure's threshold search (``minimizingThreshold`` of its C++ and of bob.measure 6's Python
+``_minimizing_threshold``), written out step by step: the published reference the operating-point
+tests compare against."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ import numpy as np
 
 
 def bob_minimizing_threshold(neg: np.ndarray, pos: np.ndarray, cost: Callable[[float, float], float]) -> float:
-    """bob.measure's C++ ``minimizingThreshold``, line by line (the published reference): walk the
-    merged sorted scores from "accept all", midpoints between distinct scores, ``<=`` in the walk
-    and ``<`` for the last state."""
+    """bob.measure's ``minimizingThreshold``, step by step (the published reference): walk the merged
+    sorted scores from "accept all", midpoints between distinct scores, ``<=`` in the walk, ``<`` for
+    the last state and for "reject all". The rates are taken from the counts (bob subtracts ``1/n``
+    per score, which leaves ``1e-16`` where the count says 0)."""
     neg, pos = np.sort(neg), np.sort(pos)
     i = j = 0
     far, frr = 1.0, 0.0
@@ -24,20 +26,24 @@ def bob_minimizing_threshold(neg: np.ndarray, pos: np.ndarray, cost: Callable[[f
         if pos[j] >= neg[i]:
             cur = neg[i]
             i += 1
-            far -= 1 / len(neg)
+            far = (len(neg) - i) / len(neg)
         else:
             cur = pos[j]
             j += 1
-            frr += 1 / len(pos)
+            frr = j / len(pos)
         while i < len(neg) and neg[i] == cur:
             i += 1
-            far -= 1 / len(neg)
+            far = (len(neg) - i) / len(neg)
         while j < len(pos) and pos[j] == cur:
             j += 1
-            frr += 1 / len(pos)
+            frr = j / len(pos)
         if i < len(neg) or j < len(pos):
             nxt = min(pos[j], neg[i]) if (i < len(neg) and j < len(pos)) else (neg[i] if i < len(neg) else pos[j])
             cur = (cur + nxt) / 2
     if cost(far, frr) < best_cost:
-        best_thr = cur
+        best_cost, best_thr = cost(far, frr), cur
+    # bob.measure 6's last check: a threshold just above every score (reject all), strictly better
+    if (i < len(neg) or j < len(pos)) and cost(0.0, 1.0) < best_cost:
+        top = neg[-1] if i < len(neg) else pos[-1]
+        best_thr = np.nextafter(top, top + 1)
     return float(best_thr)

@@ -52,7 +52,59 @@ def test_crop_cache_keys_name_the_detector_and_its_settings() -> None:
     assert mtcnn == {"min_face_size": 20, "thresholds": [0.6, 0.7, 0.7], "factor": 0.709}  # fetoolkit 0.1's keys
     y = detector_settings(detector_cfg_for("yunet"))
     assert y["detector"] == "yunet" and y != detector_settings(detector_cfg_for("retinaface"))
-    assert y != detector_settings(detector_cfg_for("yunet", max_side=640))
+    assert y != detector_settings(detector_cfg_for("yunet", max_side=960))
+    assert y["weights_sha256"] == get_detector_spec("yunet").weights.sha256 and y["onnxruntime"]
+
+
+@pytest.mark.parametrize(
+    ("setting", "match"),
+    [
+        ({"max_side": 0}, "min_side <= max_side"),
+        ({"min_side": 800}, "min_side <= max_side"),
+        ({"score_threshold": 1.5}, "score_threshold"),
+        ({"nms_iou": 0.0}, "nms_iou"),
+        ({"max_candidates": 0}, "max_candidates"),
+    ],
+)
+def test_bad_settings_are_refused_by_name(setting: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        detector_cfg_for("yunet", **setting)
+
+
+def test_yunet_decoding_equals_opencvs_own_yunet(group: np.ndarray) -> None:
+    """OpenCV's ``cv2.FaceDetectorYN`` (its own decoder of the same file) on the same network input:
+    the same faces, boxes, landmarks and scores (an independent decoder of the contract)."""
+    import cv2
+
+    from fetoolkit.detect.single_shot import letterbox
+
+    det = create_detector("yunet")
+    lb = letterbox(group, det.cfg.min_side, det.cfg.max_side)
+    net = np.ascontiguousarray(lb.image[: lb.size[0], : lb.size[1]][:, :, ::-1])  # BGR, unpadded
+    ref = cv2.FaceDetectorYN.create(str(detector_weights("yunet")), "", (net.shape[1], net.shape[0]), 0.6, 0.3, 5000)
+    _, faces = ref.detect(net)
+    ours = det.detect(group)
+    assert faces is not None and len(faces) == len(ours) == GROUP_FACES
+    sx, sy = lb.scale
+    for f in faces:
+        lm = f[4:14].reshape(5, 2) / [sx, sy]
+        best = min(ours, key=lambda d: float(np.abs(d.landmarks - lm).sum()))
+        np.testing.assert_allclose(best.landmarks, lm, atol=0.05)
+        np.testing.assert_allclose(best.box[:2], f[:2] / [sx, sy], atol=0.05)
+        assert best.score == pytest.approx(float(f[14]), abs=1e-4)
+
+
+@pytest.mark.parametrize("name", SINGLE_SHOT)
+def test_small_faces_in_a_large_photo(group: np.ndarray, name: str) -> None:
+    """The group photo shrunk so its faces are about 75 px, inside a 2560x1440 canvas (about 19 px
+    once scaled to 640): all six are found at the default max_side (at 320 they are lost; smaller
+    faces need a larger max_side, measured in the README)."""
+    import cv2
+
+    small = cv2.resize(group, (group.shape[1] * 3 // 4, group.shape[0] * 3 // 4), interpolation=cv2.INTER_AREA)
+    canvas = np.zeros((1440, 2560, 3), np.uint8)
+    canvas[400 : 400 + small.shape[0], 900 : 900 + small.shape[1]] = small
+    assert len(create_detector(name).detect(canvas)) == GROUP_FACES
 
 
 @pytest.mark.parametrize("name", SINGLE_SHOT)

@@ -114,6 +114,14 @@ def test_minimizing_threshold_on_hand_made_scores() -> None:
     s2 = np.array([0.1, 0.4, 0.9, 0.2, 0.6, 0.95])
     y2 = np.array([False] * 3 + [True] * 3)
     assert choose_threshold(s2, y2, "min_hter") == pytest.approx(0.5)
+    # bob 6's final check: the top score is an impostor's and FAR weighs 0.9: rejecting everything
+    # (just above 0.9) beats every walked state (0.9 * FAR + 0.1 * FRR: 0.9, 0.45, then 0.55; all: 0.1)
+    from fetoolkit.metrics.operating import minimizing_threshold
+
+    c = candidates(np.array([0.1, 0.9, 0.5]), np.array([False, False, True]))
+    t = minimizing_threshold(c, 0.9 * c.far + 0.1 * c.frr)
+    assert t > 0.9 and t == np.nextafter(0.9, 1.0)
+    assert t == bob_minimizing_threshold(np.array([0.1, 0.9]), np.array([0.5]), lambda fa, fr: 0.9 * fa + 0.1 * fr)
     # The last state wins when strictly better: impostors 0.1 0.5, genuine 0.3 0.7 0.9 -> 0.6.
     s3 = np.array([0.1, 0.5, 0.3, 0.7, 0.9])
     y3 = np.array([False, False, True, True, True])

@@ -579,7 +579,7 @@ def test_settings_env_overrides_config() -> None:
         cfg = compose("serve", overrides=["model=arcface", "face_select=largest"])
     s = ServeSettings.from_cfg(cfg, environ={})
     assert (s.port, s.backend, s.max_concurrent_requests, s.face_select) == (8002, "onnx", 16, "largest")
-    assert s.detector.name == "yunet" and s.detector.max_side == 320 and s.verify_threshold == 0.5  # the default
+    assert s.detector.name == "yunet" and s.detector.max_side == 640 and s.verify_threshold == 0.5  # the default
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
         m = compose("serve", overrides=["detector=mtcnn", "detector.min_face_size=30"])
     assert ServeSettings.from_cfg(m, environ={}).detector.min_face_size == 30
@@ -792,3 +792,24 @@ def test_eval_with_the_services_settings_cuts_the_services_crops(detector: str) 
         got = service.crop(read_image(p), aligned=False)
         np.testing.assert_array_equal(got.face, crops.faces[i], err_msg=str(p))
         np.testing.assert_array_equal(got.landmarks, crops.landmarks[i])
+
+
+def test_all_faces_are_capped_by_max_faces() -> None:
+    """``server.max_faces`` bounds the faces embedded (the best-scored ones); ``faces_found`` still
+    counts every face the detector returned."""
+    import base64 as b64
+
+    from fetoolkit.data.wild import GROUP_FACES, load_group_photo
+    from fetoolkit.models.factory import create_embedder
+    from fetoolkit.serve.service import EmbeddingService
+
+    svc = EmbeddingService(
+        ServeSettings(max_faces=2, warmup=False), embedder=create_embedder("arcface", backend="onnx")
+    )
+    svc.load()
+    try:
+        faces = svc.extract_all(b64.b64encode(load_group_photo().read_bytes()).decode())
+        assert len(faces) == 2 and all(f.faces_found == GROUP_FACES for f in faces)
+        assert faces[0].confidence >= faces[1].confidence
+    finally:
+        svc.close()

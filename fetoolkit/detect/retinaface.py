@@ -21,7 +21,7 @@ MEAN_BGR = np.array([104, 117, 127], np.float32)
 VARIANCES = (0.1, 0.2)
 
 DEFAULTS = SingleShotCfg(
-    name="retinaface", score_threshold=0.8, nms_iou=0.4, min_face_size=10, max_side=480, min_side=320
+    name="retinaface", score_threshold=0.8, nms_iou=0.4, min_face_size=10, max_side=640, min_side=320
 )
 
 

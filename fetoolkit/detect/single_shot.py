@@ -5,8 +5,9 @@ No torch: onnxruntime runs the net, numpy (and OpenCV's resize) does the rest.
 Input size policy (never distorted): the image is scaled by one factor ``r`` (down so that its
 longer side is at most ``max_side``; up so that it is at least ``min_side``, which lets the nets'
 smallest anchors see the faces of small images such as ORL's 92x112), then padded at the right and
-bottom to a multiple of 32. Boxes and landmarks are divided by ``r``: they are in original image
-coordinates whatever the size and aspect ratio.
+bottom to a multiple of 32. Boxes and landmarks are divided by the resized sides' own factors
+(``r`` up to the rounding of each side): they are in original image coordinates whatever the size
+and aspect ratio.
 """
 
 from __future__ import annotations
@@ -47,6 +48,18 @@ class SingleShotCfg:
     min_side: int = 320
     max_candidates: int = 1000
 
+    def __post_init__(self) -> None:
+        checks = (
+            (0.0 <= self.score_threshold <= 1.0, "score_threshold must be in [0, 1]"),
+            (0.0 < self.nms_iou <= 1.0, "nms_iou must be in (0, 1]"),
+            (self.min_face_size >= 0, "min_face_size must be >= 0"),
+            (STRIDE <= self.min_side <= self.max_side, f"need {STRIDE} <= min_side <= max_side"),
+            (self.max_candidates >= 1, "max_candidates must be >= 1"),
+        )
+        for ok, what in checks:
+            if not ok:
+                raise ValueError(f"detector {self.name}: {what}; got {self}")
+
     def settings(self) -> dict[str, Any]:
         """Every setting that changes detections (for cache keys)."""
         return asdict(self)
@@ -58,12 +71,13 @@ class Letterbox:
 
     Attributes:
         image: uint8 ``[H', W', 3]`` the resized and padded image (same channel order as given).
-        scale: factor applied to the original (network pixels per original pixel).
+        scale: ``(sx, sy)`` network pixels per original pixel along x and y (equal up to the
+            rounding of the resized sides).
         size: ``(height, width)`` of the resized image before padding.
     """
 
     image: np.ndarray
-    scale: float
+    scale: tuple[float, float]
     size: tuple[int, int]
 
 
@@ -81,7 +95,7 @@ def letterbox(image: np.ndarray, min_side: int, max_side: int) -> Letterbox:
     ph, pw = -(-nh // STRIDE) * STRIDE, -(-nw // STRIDE) * STRIDE
     out = np.zeros((ph, pw, 3), np.uint8)
     out[:nh, :nw] = resized
-    return Letterbox(out, float(r), (nh, nw))
+    return Letterbox(out, (nw / w, nh / h), (nh, nw))
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
@@ -115,7 +129,7 @@ def finish(
     scores: np.ndarray,
     landmarks: np.ndarray,
     cfg: SingleShotCfg,
-    scale: float,
+    scale: tuple[float, float],
     shape: tuple[int, int],
 ) -> list[Detection]:
     """Threshold, cap, NMS, map back to the original image and clip: the detections, best first.
@@ -125,13 +139,15 @@ def finish(
         scores: float32 ``[N]``.
         landmarks: float32 ``[N, 5, 2]`` in network pixels.
         cfg: thresholds and caps.
-        scale: the letterbox factor.
+        scale: the letterbox factors ``(sx, sy)``.
         shape: ``(H, W)`` of the original image.
     """
     keep = np.flatnonzero(scores >= cfg.score_threshold)
     if keep.size > cfg.max_candidates:
         keep = keep[np.argsort(-scores[keep], kind="stable")[: cfg.max_candidates]]
-    boxes, scores, landmarks = boxes[keep] / scale, scores[keep], landmarks[keep] / scale
+    sx, sy = scale
+    boxes = boxes[keep] / np.array([sx, sy, sx, sy], np.float32)
+    scores, landmarks = scores[keep], landmarks[keep] / np.array([sx, sy], np.float32)
     h, w = shape
     boxes[:, [0, 2]] = np.clip(boxes[:, [0, 2]], 0, w)
     boxes[:, [1, 3]] = np.clip(boxes[:, [1, 3]], 0, h)

@@ -22,9 +22,10 @@ from fetoolkit.detect.single_shot import OnnxSingleShot, SingleShotCfg
 STRIDES = (8, 16, 32)
 
 #: YuNet's defaults here (OpenCV's sample uses 0.9 / 0.3 for display; 0.6 keeps hard frontal faces).
-#: Every image is scaled to a longer side of 320: 5 ms per photo, all six faces of the group photo;
-#: raise ``max_side`` for small faces in large photos (the cost grows with the pixel count).
-DEFAULTS = SingleShotCfg(name="yunet", score_threshold=0.6, nms_iou=0.3, min_face_size=10, max_side=320, min_side=320)
+#: Photos are scaled to a longer side of 640 (MTCNN's ``detect_max_side`` in the service): faces of
+#: about 60 px in a 2560x1440 photo are still found (at 320 they are lost); small images are scaled up
+#: to 320 (ORL's 92x112). Raise ``max_side`` for smaller faces (the cost grows with the pixel count).
+DEFAULTS = SingleShotCfg(name="yunet", score_threshold=0.6, nms_iou=0.3, min_face_size=10, max_side=640, min_side=320)
 
 
 def free_spatial_axes(model_bytes: bytes) -> bytes:

@@ -323,7 +323,8 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                     log.info("full, detector=%s c=%d: %.1f req/s, p50 %s ms", name, c, r["requests_per_s"], r["p50_ms"])
             finally:
                 srv.stop()
-        by_detector["yunet"] = phases["full"]
+        if "yunet" in args.detectors and phases["full"]:
+            by_detector["yunet"] = phases["full"]  # the main server's detector
     raw_after = raw_suite(embedder, p.crops, args.workers, args.raw_duration)
     raw_best = max(*raw_before.values(), *raw_after.values())
 

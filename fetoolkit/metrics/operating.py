@@ -13,7 +13,10 @@ Criteria (``threshold.criterion``):
   ``alpha * FAR + (1 - alpha) * FRR``: bob.measure's ``minimizingThreshold``, exactly: the
   candidates are the lowest score (accept all) and the midpoints between consecutive distinct
   scores, walked upwards until one class has no score left; among equal costs the highest
-  threshold wins (the last one walked, which must beat the others strictly).
+  threshold wins (the last one walked, and then "reject everything" just above the top score,
+  must beat the others strictly). Rates are counted exactly: bob accumulates FAR by subtracting
+  ``1/n`` and can be left at ``1e-16`` instead of 0, so its EPC at ``alpha = 1`` may jump to
+  "reject everything" where this one keeps the threshold just above the top impostor.
 """
 
 from __future__ import annotations
@@ -123,6 +126,8 @@ def minimizing_threshold(c: Candidates, cost: np.ndarray) -> float:
     m = int(len(walked) - 1 - np.argmin(walked[::-1]))  # ties: the highest threshold
     if cost[last] < cost[m]:
         m = last
+    if last < len(u) - 1 and cost[-1] < cost[m]:  # bob 6's last check: rejecting everything, strictly better
+        return float(np.nextafter(u[-2], np.inf))
     if m == 0:
         return float(u[0])
     if m == len(u) - 1:  # both classes ran out together: bob keeps the last score

@@ -337,7 +337,9 @@ class EmbeddingService:
             raise AlignmentFailed(f"cannot search this image for faces: {e}") from None
         dets = sorted(dets, key=lambda d: -d.score)
         out = []
-        for d in dets[: self.settings.max_faces]:
+        for d in dets:
+            if len(out) == self.settings.max_faces:
+                break
             try:
                 face = align(image, d.landmarks, embedder.contract.size)
             except ValueError:
