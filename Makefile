@@ -14,7 +14,7 @@ help:
 	@echo "make lint       ruff (lint + format check) and mypy on the public API"
 	@echo "make test-avx2  the default suite with the CPU seen as AVX2-only (the non-VNNI kernels, on a VNNI machine)"
 	@echo "make test-slow  run the slow tests too"
-	@echo "make bench      write bench.json"
+	@echo "make bench      write bench.json (models) and bench_detect.json (detectors)"
 	@echo "make bench-metrics  time the metric functions on 10 million pairs, write bench_metrics.json"
 	@echo "make compare DIR=multirun/eval/...  collect a sweep into comparison.md/.csv + roc_overlay.png"
 	@echo "make gate       accuracy regression gate against eval/baselines (CI runs it after the tests)"
