@@ -101,13 +101,10 @@ def evaluation_pairs(ev: Evaluation) -> PairScores:
     """The kept ROC comparisons of a model run, with subjects, image paths and layout groups."""
     data, p = ev.data, ev.roc_pairs
     names = np.asarray([str(x) for x in data.paths], dtype=object)
+    subjects = data.subject_names()
     sa = sb = None
-    if data.identities is not None:
-        ids = data.identities
-        label = (
-            np.asarray(data.identity_names, dtype=object)[ids] if data.identity_names is not None else ids.astype(str)
-        )
-        sa, sb = label[p.idx_a], label[p.idx_b]
+    if subjects is not None:
+        sa, sb = subjects[p.idx_a], subjects[p.idx_b]
     groups = {k: (g[p.idx_a], g[p.idx_b]) for k, g in (data.image_groups or {}).items()}
     return PairScores(ev.roc_scores, p.labels, sa, sb, names[p.idx_a], names[p.idx_b], groups)
 

@@ -50,6 +50,14 @@ class EvalData:
     meta: dict[str, Any] = field(default_factory=dict)
     image_groups: dict[str, np.ndarray] | None = None
 
+    def subject_names(self) -> np.ndarray | None:
+        """object ``[N]``: each image's subject (its identity name, else the id as text); None when unknown."""
+        if self.identities is None:
+            return None
+        if self.identity_names is not None:
+            return np.asarray(self.identity_names, dtype=object)[self.identities]
+        return self.identities.astype(str).astype(object)
+
 
 def from_identities(ds: IdentityDataset, n_folds: int, seed: int, roc_pairs: str) -> EvalData:
     """Protocols generated from identity labels (ORL, identity folders)."""

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fetoolkit.data.scores import PairScores, file_sha256
+from fetoolkit.data.scores import PairScores
+from fetoolkit.hub import sha256_file
 
 
 class GroupFileError(ValueError):
@@ -68,7 +69,7 @@ def load_groups(path: str | Path) -> GroupTable:
                 raise GroupFileError(f"{path}: {key} {k!r} is in {col} group {table[k]!r} and {v!r}")
             table[k] = v
         attributes[str(col)] = table
-    return GroupTable(key, attributes, str(path), file_sha256(path))
+    return GroupTable(key, attributes, str(path), sha256_file(path))
 
 
 def _suffixes(name: str) -> list[str]:

@@ -18,7 +18,6 @@ reports show the count), like failures to enrol.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,6 +26,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from fetoolkit.hub import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -119,15 +120,6 @@ class ScoreSet:
     kfold_folds: np.ndarray | None
     n_missing: int
     meta: dict[str, Any]
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 of a file's bytes (hex)."""
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _resolve(path: str | Path) -> Path:
@@ -343,7 +335,7 @@ def load_scores(path: str | Path, *, fmt: str = "auto", name: str | None = None)
     meta = {
         "path": str(path),
         "format": fmt,
-        "sha256": file_sha256(path),
+        "sha256": sha256_file(path),
         "n_rows": n_rows,
         "n_roc": int(len(roc_df)),
         "n_kfold": int(len(kf_df)),

@@ -27,13 +27,7 @@ def pairs_frame(ev: Evaluation) -> pd.DataFrame:
     data = ev.data
     emb = ev.embeddings
     names = np.asarray([str(p) for p in data.paths], dtype=object)
-    subjects = None
-    if data.identities is not None:
-        subjects = (
-            np.asarray(data.identity_names, dtype=object)[data.identities]
-            if data.identity_names is not None
-            else data.identities.astype(str).astype(object)
-        )
+    subjects = data.subject_names()
     group = (data.image_groups or {}).get("group")
     protocols = [("roc+kfold", data.roc)] if data.roc is data.kfold else [("roc", data.roc), ("kfold", data.kfold)]
     parts = []
