@@ -7,7 +7,8 @@ file gives folds), ``pairs.parquet`` (itself a valid score file), ``summary.md``
 score plots, and the deployment report (``report.md``/``.html``: operating point, dev/eval with
 EPC, groups with ``groups=FILE``).
 
-The deployment step is shared with model runs: :func:`deployment_from_cfg`.
+The deployment step is shared with model runs: :func:`deployment_inputs` (read and checked before any
+work) and :func:`deployment_from_inputs`.
 """
 
 from __future__ import annotations
