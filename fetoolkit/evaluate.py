@@ -76,8 +76,7 @@ class Evaluation:
         roc_pairs: the kept ROC pairs.
         kfold_scores: float64 ``[Q]`` cosine of each kept k-fold pair.
         kfold_pairs: the kept k-fold pairs.
-        curve: the ROC curve over ``roc_pairs``.
-        det: the DET curve over ``roc_pairs``.
+        report: every verification figure (``summary`` holds its ``to_dict()``).
         erc: quality-score name -> error-versus-reject curve.
         qualities: quality-score name -> float32 ``[N]`` (NaN for failures to enrol).
     """
@@ -90,10 +89,19 @@ class Evaluation:
     roc_pairs: PairProtocol
     kfold_scores: np.ndarray
     kfold_pairs: PairProtocol
-    curve: vm.RocCurve
-    det: vm.DetCurve
+    report: vm.VerificationReport
     erc: dict[str, qm.ErcCurve] = field(default_factory=dict)
     qualities: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def curve(self) -> vm.RocCurve:
+        """The ROC curve over ``roc_pairs``."""
+        return self.report.curve
+
+    @property
+    def det(self) -> vm.DetCurve:
+        """The DET curve over ``roc_pairs``."""
+        return self.report.det
 
 
 def pair_scores(emb: np.ndarray, pairs: PairProtocol) -> np.ndarray:
@@ -196,10 +204,10 @@ def evaluate(
     _check_usable(roc, "ROC", roc_dropped)
     kfold = _consecutive_folds(kfold)
     ks, rs = pair_scores(emb, kfold), pair_scores(emb, roc)
-    # Four sorts of the scores in all (k-fold, ROC, EER, decades): at 10 million pairs each costs
-    # seconds (see fetoolkit.bench_metrics, whose "suite" case makes these same calls).
+    # One verification_report: one sort of the ROC scores and one of the k-fold scores (at 10
+    # million pairs each costs seconds; see fetoolkit.bench_metrics).
     fig = verification_figures(rs, roc.labels, ks, kfold.labels, kfold.folds, stats)
-    decades = fig.decades
+    decades = fig.report.decades
     t2 = time.perf_counter()
     qsum, erc, qualities = _quality(es, roc, rs, decades, data, quality)
     t3 = time.perf_counter()
@@ -215,22 +223,19 @@ def evaluate(
         "n_pairs": {"kfold": len(data.kfold), "roc": len(data.roc)},
         "n_genuine": roc.n_genuine,
         "n_impostor": roc.n_impostor,
-        **fig.kfold,
-        **fig.roc,
-        **fig.ci,
-        "stats": fig.stats,
+        **fig.to_dict(),
         "quality": qsum,
         "n_degraded": int((es.degraded >= 0).sum()) if es.degraded is not None else 0,
         "cache": es.cache,
         "cache_detail": {"embeddings": es.cache, "crops": es.crops_cache, "key": es.key},
         "timing_s": {
             **es.timing_s,
-            **fig.timing_s,
+            **fig.report.timing_s,
             "quality": round(t3 - t2, 3),
         },
         "data": data.meta,
     }
-    return Evaluation(summary, data, es, emb, rs, roc, ks, kfold, fig.curve, fig.det, erc, qualities)
+    return Evaluation(summary, data, es, emb, rs, roc, ks, kfold, fig.report, erc, qualities)
 
 
 def _quality(

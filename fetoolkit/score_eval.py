@@ -28,7 +28,7 @@ from fetoolkit.cpu import machine_info
 from fetoolkit.data.groups import GroupTable, load_groups
 from fetoolkit.data.scores import PairScores, ScoreSet, load_scores
 from fetoolkit.deployment import Deployment, GroupReportCfg, ThresholdCfg, deployment
-from fetoolkit.figures import StatsCfg, verification_figures
+from fetoolkit.figures import Figures, StatsCfg, verification_figures
 from fetoolkit.versions import library_versions
 
 log = logging.getLogger(__name__)
@@ -154,12 +154,9 @@ def run_scores(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
         "n_comparisons": len(main.roc),
         "n_genuine": main.roc.n_genuine,
         "n_impostor": main.roc.n_impostor,
-        **fig.kfold,
-        **fig.roc,
-        **fig.ci,
-        "stats": fig.stats,
+        **fig.to_dict(),
         **deploy.summary,
-        "timing_s": fig.timing_s,
+        "timing_s": fig.report.timing_s,
         "data": data_meta,
         "threshold_cfg": OmegaConf.to_container(cfg.threshold, resolve=True) if cfg.get("threshold") else None,
         "versions": library_versions(),
@@ -174,7 +171,7 @@ def run_scores(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
     return summary
 
 
-def _write(main: ScoreSet, fig: Any, deploy: Deployment, summary: dict[str, Any], out_dir: Path) -> None:
+def _write(main: ScoreSet, fig: Figures, deploy: Deployment, summary: dict[str, Any], out_dir: Path) -> None:
     from fetoolkit.reports import deployment as deployment_report
     from fetoolkit.reports import plots, tables
 
@@ -184,11 +181,11 @@ def _write(main: ScoreSet, fig: Any, deploy: Deployment, summary: dict[str, Any]
         where = f"{summary['dataset']}: {summary['n_genuine']} genuine / {summary['n_impostor']} impostor comparisons"
         name = summary["model"]
         plots.plot_roc(
-            {f"{name} EER={summary['eer']:.4f}": (fig.curve.far, fig.curve.tar)},
+            {f"{name} EER={summary['eer']:.4f}": (fig.report.curve.far, fig.report.curve.tar)},
             stage / "roc.png",
             title=f"ROC on {where}",
         )
-        plots.plot_det({name: (fig.det.far, fig.det.frr)}, stage / "det.png", title=f"DET on {where}")
+        plots.plot_det({name: (fig.report.det.far, fig.report.det.frr)}, stage / "det.png", title=f"DET on {where}")
         y = main.roc.labels
         plots.plot_score_hist(
             main.roc.scores[y],

@@ -434,43 +434,67 @@ def test_report_agrees_with_the_functions_and_is_json_ready() -> None:
     assert n_imp * 1e-3 < 1  # so "1e-3" must come back as None with a reason
     r = vm.verification_report(s, y, f, n_boot=50, seed=4)
     acc = vm.kfold_accuracy(s, y, f)
-    assert (r.accuracy_mean, r.accuracy_std, r.best_threshold) == (
-        acc.accuracy_mean,
-        acc.accuracy_std,
-        acc.best_threshold,
-    )
+    assert r.kfold is not None and r.kfold.accuracy == acc
+    assert (r.kfold.n_folds, r.kfold.n_genuine, r.kfold.n_impostor) == (10, int(y.sum()), n_imp)
     assert (r.eer, r.eer_threshold) == (vm.eer(s, y).eer, vm.eer(s, y).threshold)
-    assert r.auc == pytest.approx(vm.auc(vm.roc_curve(s, y)), abs=1e-12)
+    curve = vm.roc_curve(s, y)
+    for a, b in ((r.curve.far, curve.far), (r.curve.tar, curve.tar), (r.curve.thresholds, curve.thresholds)):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(r.det.frr, vm.det_curve(s, y).frr)
+    assert r.auc == vm.auc(curve)
     assert r.tar_at_far["1e-2"] == vm.tar_at_far(s, y, 1e-2)
+    assert r.decades == vm.tar_at_far_decades(s, y) and set(r.decades) == {"1e-1", "1e-2"}
+    assert r.finest_far == 1.0 / n_imp
     assert r.eer_ci == vm.eer_ci(s, y, n_boot=50, seed=4)
-    assert r.accuracy_ci == vm.accuracy_ci(s, y, f, n_boot=50, seed=4)
+    assert r.kfold.ci == vm.accuracy_ci(s, y, f, n_boot=50, seed=4)
+    assert r.tar_at_far_ci is not None
     assert r.tar_at_far_ci["1e-1"] == vm.tar_at_far_ci(s, y, 0.1, n_boot=50, seed=4)
 
     d = json.loads(json.dumps(r.to_dict(), allow_nan=False))
     for key in (
-        "n_genuine",
-        "n_impostor",
+        "kfold",
         "accuracy_mean",
         "accuracy_std",
         "best_threshold",
         "auc",
         "eer",
         "tar_at_far",
+        "tar_at_far_threshold",
         "tar_at_far_reasons",
+        "tar_at_far_decades",
         "threshold_at_far",
+        "achieved_far",
         "accuracy_ci",
         "eer_ci",
         "tar_at_far_ci",
     ):
         assert key in d, key
     assert set(d["tar_at_far"]) == {"1e-1", "1e-2", "1e-3"}
-    assert d["tar_at_far"]["1e-3"] is None and d["threshold_at_far"]["1e-3"] is None
+    assert d["tar_at_far"]["1e-3"] is None and d["tar_at_far_threshold"]["1e-3"] is None
+    assert set(d["threshold_at_far"]) == {"1e-1", "1e-2"}  # measurable decades only
     assert str(n_imp) in d["tar_at_far_reasons"]["1e-3"]
     assert set(d["tar_at_far_reasons"]) == {"1e-3"}
-    assert d["tar_at_far_ci"]["1e-3"] == [None, None]
-    assert d["n_genuine"] + d["n_impostor"] == s.size
+    assert d["tar_at_far_ci"]["1e-3"] is None
+    assert d["kfold"]["n_genuine"] + d["kfold"]["n_impostor"] == s.size
     lo, hi = d["eer_ci"]
     assert lo <= d["eer"] <= hi
 
     plain = vm.verification_report(s, y, f).to_dict()
     assert "eer_ci" not in plain and "accuracy_ci" not in plain and plain["eer"] == d["eer"]
+
+
+def test_report_with_a_separate_kfold_protocol() -> None:
+    """LFW-style: k-fold accuracy on its own pairs, the ROC on all pairs; none without folds."""
+    s, y, _ = random_pairs(3000, 2, decimals=3, sep=2.0)
+    ks, ky, kf = random_pairs(600, 9, decimals=3, sep=1.0)
+    r = vm.verification_report(s, y, kfold=(ks, ky, kf), n_boot=30, seed=1)
+    assert r.kfold is not None and r.kfold.accuracy == vm.kfold_accuracy(ks, ky, kf)
+    assert r.kfold.n_folds == 10 and r.kfold.n_genuine + r.kfold.n_impostor == ks.size
+    assert r.kfold.ci == vm.accuracy_ci(ks, ky, kf, n_boot=30, seed=1)
+    assert r.eer == vm.eer(s, y).eer and r.n_genuine + r.n_impostor == s.size
+    eer_int, tar_int = vm.roc_cis(s, y, [1e-1, 1e-2, 1e-3], n_boot=30, seed=1)
+    assert r.eer_ci == eer_int and r.tar_at_far_ci is not None and r.tar_at_far_ci["1e-2"] == tar_int["1e-2"]
+    none = vm.verification_report(s, y)
+    assert none.kfold is None and "kfold" not in none.to_dict() and "accuracy_mean" not in none.to_dict()
+    with pytest.raises(ValueError, match="not both"):
+        vm.verification_report(s, y, np.arange(s.size) % 2, kfold=(ks, ky, kf))

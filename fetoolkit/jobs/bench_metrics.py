@@ -92,12 +92,9 @@ def _cases(n_boot: int) -> dict[str, Callable[[dict[str, np.ndarray]], Any]]:
     def suite(d: dict[str, np.ndarray]) -> Any:
         # The calls fetoolkit.evaluate.evaluate makes (k-fold and ROC pairs being one set here).
         s, y, f = d["scores"], d["labels"], d["folds"]
-        vm.kfold_accuracy(s, y, f)
-        c = vm.roc_curve(s, y)
-        vm.auc(c)
-        vm.DetCurve(far=c.far, frr=1.0 - c.tar, thresholds=c.thresholds)
-        vm.eer(s, y)
-        decades = vm.tar_at_far_decades(s, y)
+        report = vm.verification_report(s, y, kfold=(s, y, f))
+        _ = report.det
+        decades = report.decades
         thr = decades["1e-3"].threshold
         q = d["quality"]
         for _ in range(6):  # six quality scores

@@ -28,6 +28,7 @@ accuracy exactly as if the drawn pairs had been materialised.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -39,7 +40,7 @@ from fetoolkit.metrics._pairs import (
     _far_quota,
     _prepare,
     _require_both,
-    _Rows,
+    _Sorted,
     _tar_at_far_sorted,
     far_key,
 )
@@ -59,6 +60,7 @@ from fetoolkit.metrics.verification_types import (
     DetCurve,
     EerResult,
     KFoldAccuracy,
+    KFoldReport,
     RocCurve,
     TarAtFar,
     VerificationReport,
@@ -68,6 +70,7 @@ __all__ = [
     "DetCurve",
     "EerResult",
     "KFoldAccuracy",
+    "KFoldReport",
     "RocCurve",
     "TarAtFar",
     "VerificationReport",
@@ -111,6 +114,11 @@ def roc_curve(scores: np.ndarray, labels: np.ndarray) -> RocCurve:
     """
     p = _prepare(scores, labels)
     _require_both(p.n_genuine, p.n_impostor, "roc_curve")
+    return _roc_sorted(p)
+
+
+def _roc_sorted(p: _Sorted) -> RocCurve:
+    """:func:`roc_curve` of already sorted pairs."""
     j = np.arange(p.m, -1, -1)
     tps = p.n_genuine - p.gbelow[j]
     fps = p.n_impostor - (p.starts_ext[j] - p.gbelow[j])
@@ -222,7 +230,11 @@ def tar_at_far_decades(scores: np.ndarray, labels: np.ndarray) -> dict[str, TarA
     Returns:
         ``far_key(far)`` -> :class:`TarAtFar`, coarsest first.
     """
-    p = _prepare(scores, labels)
+    return _decades_sorted(_prepare(scores, labels))
+
+
+def _decades_sorted(p: _Sorted) -> dict[str, TarAtFar]:
+    """:func:`tar_at_far_decades` of already sorted pairs."""
     out: dict[str, TarAtFar] = {}
     k = 1
     while _far_quota(p.n_impostor, 10.0**-k) >= 1:
@@ -239,69 +251,92 @@ def tar_at_far_decades(scores: np.ndarray, labels: np.ndarray) -> dict[str, TarA
 def verification_report(
     scores: np.ndarray,
     labels: np.ndarray,
-    folds: np.ndarray,
+    folds: np.ndarray | None = None,
     fars: Sequence[float] = (1e-1, 1e-2, 1e-3),
     *,
+    kfold: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
     n_boot: int = 0,
     seed: int = 0,
     level: float = 0.95,
 ) -> VerificationReport:
-    """All verification figures from one sort of the scores.
+    """All verification figures from one sort of the scores (and one of the k-fold pairs).
 
     Args:
         scores: float ``[P]``.
         labels: bool/int ``[P]``, 1 = genuine.
-        folds: int ``[P]`` fold ids (consecutive integers, >= 2 folds).
-        fars: target FARs for TAR@FAR, each in (0, 1]; keyed by :func:`far_key` (``"1e-3"``).
+        folds: int ``[P]`` fold ids of these pairs (consecutive integers, >= 2 folds) for k-fold
+            accuracy on the same pairs; None for none (or for ``kfold``).
+        fars: target FARs for ``tar_at_far``, each in (0, 1]; keyed by :func:`far_key`
+            (``"1e-3"``). Every measurable decade is reported besides (``decades``).
+        kfold: ``(scores float [Q], labels [Q], folds int [Q])`` of a separate k-fold protocol
+            (LFW's 6,000 pairs beside an all-pairs ROC); not with ``folds``.
         n_boot: bootstrap resamples for the intervals; 0 = no intervals.
-        seed: bootstrap seed. The EER and TAR intervals equal :func:`eer_ci` /
-            :func:`tar_at_far_ci` (class-stratified, without folds) with the same seed; the
-            accuracy interval equals :func:`accuracy_ci`.
+        seed: bootstrap seed. The EER and TAR intervals equal :func:`roc_cis` (class-stratified,
+            without folds) with the same seed; the accuracy interval equals :func:`accuracy_ci`.
         level: interval coverage.
 
-    Cost: the figures take one argsort plus O(P) passes (about 5 s for 10 million pairs on
-    one core). Each bootstrap resample costs a few O(P) passes for EER/TAR and about one
-    O(P) pass per fold for the accuracy (about 7 s in all for 1000 resamples of 80k pairs,
-    but seconds per resample at 10 million pairs, where the intervals are tiny anyway).
+    Cost: one argsort of the ROC scores (and one of the k-fold scores) plus O(P) passes (about
+    5 s for 10 million pairs on one core). Each bootstrap resample costs a few O(P) passes for
+    EER/TAR and about one O(P) pass per fold for the accuracy (about 7 s in all for 1000
+    resamples of 80k pairs, but seconds per resample at 10 million pairs, where the intervals
+    are tiny anyway).
 
     Returns:
-        :class:`VerificationReport` (``.to_dict()`` for JSON).
+        :class:`VerificationReport` (``.to_dict()`` is what ``results.json`` holds).
 
     Raises:
-        ValueError: invalid input, only one class present, or bad folds.
+        ValueError: invalid input, only one class present, bad folds, or both ``folds`` and
+            ``kfold``.
     """
+    t0 = time.perf_counter()
     fars = [_check_far(x) for x in fars]
+    if folds is not None and kfold is not None:
+        raise ValueError("give folds (k-fold on these pairs) or kfold (a separate pair set), not both")
     p = _prepare(scores, labels)
     _require_both(p.n_genuine, p.n_impostor, "verification_report")
-    f_idx, n_folds = _check_folds(folds, p.n)
     if n_boot:
         n_boot, level = _check_boot(n_boot, level)
+    kp, kf = None, None
+    if folds is not None:
+        kp, kf = p, folds
+    elif kfold is not None:
+        kp, kf = _prepare(kfold[0], kfold[1]), kfold[2]
+        _require_both(kp.n_genuine, kp.n_impostor, "verification_report (k-fold pairs)")
+    k_sorted, n_folds = None, 0
+    if kp is not None:
+        f_idx, n_folds = _check_folds(kf, kp.n)
+        k_sorted = f_idx[kp.order]
+    curve = _roc_sorted(p)
     e = _eer_sorted(p)
     tars = {far_key(x): _tar_at_far_sorted(p, x) for x in fars}
-    area = float(_Rows(p).auc()[0])
-    f_sorted = f_idx[p.order]
-    ka = _kfold_result(*_kfold_core(p, f_sorted, n_folds))
+    decades = _decades_sorted(p)
+    ka = _kfold_result(*_kfold_core(kp, k_sorted, n_folds)) if kp is not None else None
+    t1 = time.perf_counter()
     acc_ci = eer_int = tar_int = None
     if n_boot > 0:
-        st = _boot_roc(p, n_boot, seed, None, fars)
+        boot_fars = [t.far for t in {**tars, **decades}.values()]
+        st = _boot_roc(p, n_boot, seed, None, boot_fars)
         eer_int = _percentile(st["eer"], level)
-        tar_int = {far_key(x): _percentile(st[far_key(x)], level) for x in fars}
-        acc_ci = _percentile(_boot_accuracy(p, f_sorted, n_folds, n_boot, seed), level)
+        tar_int = {far_key(x): _percentile(st[far_key(x)], level) for x in boot_fars}
+        if kp is not None:
+            acc_ci = _percentile(_boot_accuracy(kp, k_sorted, n_folds, n_boot, seed), level)
+    kreport = None
+    if kp is not None and ka is not None:
+        kreport = KFoldReport(n_folds, kp.n_genuine, kp.n_impostor, ka, acc_ci)
     return VerificationReport(
         n_genuine=p.n_genuine,
         n_impostor=p.n_impostor,
-        accuracy_mean=ka.accuracy_mean,
-        accuracy_std=ka.accuracy_std,
-        fold_accuracies=ka.fold_accuracies,
-        fold_thresholds=ka.fold_thresholds,
-        best_threshold=ka.best_threshold,
-        auc=area,
+        curve=curve,
+        auc=auc(curve),
         eer=e.eer,
         eer_threshold=e.threshold,
         tar_at_far=tars,
+        decades=decades,
+        finest_far=finest_far(p.n_impostor),
+        kfold=kreport,
         n_boot=int(n_boot),
         ci_level=float(level),
-        accuracy_ci=acc_ci,
         eer_ci=eer_int,
         tar_at_far_ci=tar_int,
+        timing_s={"metrics": round(t1 - t0, 3), "bootstrap": round(time.perf_counter() - t1, 3)},
     )

@@ -4,7 +4,7 @@ See :mod:`fetoolkit.metrics.verification` for the conventions."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -109,70 +109,119 @@ class KFoldAccuracy:
 
 
 @dataclass(frozen=True)
-class VerificationReport:
-    """All verification figures of one score set.
+class KFoldReport:
+    """The k-fold part of a :class:`VerificationReport` (its own pair set: LFW-style protocols score
+    k-fold accuracy on fewer pairs than the ROC).
 
     Attributes:
-        n_genuine: number of genuine pairs.
-        n_impostor: number of impostor pairs.
-        accuracy_mean, accuracy_std, fold_accuracies, fold_thresholds, best_threshold: as in
-            :class:`KFoldAccuracy`.
-        auc: area under the ROC curve.
+        n_folds: number of folds.
+        n_genuine, n_impostor: class counts of the k-fold pairs.
+        accuracy: the k-fold accuracy and its per-fold thresholds.
+        ci: ``(low, high)`` bootstrap interval of the mean accuracy (resampled within each
+            (fold, class)), None without intervals.
+    """
+
+    n_folds: int
+    n_genuine: int
+    n_impostor: int
+    accuracy: KFoldAccuracy
+    ci: tuple[float, float] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``kfold`` block and the top-level accuracy keys of ``results.json``."""
+        a = self.accuracy
+        return {
+            "kfold": {
+                "n_folds": int(self.n_folds),
+                "n_genuine": int(self.n_genuine),
+                "n_impostor": int(self.n_impostor),
+                "fold_accuracies": list(a.fold_accuracies),
+                "fold_thresholds": list(a.fold_thresholds),
+            },
+            "accuracy_mean": a.accuracy_mean,
+            "accuracy_std": a.accuracy_std,
+            "best_threshold": a.best_threshold,
+        }
+
+
+@dataclass(frozen=True, eq=False)
+class VerificationReport:
+    """All verification figures of one score set (and of its k-fold protocol, when there is one).
+
+    Attributes:
+        n_genuine: number of genuine ROC pairs.
+        n_impostor: number of impostor ROC pairs.
+        curve: the ROC curve (see :class:`RocCurve`); ``det`` gives the same points as a DET curve.
+        auc: area under ``curve`` (trapezoid rule).
         eer: equal error rate; ``eer_threshold`` its threshold (see :class:`EerResult`).
-        tar_at_far: ``far_key(far)`` (e.g. ``"1e-3"``) -> :class:`TarAtFar`.
+        tar_at_far: ``far_key(far)`` (e.g. ``"1e-3"``) -> :class:`TarAtFar` at each asked FAR,
+            NaN with a reason where the impostor count cannot measure it.
+        decades: ``far_key`` -> :class:`TarAtFar` at 1e-1, 1e-2, ... down to the finest decade the
+            impostor count supports (never extrapolated), coarsest first.
+        finest_far: ``1 / n_impostor``.
+        kfold: the k-fold figures, None when no folds were given.
         n_boot: number of bootstrap resamples (0: no intervals).
         ci_level: coverage of the intervals.
-        accuracy_ci, eer_ci: ``(low, high)`` percentile intervals, None when ``n_boot == 0``.
-        tar_at_far_ci: ``far_key`` -> ``(low, high)``, None when ``n_boot == 0``.
+        eer_ci: ``(low, high)`` percentile interval, None when ``n_boot == 0``.
+        tar_at_far_ci: ``far_key`` -> ``(low, high)`` for every key of ``tar_at_far`` and
+            ``decades`` (``(nan, nan)`` where not measurable), None when ``n_boot == 0``.
+        timing_s: seconds spent on the figures (``metrics``) and the intervals (``bootstrap``).
     """
 
     n_genuine: int
     n_impostor: int
-    accuracy_mean: float
-    accuracy_std: float
-    fold_accuracies: tuple[float, ...]
-    fold_thresholds: tuple[float, ...]
-    best_threshold: float
+    curve: RocCurve
     auc: float
     eer: float
     eer_threshold: float
     tar_at_far: dict[str, TarAtFar]
+    decades: dict[str, TarAtFar]
+    finest_far: float
+    kfold: KFoldReport | None = None
     n_boot: int = 0
     ci_level: float = 0.95
-    accuracy_ci: tuple[float, float] | None = None
     eer_ci: tuple[float, float] | None = None
     tar_at_far_ci: dict[str, tuple[float, float]] | None = None
+    timing_s: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def det(self) -> DetCurve:
+        """The ROC points as a DET curve (FAR, FRR = 1 - TAR), same thresholds."""
+        c = self.curve
+        return DetCurve(far=c.far, frr=1.0 - c.tar, thresholds=c.thresholds)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict: non-finite floats become None, reasons say why.
+        """The verification keys of ``results.json`` (its serialisation): non-finite floats become
+        None, reasons say why.
 
-        Keys: ``n_genuine, n_impostor, accuracy_mean, accuracy_std, best_threshold,
-        fold_accuracies, fold_thresholds, auc, eer, eer_threshold, tar_at_far`` (TAR keyed
-        ``"1e-1"`` ...), ``tar_at_far_reasons`` (only the keys whose TAR is None),
-        ``threshold_at_far``, ``achieved_far``; and when intervals were computed ``n_boot,
-        ci_level, accuracy_ci, eer_ci, tar_at_far_ci`` (``[low, high]`` lists).
+        Keys, in this order: the k-fold keys of :meth:`KFoldReport.to_dict` (when there are
+        folds); ``auc, eer, eer_threshold``; ``tar_at_far`` and ``tar_at_far_threshold`` (the asked
+        FARs, None where not measurable), ``tar_at_far_reasons`` (only those keys), ``finest_far``,
+        ``tar_at_far_decades``, ``threshold_at_far`` and ``achieved_far`` (every measurable decade);
+        and with intervals ``accuracy_ci`` (with folds), ``eer_ci``, ``tar_at_far_ci`` (``[low,
+        high]``; None where not measurable).
         """
-        t = self.tar_at_far
-        d: dict[str, Any] = {
-            "n_genuine": int(self.n_genuine),
-            "n_impostor": int(self.n_impostor),
-            "accuracy_mean": json_float(self.accuracy_mean),
-            "accuracy_std": json_float(self.accuracy_std),
-            "best_threshold": json_float(self.best_threshold),
-            "fold_accuracies": [json_float(a) for a in self.fold_accuracies],
-            "fold_thresholds": [json_float(a) for a in self.fold_thresholds],
-            "auc": json_float(self.auc),
-            "eer": json_float(self.eer),
-            "eer_threshold": json_float(self.eer_threshold),
-            "tar_at_far": {k: json_float(v.tar) for k, v in t.items()},
-            "tar_at_far_reasons": {k: v.reason for k, v in t.items() if v.reason},
-            "threshold_at_far": {k: json_float(v.threshold) for k, v in t.items()},
-            "achieved_far": {k: json_float(v.achieved_far) for k, v in t.items()},
-        }
+        t, dec = self.tar_at_far, self.decades
+        d: dict[str, Any] = self.kfold.to_dict() if self.kfold is not None else {}
+        d.update(
+            {
+                "auc": self.auc,
+                "eer": self.eer,
+                "eer_threshold": self.eer_threshold,
+                "tar_at_far": {k: json_float(v.tar) for k, v in t.items()},
+                "tar_at_far_threshold": {k: json_float(v.threshold) for k, v in t.items()},
+                "tar_at_far_reasons": {k: v.reason for k, v in t.items() if v.reason},
+                "finest_far": self.finest_far,
+                "tar_at_far_decades": {k: json_float(v.tar) for k, v in dec.items()},
+                "threshold_at_far": {k: json_float(v.threshold) for k, v in dec.items()},
+                "achieved_far": {k: json_float(v.achieved_far) for k, v in dec.items()},
+            }
+        )
         if self.n_boot > 0:
-            d["n_boot"] = int(self.n_boot)
-            d["ci_level"] = float(self.ci_level)
-            d["accuracy_ci"] = json_pair(self.accuracy_ci)
+            if self.kfold is not None:
+                d["accuracy_ci"] = json_pair(self.kfold.ci)
             d["eer_ci"] = json_pair(self.eer_ci)
-            d["tar_at_far_ci"] = {k: json_pair(v) for k, v in (self.tar_at_far_ci or {}).items()}
+            both = {**t, **dec}
+            cis = self.tar_at_far_ci or {}
+            d["tar_at_far_ci"] = {k: json_pair(cis[k]) if v.reason is None else None for k, v in both.items()}
         return d
