@@ -27,3 +27,29 @@ def test_a_hydra_job_gets_its_arguments() -> None:
     done = _run("eval", "--cfg", "job", "model=mobilefacenet512", "dataset=orl")
     assert done.returncode == 0, done.stderr
     assert "name: mobilefacenet512" in done.stdout and "align: true" in done.stdout
+
+
+def test_every_job_writes_where_the_shared_dirs_group_says(tmp_path: Path) -> None:
+    """One run/sweep folder pattern for every Hydra job (configs/hydra/dirs/fetoolkit.yaml), named by
+    the job and its ``run_name``; no job config overrides it."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    expected = {
+        "eval": "arcface_mbf.sirius-torch-orl",
+        "parity": "arcface_mbf.sirius-fp32",
+        "export": "arcface_mbf.sirius-fp32",
+        "serve": "arcface_mbf.sirius-onnx",
+    }
+    for job, run_name in expected.items():
+        with initialize_config_dir(config_dir=str(configs), version_base="1.3"):
+            cfg = compose(job, return_hydra_config=True)
+        h = cfg.hydra
+        assert OmegaConf.to_container(h.run, resolve=False)["dir"] == (
+            "outputs/${hydra.job.config_name}/${now:%Y-%m-%d}/${now:%H-%M-%S}-${run_name}"
+        ), job
+        assert h.run.dir.startswith(f"outputs/{job}/") and h.run.dir.endswith(f"-{run_name}"), h.run.dir
+        assert h.sweep.dir.startswith(f"multirun/{job}/"), h.sweep.dir
+        assert OmegaConf.to_container(h.sweep, resolve=False)["subdir"] == "${hydra.job.num}-${run_name}", job
+        assert cfg.run_name == run_name and h.job.chdir is False, job
