@@ -84,6 +84,7 @@ TORCH_FREE = (
     "fetoolkit.evaluate",
     "fetoolkit.backends.onnx_backend",
     "fetoolkit.backends.onnx_graph",
+    "fetoolkit.backends.prelu",
     "fetoolkit.backends.quantize",
     "fetoolkit.metrics.verification",
     "fetoolkit.metrics.quality",

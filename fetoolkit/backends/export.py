@@ -9,7 +9,7 @@ rounding, which ``tests/test_export.py`` checks against torch):
 2. a zero ``Pad`` feeding only Convs is folded into their (possibly asymmetric) ``pads``, so
    the TensorFlow "SAME" padding of the sirius MobileFaceNet needs no extra op;
 3. ``PRelu(y, a)`` after a Conv is written as ``Conv1x1dw(y, s*a) + Relu(Conv1x1dw(y, s*(1-a)))``
-   (``prelu="split"``, the default; ``fetoolkit.backends.quantize.split_prelus``: ``s = -1`` on
+   (``prelu="split"``, the default; ``fetoolkit.backends.prelu.split_prelus``: ``s = -1`` on
    the channels with ``a > 1``, the sign folded into the input channels of the Convs that read
    the result, so the Relu branch's weight is never negative). onnxruntime's ``PRelu`` kernel
    cannot run in its blocked NCHWc layout (a slow broadcast kernel plus two layout reorders per
@@ -63,7 +63,7 @@ from fetoolkit.backends.onnx_graph import (  # noqa: F401
     set_metadata,
     zero_pads_hw,
 )
-from fetoolkit.backends.quantize import split_prelus
+from fetoolkit.backends.prelu import rewrite_prelus, split_prelus
 from fetoolkit.hub import atomic_path
 from fetoolkit.types import InputContract
 
@@ -301,41 +301,12 @@ def fuse_zero_pads_into_convs(model: onnx.ModelProto) -> int:
 
 
 def decompose_prelu(model: onnx.ModelProto) -> int:
-    """Rewrite ``PRelu(y, a)`` (constant slope) as ``Add(Mul(y, a), Mul(Relu(y), 1 - a))``.
+    """Rewrite ``PRelu(y, a)`` (constant float32 slope) as ``Add(Mul(y, a), Mul(Relu(y), 1 - a))``.
 
-    Exact in real arithmetic: for ``y > 0`` it is ``a*y + (1-a)*y = y``, for ``y <= 0`` it is
-    ``a*y``. ``1 - a`` is computed in float64 and stored as float32.
+    Exact in real arithmetic (``fetoolkit.backends.prelu``, form ``"decomposed"``); in place,
+    returns how many.
     """
-    g = model.graph
-    inits = {i.name: i for i in g.initializer}
-    nodes: list[onnx.NodeProto] = []
-    new_inits: list[onnx.TensorProto] = []
-    count = 0
-    for node in g.node:
-        if node.op_type != "PRelu" or node.input[1] not in inits:
-            nodes.append(node)
-            continue
-        y, slope_name = node.input[0], node.input[1]
-        out = node.output[0]
-        slope = numpy_helper.to_array(inits[slope_name])
-        if slope.dtype != np.float32:
-            nodes.append(node)
-            continue
-        base = f"{out}_prelu"
-        a_name, b_name = f"{base}_a", f"{base}_1ma"
-        new_inits.append(numpy_helper.from_array(slope.copy(), a_name))
-        new_inits.append(numpy_helper.from_array((1.0 - slope.astype(np.float64)).astype(np.float32), b_name))
-        nodes += [
-            helper.make_node("Mul", [y, a_name], [f"{base}_lin"], name=f"{node.name}_lin"),
-            helper.make_node("Relu", [y], [f"{base}_relu"], name=f"{node.name}_relu"),
-            helper.make_node("Mul", [f"{base}_relu", b_name], [f"{base}_pos"], name=f"{node.name}_pos"),
-            helper.make_node("Add", [f"{base}_lin", f"{base}_pos"], [out], name=f"{node.name}_add"),
-        ]
-        count += 1
-    del g.node[:]
-    g.node.extend(nodes)
-    g.initializer.extend(new_inits)
-    return count
+    return rewrite_prelus(model, "decomposed")
 
 
 def zero_negligible_weights(model: onnx.ModelProto, threshold: float = NEGLIGIBLE_WEIGHT) -> int:

@@ -135,3 +135,41 @@ def remove_unused_initializers(model: onnx.ModelProto) -> int:
     for inp in [i for i in g.input if i.name in dead_names]:
         g.input.remove(inp)
     return len(dead)
+
+
+def channel_vector(value: np.ndarray) -> np.ndarray | None:
+    """A per-channel constant of an NCHW tensor (``[C,1,1]`` or ``[1,C,1,1]``) as ``[C]``, else None."""
+    if value.ndim not in (3, 4) or any(d != 1 for d in value.shape[:-3]) or value.shape[-2:] != (1, 1):
+        return None
+    return value.reshape(-1)
+
+
+def toposort(graph: onnx.GraphProto) -> None:
+    """Reorder ``graph.node`` topologically in place (stable: keeps the given order where it can)."""
+    produced_by = {o: k for k, n in enumerate(graph.node) for o in n.output}
+    available = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
+    nodes = list(graph.node)
+    done = [False] * len(nodes)
+    order: list[onnx.NodeProto] = []
+
+    def visit(k: int) -> None:
+        stack = [(k, 0)]
+        while stack:
+            j, i = stack.pop()
+            if done[j]:
+                continue
+            inputs = [x for x in nodes[j].input if x not in available and x in produced_by]
+            if i < len(inputs):
+                stack.append((j, i + 1))
+                dep = produced_by[inputs[i]]
+                if not done[dep]:
+                    stack.append((dep, 0))
+            else:
+                done[j] = True
+                order.append(nodes[j])
+                available.update(nodes[j].output)
+
+    for k in range(len(nodes)):
+        visit(k)
+    del graph.node[:]
+    graph.node.extend(order)

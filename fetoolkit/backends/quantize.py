@@ -64,13 +64,15 @@ from onnx import helper, numpy_helper
 from fetoolkit.backends.onnx_graph import (
     META_CALIBRATION,
     META_PRECISION,
+    channel_vector,
     data_inputs,
     graph_maps,
     input_channel_slices,
     opset_of,
-    remove_unused_initializers,
     set_metadata,
+    toposort,
 )
+from fetoolkit.backends.prelu import split_prelus
 from fetoolkit.cpu import machine_info
 from fetoolkit.hub import atomic_path
 
@@ -134,154 +136,7 @@ def _quiet_root_logger(level: int = logging.WARNING) -> Iterator[None]:
 # --------------------------------------------------------------------------------------------
 # int8 graph passes (fp32 in, fp32 out, exact in real arithmetic; see the module docstring)
 # --------------------------------------------------------------------------------------------
-
-
-def _channel_vector(value: np.ndarray, channels: int | None = None) -> np.ndarray | None:
-    """A per-channel constant of an NCHW tensor (``[C,1,1]`` or ``[1,C,1,1]``) as ``[C]``, else None."""
-    if value.ndim not in (3, 4) or any(d != 1 for d in value.shape[:-3]) or value.shape[-2:] != (1, 1):
-        return None
-    vec = value.reshape(-1)
-    return vec if channels is None or len(vec) == channels else None
-
-
-def _prelu_of(
-    node: onnx.NodeProto, g_maps: tuple[dict, dict], consts: dict[str, np.ndarray]
-) -> tuple[str, np.ndarray, np.ndarray, list[onnx.NodeProto]] | None:
-    """``(y, a, b, nodes)`` if ``node`` ends a PReLU written as ``T = a*y + b*relu(y)``.
-
-    Recognises our export's decomposed form (``Add(Mul(y, a), Mul(Relu(y), b))``, b = 1 - a as
-    stored) and a native ``PRelu`` with a constant per-channel slope (b = 1 - a).
-    """
-    producer, consumers = g_maps
-    if node.op_type == "PRelu":
-        if len(node.input) != 2 or node.input[1] not in consts:
-            return None
-        a = _channel_vector(consts[node.input[1]])
-        if a is None:
-            return None
-        return node.input[0], a.astype(np.float64), 1.0 - a.astype(np.float64), [node]
-    if node.op_type != "Add" or len(node.input) != 2:
-        return None
-    muls = [producer.get(i) for i in node.input]
-    if any(m is None or m.op_type != "Mul" or len(m.input) != 2 for m in muls):
-        return None
-    for lin, pos in (muls, muls[::-1]):
-        relu = next((producer[i] for i in pos.input if i in producer and producer[i].op_type == "Relu"), None)
-        if relu is None or relu.input[0] not in lin.input:
-            continue
-        y = relu.input[0]
-        a_name = next((i for i in lin.input if i != y), None)
-        b_name = next((i for i in pos.input if i != relu.output[0]), None)
-        if a_name not in consts or b_name not in consts:
-            continue
-        a, b = _channel_vector(consts[a_name]), _channel_vector(consts[b_name])
-        if a is None or b is None or len(a) != len(b):
-            continue
-        inner = [lin, relu, pos]
-        # the pattern's intermediate tensors feed nothing else
-        if any(c is not pos for c in consumers.get(relu.output[0], [])) or any(
-            c is not node for t in (lin.output[0], pos.output[0]) for c in consumers.get(t, [])
-        ):
-            continue
-        return y, a.astype(np.float64), b.astype(np.float64), [*inner, node]
-    return None
-
-
-def split_prelus(model: onnx.ModelProto) -> int:
-    """Rewrite every PReLU ``T = a*y + b*relu(y)`` after a Conv as ``Conv1x1dw(y, s*a) + Relu(Conv1x1dw(y, s*b))``.
-
-    ``s = -1`` on the channels where ``b < 0`` (slope ``a > 1``), so the Relu branch is
-    ``relu(|b| y)``; the result is then ``s*T``, and the sign is folded into the input channels
-    of the Convs reading ``T``. A PReLU whose output feeds anything but Convs (or a Conv whose
-    weight is shared) is rewritten only when it needs no sign. In place; returns how many.
-    """
-    g = model.graph
-    inits = {i.name: i for i in g.initializer}
-    consts = {k: numpy_helper.to_array(v) for k, v in inits.items()}
-    nodes_now = list(g.node)  # the passes compare nodes by identity: one list for the whole pass
-    maps = graph_maps(nodes_now)
-    producer, consumers = maps
-    outputs = {o.name for o in g.output}
-    replaced: dict[int, list[onnx.NodeProto]] = {}  # id of the PReLU's last node -> the nodes replacing it
-    dropped: set[int] = set()
-    new_inits: list[onnx.TensorProto] = []
-    count = 0
-    for node in nodes_now:
-        found = _prelu_of(node, maps, consts)
-        if found is None:
-            continue
-        y, a, b, nodes = found
-        src = producer.get(y)
-        if (
-            src is None
-            or src.op_type != "Conv"
-            or len(src.input) < 2
-            or src.input[1] not in consts
-            or consts[src.input[1]].ndim != 4
-            or consts[src.input[1]].shape[0] != len(a)
-        ):
-            continue  # only NCHW Conv outputs: the 1x1 depthwise Convs need the channel axis
-        t = node.output[0]
-        sign = np.where(b < 0, -1.0, 1.0)
-        sinks = consumers.get(t, [])
-        sink_edits: list[tuple[str, np.ndarray]] = []
-        if (sign < 0).any():
-            if t in outputs or not sinks:
-                continue
-            ok = True
-            for conv in sinks:
-                w_name = conv.input[1] if conv.op_type == "Conv" and len(conv.input) > 1 else ""
-                if (
-                    conv.op_type != "Conv"
-                    or conv.input[0] != t
-                    or w_name not in consts
-                    or len(consumers.get(w_name, [])) != 1
-                ):
-                    ok = False
-                    break
-                w = consts[w_name].astype(np.float64)
-                where = input_channel_slices(conv, w, len(a))
-                if where is None:
-                    ok = False
-                    break
-                for c in np.flatnonzero(sign < 0):
-                    rows, col = where[c]
-                    w[rows, col] *= -1.0
-                sink_edits.append((w_name, w))
-            if not ok:
-                continue
-        for w_name, w in sink_edits:
-            consts[w_name] = w.astype(np.float32)
-            inits[w_name].CopyFrom(numpy_helper.from_array(consts[w_name], w_name))
-        c = len(a)
-        lin_w, relu_w = f"{t}_split_lin_w", f"{t}_split_relu_w"
-        new_inits += [
-            numpy_helper.from_array((sign * a).astype(np.float32).reshape(c, 1, 1, 1), lin_w),
-            numpy_helper.from_array((sign * b).astype(np.float32).reshape(c, 1, 1, 1), relu_w),
-        ]
-        dw = {"group": c, "kernel_shape": [1, 1]}
-        replaced[id(node)] = [
-            helper.make_node("Conv", [y, lin_w], [f"{t}_split_lin"], name=f"{t}_split_lin", **dw),
-            helper.make_node("Conv", [y, relu_w], [f"{t}_split_pre"], name=f"{t}_split_pre", **dw),
-            helper.make_node("Relu", [f"{t}_split_pre"], [f"{t}_split_relu"], name=f"{t}_split_relu"),
-            helper.make_node("Add", [f"{t}_split_lin", f"{t}_split_relu"], [t], name=f"{t}_split_add"),
-        ]
-        dropped.update(id(n) for n in nodes)
-        count += 1
-    if not count:
-        return 0
-    kept: list[onnx.NodeProto] = []
-    for node in nodes_now:
-        if id(node) in dropped:
-            kept.extend(replaced.get(id(node), []))
-        else:
-            kept.append(node)
-    del g.node[:]
-    g.node.extend(kept)
-    g.initializer.extend(new_inits)
-    toposort(g)
-    remove_unused_initializers(model)
-    return count
+# (``split_prelus`` is in ``fetoolkit.backends.prelu``, with the other PReLU forms.)
 
 
 #: Ops a per-channel positive scale passes through unchanged (f(s*x) = s*f(x) per channel).
@@ -337,7 +192,7 @@ def _regions(model: onnx.ModelProto, consts: dict[str, np.ndarray]) -> list[dict
                     ok = (
                         len(data) == 1
                         and len(const) == 1
-                        and (consts[const[0]].size == 1 or _channel_vector(consts[const[0]]) is not None)
+                        and (consts[const[0]].size == 1 or channel_vector(consts[const[0]]) is not None)
                     )
                 for i in data:
                     if i not in tensors:
@@ -605,34 +460,3 @@ def convert_fp16(src: str | Path, dst: str | Path) -> Path:
     _write_atomically(model, dst)
     log.info("wrote fp16 %s", dst)
     return dst
-
-
-def toposort(graph: onnx.GraphProto) -> None:
-    """Reorder ``graph.node`` topologically in place (stable: keeps the given order where it can)."""
-    produced_by = {o: k for k, n in enumerate(graph.node) for o in n.output}
-    available = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
-    nodes = list(graph.node)
-    done = [False] * len(nodes)
-    order: list[onnx.NodeProto] = []
-
-    def visit(k: int) -> None:
-        stack = [(k, 0)]
-        while stack:
-            j, i = stack.pop()
-            if done[j]:
-                continue
-            inputs = [x for x in nodes[j].input if x not in available and x in produced_by]
-            if i < len(inputs):
-                stack.append((j, i + 1))
-                dep = produced_by[inputs[i]]
-                if not done[dep]:
-                    stack.append((dep, 0))
-            else:
-                done[j] = True
-                order.append(nodes[j])
-                available.update(nodes[j].output)
-
-    for k in range(len(nodes)):
-        visit(k)
-    del graph.node[:]
-    graph.node.extend(order)

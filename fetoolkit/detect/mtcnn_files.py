@@ -20,8 +20,6 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from fetoolkit.hub import atomic_path, cache_home, record_derived, sha256_file, verified_derived
 
 __all__ = ["EXPORT_VERSION", "MANIFEST", "NETS", "OUTPUTS", "ensure_mtcnn_onnx", "export_mtcnn_onnx", "facenet_weights"]
@@ -77,8 +75,9 @@ def export_mtcnn_onnx(out_dir: str | os.PathLike[str]) -> dict[str, Path]:
     * ``onet``: ``input [N, 3, 48, 48]`` -> ``reg [N, 4]``, ``landmarks [N, 10]`` (5 x then
       5 y, relative to the box), ``prob [N, 2]``.
 
-    PReLU is written as ``Relu(y) + (-a) * Relu(-y)``, which gives exactly torch's values (the
-    one product is the same ``a * y``) and runs in onnxruntime's blocked layout.
+    PReLU is written as ``Relu(y) + (-a) * Relu(-y)`` (``fetoolkit.backends.prelu``, form
+    ``"exact"``), which gives exactly torch's values (the one product is the same ``a * y``) and
+    runs in onnxruntime's blocked layout.
 
     Returns:
         ``{net: path}``.
@@ -88,6 +87,9 @@ def export_mtcnn_onnx(out_dir: str | os.PathLike[str]) -> dict[str, Path]:
     import onnx
     import torch
     from facenet_pytorch.models.mtcnn import ONet, PNet, RNet
+
+    from fetoolkit.backends.onnx_graph import remove_unused_initializers
+    from fetoolkit.backends.prelu import rewrite_prelus
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -120,7 +122,8 @@ def export_mtcnn_onnx(out_dir: str | os.PathLike[str]) -> dict[str, Path]:
                     dynamo=False,
                 )
             model = onnx.load(tmp)
-            n_prelu = _decompose_prelu_exact(model)
+            n_prelu = rewrite_prelus(model, "exact")
+            remove_unused_initializers(model)
             meta = {
                 "fetoolkit.model": f"facenet-pytorch MTCNN {net}",
                 "fetoolkit.source_sha256": shas[net],
@@ -144,50 +147,6 @@ def export_mtcnn_onnx(out_dir: str | os.PathLike[str]) -> dict[str, Path]:
         paths[net] = path
     _write_json_atomic(out / MANIFEST, {"export_version": EXPORT_VERSION, "files": names, "source_sha256": shas})
     return paths
-
-
-def _decompose_prelu_exact(model: Any) -> int:
-    """Rewrite each ``PRelu(y, a)`` with a constant slope as ``Relu(y) + Relu(-y) * (-a)``, in place.
-
-    Exact: for ``y > 0`` it is ``y + 0``, for ``y < 0`` it is ``0 + (-y) * (-a) = a * y``,
-    the same float32 product torch's PReLU computes (the outputs were bit-identical to the
-    ``PRelu`` graph's). onnxruntime's ``PRelu`` cannot run in its NCHWc layout and costs two
-    reorders each: this form ran PNet ~20 % and ONet ~1.5-2x faster at 1 thread. (The
-    ``a*y + (1-a)*relu(y)`` form of ``fetoolkit.backends.export`` is as fast but rounds
-    ``y > 0``.) Returns how many were rewritten.
-    """
-    from onnx import helper, numpy_helper
-
-    from fetoolkit.backends.onnx_graph import remove_unused_initializers
-
-    g = model.graph
-    inits = {i.name: i for i in g.initializer}
-    nodes: list[Any] = []
-    count = 0
-    for node in g.node:
-        slope_init = inits.get(node.input[1]) if node.op_type == "PRelu" else None
-        if slope_init is None:
-            nodes.append(node)
-            continue
-        y, out = node.input[0], node.output[0]
-        neg_slope = -numpy_helper.to_array(slope_init)
-        base = f"{out}_prelu"
-        g.initializer.append(numpy_helper.from_array(neg_slope, f"{base}_negslope"))
-        # -1 shaped like the slope (per channel), not a scalar: onnxruntime then keeps the Mul
-        # in its NCHWc layout (a scalar made ONet ~2x slower here).
-        g.initializer.append(numpy_helper.from_array(-np.ones_like(neg_slope), f"{base}_minus1"))
-        nodes += [
-            helper.make_node("Relu", [y], [f"{base}_pos"], name=f"{node.name}_pos"),
-            helper.make_node("Mul", [y, f"{base}_minus1"], [f"{base}_negy"], name=f"{node.name}_negy"),
-            helper.make_node("Relu", [f"{base}_negy"], [f"{base}_negrelu"], name=f"{node.name}_negrelu"),
-            helper.make_node("Mul", [f"{base}_negrelu", f"{base}_negslope"], [f"{base}_neg"], name=f"{node.name}_neg"),
-            helper.make_node("Add", [f"{base}_pos", f"{base}_neg"], [out], name=f"{node.name}_add"),
-        ]
-        count += 1
-    del g.node[:]
-    g.node.extend(nodes)
-    remove_unused_initializers(model)
-    return count
 
 
 def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from fetoolkit.backends.onnx_graph import NEVER_FOLD, input_channel_slices
+from fetoolkit.backends.prelu import GraphLookup, match_decomposed, match_split
 
 logger = logging.getLogger(__name__)
 
@@ -252,10 +253,7 @@ def collect_ops(g: OnnxGraph, path: Path) -> tuple[list[WeightOp], set[str]]:
         used.add(t.origin)
         return t
 
-    prelus, prelu_parts = _decomposed_prelus(g)
-    split, split_parts, signs = _split_prelus(g)
-    prelus.update(split)
-    prelu_parts |= split_parts
+    prelus, prelu_parts, signs = _prelus(g)
     for index, node in enumerate(order):
         if id(node) in prelu_parts:
             continue
@@ -375,110 +373,54 @@ def _zero_pad_hw(g: OnnxGraph, node: Any, path: Path, used: set[str]) -> list[in
     return hw
 
 
-def _decomposed_prelus(g: OnnxGraph) -> tuple[dict[int, tuple[ConstTensor, ConstTensor]], set[int]]:
-    """PReLUs written as ``Add(Mul(y, a), Mul(Relu(y), b))`` with ``a + b == 1`` per channel.
+def _prelus(g: OnnxGraph) -> tuple[dict[int, tuple[ConstTensor, ConstTensor]], set[int], dict[str, np.ndarray]]:
+    """PReLUs in the decomposed and split forms of our exports (``fetoolkit.backends.prelu``).
 
-    ``prelu(y) = a * y + (1 - a) * relu(y)``; ``fetoolkit.backends.export`` writes PReLU this
-    way because onnxruntime runs it about twice as fast as a ``PRelu`` node. Returns
-    ``{id(Add node): (slope tensor a, tensor b)}`` and the ids of the Mul/Relu nodes the
-    pattern absorbs.
-    """
-    found: dict[int, tuple[ConstTensor, ConstTensor]] = {}
-    parts: set[int] = set()
-
-    def mul_split(name: str) -> tuple[Any, str, ConstTensor] | None:
-        node = g.producer.get(name)
-        if node is None or node.op_type != "Mul" or len(node.input) != 2:
-            return None
-        for k in (0, 1):
-            c = g.const(node.input[k])
-            if c is not None and g.const(node.input[1 - k]) is None:
-                return node, node.input[1 - k], c
-        return None
-
-    for add in g.graph.node:
-        if add.op_type != "Add" or len(add.input) != 2:
-            continue
-        sides = [mul_split(i) for i in add.input]
-        if any(s is None for s in sides):
-            continue
-        for lin, rel in (sides, sides[::-1]):
-            assert lin is not None and rel is not None
-            relu = g.producer.get(rel[1])
-            if relu is None or relu.op_type != "Relu" or relu.input[0] != lin[1]:
-                continue
-            a, b = lin[2].value.astype(np.float64), rel[2].value.astype(np.float64)
-            if (
-                a.shape != b.shape
-                or a.size < 1
-                or not np.allclose(a + b, 1.0, rtol=0, atol=1e-5 * (1 + np.abs(a).max()))
-            ):
-                continue
-            if any(len(g.consumers.get(n.output[0], [])) != 1 for n in (lin[0], rel[0], relu)):
-                continue
-            found[id(add)] = (lin[2], rel[2])
-            parts.update((id(lin[0]), id(rel[0]), id(relu)))
-            break
-    return found, parts
-
-
-def _split_prelus(g: OnnxGraph) -> tuple[dict[int, tuple[ConstTensor, ConstTensor]], set[int], dict[str, np.ndarray]]:
-    """PReLUs in the export's split form: ``Add(Conv1x1dw(y, s*a), Relu(Conv1x1dw(y, s*(1-a))))``.
-
-    ``fetoolkit.backends.quantize.split_prelus`` writes them; ``s = -1`` on the channels with
-    ``a > 1`` (where ``1 - a < 0``), and the Convs reading the result have those input channels
-    negated. Per channel the two weights tell ``s`` apart: ``s = 1`` gives ``|1 - l| = r`` and
-    ``s = -1`` gives ``|1 + l| = r`` for lin weight ``l`` and relu weight ``r``; both hold only at
-    ``l = 0``, where ``s = 1``. Returns ``{id(Add): (slope a, 1 - a)}``, the ids of the absorbed
-    nodes, and ``{tensor: s}`` for the results whose readers carry a folded sign.
+    Decomposed: ``Add(Mul(y, a), Mul(Relu(y), b))`` with ``a + b == 1`` per channel
+    (``fetoolkit.backends.export``'s ``prelu="decomposed"``). Split: ``Add(Conv1x1dw(y, s*a),
+    Relu(Conv1x1dw(y, s*(1-a))))`` (``fetoolkit.backends.prelu.split_prelus``), the Convs
+    reading the result with the input channels where ``s = -1`` negated. Returns
+    ``{id(Add node): (slope tensor a, tensor b)}`` (split: ``a`` float32 ``[1, C, 1, 1]`` taken
+    from the weights, ``b = 1 - a`` ``[C]``), the ids of the nodes the patterns absorb, and
+    ``{tensor: s}`` for the split results whose readers carry a folded sign.
     """
     found: dict[int, tuple[ConstTensor, ConstTensor]] = {}
     parts: set[int] = set()
     signs: dict[str, np.ndarray] = {}
 
-    def dw_weight(node: Any) -> np.ndarray | None:
-        if node is None or node.op_type != "Conv" or len(node.input) != 2:
-            return None
-        w = g.const(node.input[1])
-        attrs = _attrs(node)
-        if w is None or w.value.ndim != 4 or w.value.shape[1:] != (1, 1, 1):
-            return None
-        if int(attrs.get("group", 1)) != w.value.shape[0] or any(int(p) for p in attrs.get("pads", [])):
-            return None
-        if any(int(s) != 1 for s in attrs.get("strides", [])) or any(int(d) != 1 for d in attrs.get("dilations", [])):
-            return None
-        return w.value.reshape(-1).astype(np.float64)
+    def value(name: str) -> np.ndarray | None:
+        t = g.const(name)
+        return None if t is None else t.value
 
+    lookup = GraphLookup(g.producer.get, lambda t: g.consumers.get(t, []), value)
     for add in g.graph.node:
-        if add.op_type != "Add" or len(add.input) != 2:
+        decomposed = match_decomposed(add, lookup)
+        if decomposed is not None:  # (then it cannot be split: both Add inputs come from Muls)
+            a_t, b_t = g.const(decomposed.a), g.const(decomposed.b)
+            assert a_t is not None and b_t is not None
+            a, b = a_t.value.astype(np.float64), b_t.value.astype(np.float64)
+            if (
+                a.shape == b.shape
+                and a.size >= 1
+                and np.allclose(a + b, 1.0, rtol=0, atol=1e-5 * (1 + np.abs(a).max()))
+            ):
+                found[id(add)] = (a_t, b_t)
+                parts.update(id(n) for n in decomposed.nodes)
             continue
-        for lin_name, relu_name in (add.input, add.input[::-1]):
-            lin, relu = g.producer.get(lin_name), g.producer.get(relu_name)
-            if relu is None or relu.op_type != "Relu":
-                continue
-            pre = g.producer.get(relu.input[0])
-            l_w, r_w = dw_weight(lin), dw_weight(pre)
-            if l_w is None or r_w is None or l_w.shape != r_w.shape or lin.input[0] != pre.input[0]:
-                continue
-            if (r_w < 0).any() or any(len(g.consumers.get(n.output[0], [])) != 1 for n in (lin, pre, relu)):
-                continue
-            tol = 1e-5 * (1 + np.abs(l_w).max())
-            plus, minus = np.abs(np.abs(1 - l_w) - r_w) <= tol, np.abs(np.abs(1 + l_w) - r_w) <= tol
-            if not (plus | minus).all():
-                continue
-            s = np.where(plus, 1.0, -1.0)
-            a = (s * l_w).astype(np.float32)
-            shape = (1, len(a), 1, 1)
-            l_t, r_t = g.const(lin.input[1]), g.const(pre.input[1])
-            assert l_t is not None and r_t is not None
-            found[id(add)] = (
-                ConstTensor(l_t.name, l_t.origin, a.reshape(shape)),
-                ConstTensor(r_t.name, r_t.origin, (1 - a.astype(np.float64)).astype(np.float32)),
-            )
-            parts.update((id(lin), id(pre), id(relu)))
-            if (s < 0).any():
-                signs[add.output[0]] = s
-            break
+        split = match_split(add, lookup)
+        if split is None:
+            continue
+        lin, pre, _ = split.nodes
+        l_t, r_t = g.const(lin.input[1]), g.const(pre.input[1])
+        assert l_t is not None and r_t is not None
+        a = split.slope
+        found[id(add)] = (
+            ConstTensor(l_t.name, l_t.origin, a.reshape(1, len(a), 1, 1)),
+            ConstTensor(r_t.name, r_t.origin, (1 - a.astype(np.float64)).astype(np.float32)),
+        )
+        parts.update(id(n) for n in split.nodes)
+        if (split.sign < 0).any():
+            signs[add.output[0]] = split.sign
     return found, parts, signs
 
 
