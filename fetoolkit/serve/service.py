@@ -15,6 +15,7 @@ import logging
 import queue
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,18 +29,23 @@ from fetoolkit.detect.align import align
 from fetoolkit.detect.base import FaceDetector
 from fetoolkit.detect.registry import build_detector
 from fetoolkit.detect.single_shot import SingleShotCfg
-from fetoolkit.imageio import ImageDecodeError, decode_image
+from fetoolkit.imageio import SERVICE_BUDGET, DecodeBudget, ImageDecodeError, decode_image
 from fetoolkit.metrics.quality import face_quality
 from fetoolkit.pipeline import AlignmentError, PipelineCfg, crop_face, detect_scaled
 from fetoolkit.serve.batcher import MicroBatcher
 from fetoolkit.serve.errors import (
     AlignmentFailed,
+    ClientGone,
     ImageDecodeFailed,
     ModelInferenceFailed,
     ModelNotLoaded,
+    RequestTimeout,
     ServiceError,
+    public_reason,
 )
+from fetoolkit.serve.schemas import ImageInput
 from fetoolkit.serve.settings import ServeSettings
+from fetoolkit.serve.work import Work, check
 from fetoolkit.types import Embedder
 
 log = logging.getLogger(__name__)
@@ -120,6 +126,9 @@ class EmbeddingService:
         self.detector: FaceDetector | None = detector
         self.model_error: str | None = None
         self.detector_error: str | None = None
+        #: called with (stage, seconds) for decode / detect / embed (the app's metrics)
+        self.observe: Callable[[str, float], None] = lambda stage, seconds: None
+        self.budget = DecodeBudget(formats=SERVICE_BUDGET.formats, max_jpeg_scans=settings.max_jpeg_scans)
         self.quality_fn: QualityFn = face_quality
         self.batcher: MicroBatcher | None = None
         self._load_lock = threading.Lock()
@@ -132,6 +141,9 @@ class EmbeddingService:
         ``detector_error`` and answered with ``MODEL_LOAD_ERROR``, the process keeps running."""
         with self._load_lock:
             s = self.settings
+            from fetoolkit.backends.onnx_backend import use_memory_arena
+
+            use_memory_arena(s.onnx_arena)
             mtcnn_torch = not isinstance(s.detector, SingleShotCfg) and s.detector_backend == "torch"
             if s.torch_threads and (s.backend == "torch" or mtcnn_torch):
                 import torch
@@ -153,15 +165,15 @@ class EmbeddingService:
                     rms_ref = get_model_spec(s.model).quality_rms_ref
                     if rms_ref is not None:
                         self.quality_fn = partial(face_quality, rms_ref=rms_ref)
-                except Exception as e:  # any failure to load is reported, not fatal
-                    self.model_error = f"{type(e).__name__}: {e}"
-                    log.error("model %s (%s) did not load: %s", s.model, s.backend, self.model_error)
+                except Exception as e:  # any failure to load is reported (kind and reason), not fatal
+                    self.model_error = public_reason(e)
+                    log.exception("model %s (%s) did not load", s.model, s.backend)
             if self.detector is None and self.detector_error is None:
                 try:
                     self.detector = self._new_detector()
                 except Exception as e:
-                    self.detector_error = f"{type(e).__name__}: {e}"
-                    log.error("detector %s did not load: %s", self.detector_name, self.detector_error)
+                    self.detector_error = public_reason(e)
+                    log.exception("detector %s did not load", self.detector_name)
             if self.detector is not None and self._detectors.empty():
                 # inference_workers detections at a time (see detector_shared)
                 self._detectors.put(self.detector)
@@ -208,8 +220,8 @@ class EmbeddingService:
                 for _ in range(2):
                     self.batcher(np.zeros((1, h, w, 3), np.uint8))
             except Exception as e:
-                self.model_error = f"model loaded but failed its first run: {type(e).__name__}: {e}"
-                log.error("%s", self.model_error)
+                self.model_error = f"model loaded but failed its first run: {public_reason(e)}"
+                log.exception("model loaded but failed its first run")
         for _ in range(self._detectors.qsize()):
             with self._detector() as det:
                 det.detect(np.full((160, 160, 3), 128, np.uint8))
@@ -224,8 +236,9 @@ class EmbeddingService:
         if self.batcher is not None:
             self.batcher.close()
 
-    def model_status(self) -> dict[str, Any]:
-        """The ``model_status`` part of /api/health."""
+    def model_status(self, details: bool = True) -> dict[str, Any]:
+        """The ``model_status`` part of /api/health; ``details=False`` leaves out the weights' sha256
+        (callers without a key when keys are set)."""
         e = self.embedder
         s = self.settings
         if e is None:
@@ -251,7 +264,7 @@ class EmbeddingService:
             "input_shape": shape,
             "embedding_dim": c.embed_dim,
             "contract": c.to_dict(),
-            "weights_sha256": getattr(e, "weights_sha256", None),
+            "weights_sha256": getattr(e, "weights_sha256", None) if details else None,
             "detector_loaded": self.detector is not None,
             "detector_backend": s.detector_backend,
             "detector": self.detector_name,
@@ -276,19 +289,23 @@ class EmbeddingService:
             raise ModelNotLoaded(f"model {self.settings.model!r} is not loaded: {self.model_error or 'still loading'}")
         return self.embedder
 
-    def decode(self, image_b64: str) -> np.ndarray:
-        """Base64 image -> uint8 ``[H, W, 3]`` RGB (EXIF orientation applied; grey, RGBA and 16-bit
-        converted by ``decode_image``). Raises ``ImageDecodeFailed``."""
-        data = decode_base64(image_b64)
+    def decode(self, image: ImageInput) -> np.ndarray:
+        """Base64 text or file bytes -> uint8 ``[H, W, 3]`` RGB (EXIF orientation applied; grey, RGBA
+        and 16-bit converted by ``decode_image``), within the service's decode budget (formats,
+        pixels, JPEG scans: checked before decoding). Raises ``ImageDecodeFailed``."""
+        data = image if isinstance(image, bytes) else decode_base64(image)
+        t0 = time.perf_counter()
         try:
-            return decode_image(data, max_pixels=self.settings.max_pixels)
+            return decode_image(data, max_pixels=self.settings.max_pixels, budget=self.budget)
         except ImageDecodeError as e:
             raise ImageDecodeFailed(_PIL_OBJECT.sub("the data", str(e))) from None
         except MemoryError:
             raise ImageDecodeFailed("image is too large to decode") from None
         except Exception as e:  # a decoder tripping on hostile bytes is still a bad image, not a 500
             log.debug("decoder raised %s on %d bytes", type(e).__name__, len(data), exc_info=True)
-            raise ImageDecodeFailed(f"corrupt image data ({type(e).__name__}: {e})") from None
+            raise ImageDecodeFailed(f"corrupt image data ({public_reason(e)})") from None
+        finally:
+            self.observe("decode", time.perf_counter() - t0)
 
     def crop(self, image: np.ndarray, aligned: bool) -> _Crop:
         """An image -> the aligned crop to embed, with what detection found.
@@ -307,6 +324,7 @@ class EmbeddingService:
             raise ModelNotLoaded(
                 f'the face detector is not loaded: {self.detector_error}; send aligned crops with "aligned": true'
             )
+        t0 = time.perf_counter()
         try:
             with self._detector() as detector:
                 c = crop_face(image, detector, self.settings.pipeline, size)
@@ -319,6 +337,8 @@ class EmbeddingService:
             raise AlignmentFailed(f"alignment failed: {e}") from None
         except ValueError as e:  # too small for MTCNN
             raise AlignmentFailed(f"cannot search this image for faces: {e}") from None
+        finally:
+            self.observe("detect", time.perf_counter() - t0)
         return _Crop(c.face, c.score, c.box, c.landmarks, c.n_faces)
 
     def crop_all(self, image: np.ndarray) -> list[_Crop]:
@@ -330,11 +350,14 @@ class EmbeddingService:
         embedder = self._require_model()
         if self.detector is None:
             raise ModelNotLoaded(f"the face detector is not loaded: {self.detector_error}")
+        t0 = time.perf_counter()
         try:
             with self._detector() as detector:
                 dets = detect_scaled(detector, image, self.settings.detect_max_side)
         except ValueError as e:
             raise AlignmentFailed(f"cannot search this image for faces: {e}") from None
+        finally:
+            self.observe("detect", time.perf_counter() - t0)
         dets = sorted(dets, key=lambda d: -d.score)
         out = []
         for d in dets:
@@ -349,11 +372,23 @@ class EmbeddingService:
             raise AlignmentFailed(f"no face found in the {image.shape[1]}x{image.shape[0]} image")
         return out
 
-    def prepare(self, image_b64: str, aligned: bool) -> _Crop:
+    def prepare(self, image: ImageInput, aligned: bool, work: Work | None = None) -> _Crop:
         """``decode`` then ``crop``, at most ``inference_workers`` images at a time: a decoded photo
-        can be tens of MB, so requests waiting for the cores hold only their encoded bytes."""
+        can be tens of MB, so requests waiting for the cores hold only their encoded bytes. Each
+        stage starts only while ``work`` is wanted (not past its deadline, client still there)."""
         with self._image_slots:
-            return self.crop(self.decode(image_b64), aligned)
+            check(work, "decoding")
+            decoded = self.decode(image)
+            check(work, "detection")
+            return self.crop(decoded, aligned)
+
+    def prepare_all(self, image: ImageInput, work: Work | None = None) -> list[_Crop]:
+        """``decode`` then ``crop_all`` (see ``prepare``)."""
+        with self._image_slots:
+            check(work, "decoding")
+            decoded = self.decode(image)
+            check(work, "detection")
+            return self.crop_all(decoded)
 
     @contextmanager
     def _detector(self) -> Iterator[FaceDetector]:
@@ -364,57 +399,59 @@ class EmbeddingService:
         finally:
             self._detectors.put(det)
 
-    def embed(self, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def embed(self, faces: np.ndarray, work: Work | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Aligned crops ``[N, H, W, 3]`` -> (embeddings ``[N, D]``, quality ``[N]``) through the batcher."""
         self._require_model()
         assert self.batcher is not None
+        check(work, "the model")
+        t0 = time.perf_counter()
         try:
             emb, quality = self.batcher(faces)
         except ServiceError:
             raise
         except Exception as e:
             log.exception("model inference failed on %d faces", len(faces))
-            raise ModelInferenceFailed(f"model inference failed: {type(e).__name__}: {e}") from None
+            raise ModelInferenceFailed(f"model inference failed: {public_reason(e)}") from None
+        finally:
+            self.observe("embed", time.perf_counter() - t0)
         return emb, quality
 
     # ---------------------------------------------------------------- requests
-    def extract(self, image_b64: str, aligned: bool) -> FaceResult:
-        """One base64 image -> one ``FaceResult`` (raises a ``ServiceError``)."""
+    def extract(self, image: ImageInput, aligned: bool, work: Work | None = None) -> FaceResult:
+        """One image -> one ``FaceResult`` (raises a ``ServiceError``)."""
         self._require_model()
-        c = self.prepare(image_b64, aligned)
-        emb, quality = self.embed(c.face[None])
+        c = self.prepare(image, aligned, work)
+        emb, quality = self.embed(c.face[None], work)
         return _result(c, emb[0], quality[0])
 
-    def extract_all(self, image_b64: str) -> list[FaceResult]:
-        """One base64 image -> every face's ``FaceResult``, best score first (one model call)."""
+    def extract_all(self, image: ImageInput, work: Work | None = None) -> list[FaceResult]:
+        """One image -> every face's ``FaceResult``, best score first (one model call)."""
         self._require_model()
-        with self._image_slots:
-            crops = self.crop_all(self.decode(image_b64))
-        emb, quality = self.embed(np.stack([c.face for c in crops]))
+        crops = self.prepare_all(image, work)
+        emb, quality = self.embed(np.stack([c.face for c in crops]), work)
         return [_result(c, emb[k], quality[k]) for k, c in enumerate(crops)]
 
     def extract_many(
-        self, images: list[str], aligned: bool, all_faces: bool = False
+        self, images: list[ImageInput], aligned: bool, all_faces: bool = False, work: Work | None = None
     ) -> list[list[FaceResult] | ServiceError]:
         """Several images -> per image its faces (one, or all of them with ``all_faces``) or one typed
         error; every good crop of the request is embedded in one model call."""
         self._require_model()
         crops: list[list[_Crop] | ServiceError] = []
-        for b64 in images:
+        for image in images:
             try:
                 if all_faces and not aligned:
-                    with self._image_slots:
-                        crops.append(self.crop_all(self.decode(b64)))
+                    crops.append(self.prepare_all(image, work))
                 else:
-                    crops.append([self.prepare(b64, aligned)])
+                    crops.append([self.prepare(image, aligned, work)])
             except ServiceError as e:
-                if isinstance(e, ModelNotLoaded):
+                if isinstance(e, (ModelNotLoaded, *_FATAL)):
                     raise
                 crops.append(e)
         flat = [c for cs in crops if not isinstance(cs, ServiceError) for c in cs]
         out: list[list[FaceResult] | ServiceError] = []
         if flat:
-            emb, quality = self.embed(np.stack([c.face for c in flat]))
+            emb, quality = self.embed(np.stack([c.face for c in flat]), work)
         row = 0
         for cs in crops:
             if isinstance(cs, ServiceError):
@@ -424,14 +461,20 @@ class EmbeddingService:
             row += len(cs)
         return out
 
-    def verify(self, image1: str, image2: str, aligned: bool) -> tuple[float, FaceResult, FaceResult]:
-        """Two base64 images -> (cosine score, face 1, face 2); both faces run in one model call."""
+    def verify(
+        self, image1: ImageInput, image2: ImageInput, aligned: bool, work: Work | None = None
+    ) -> tuple[float, FaceResult, FaceResult]:
+        """Two images -> (cosine score, face 1, face 2); both faces run in one model call."""
         self._require_model()
-        c1 = self.prepare(image1, aligned)
-        c2 = self.prepare(image2, aligned)
-        emb, quality = self.embed(np.stack([c1.face, c2.face]))
+        c1 = self.prepare(image1, aligned, work)
+        c2 = self.prepare(image2, aligned, work)
+        emb, quality = self.embed(np.stack([c1.face, c2.face]), work)
         score = float(np.clip(emb[0] @ emb[1], -1.0, 1.0))
         return score, _result(c1, emb[0], quality[0]), _result(c2, emb[1], quality[1])
+
+
+#: Errors that end the whole request, not one image of a batch.
+_FATAL = (ClientGone, RequestTimeout)
 
 
 def _result(c: _Crop, emb: np.ndarray, quality: float) -> FaceResult:

@@ -1,0 +1,91 @@
+"""What the service tells its operators: Prometheus metrics and request ids.
+
+``GET /metrics`` serves :class:`Metrics` in the Prometheus text format (one registry per app):
+
+* ``fetoolkit_requests_total{route,status}`` and ``fetoolkit_request_seconds{route}`` (histogram);
+* ``fetoolkit_in_flight`` (requests admitted to the model and not answered yet);
+* ``fetoolkit_rejected_total{reason}``: ``busy``, ``too_large``, ``body_timeout``, ``unauthorized``,
+  ``host``, ``timeout``, ``client_gone``;
+* ``fetoolkit_stage_seconds{stage}``: ``decode``, ``detect`` (detection and alignment), ``embed``.
+
+Routes outside the API are counted as ``other``, so random paths cannot grow the label set.
+Every answer carries an ``X-Request-ID`` (the client's, when it is a short token, else a new one).
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from starlette.types import Scope
+
+ROUTES = (
+    "/api/extract-embedding",
+    "/api/extract-embedding/batch",
+    "/api/verify",
+    "/api/health",
+    "/metrics",
+    "/openapi.json",
+    "/docs",
+    "/",
+)
+REJECT_REASONS = ("busy", "too_large", "body_timeout", "unauthorized", "host", "timeout", "client_gone")
+STAGES = ("decode", "detect", "embed")
+_LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+
+class Metrics:
+    """The service's counters and histograms (a registry of their own: apps in one process do
+    not share them).
+
+    Args:
+        in_flight: called at each scrape for the in-flight gauge.
+    """
+
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self, in_flight: Callable[[], float]) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("fetoolkit_requests", "HTTP requests answered", ("route", "status"), registry=r)
+        self.latency = Histogram(
+            "fetoolkit_request_seconds", "time to answer", ("route",), buckets=_LATENCY_BUCKETS, registry=r
+        )
+        self.rejected = Counter("fetoolkit_rejected", "requests refused before the model", ("reason",), registry=r)
+        self.stages = Histogram(
+            "fetoolkit_stage_seconds", "time per stage of the work", ("stage",), buckets=_LATENCY_BUCKETS, registry=r
+        )
+        gauge = Gauge("fetoolkit_in_flight", "requests admitted and not answered", registry=r)
+        gauge.set_function(in_flight)
+        for reason in REJECT_REASONS:  # every series exists from the start (rate() needs a zero)
+            self.rejected.labels(reason)
+        for stage in STAGES:
+            self.stages.labels(stage)
+
+    def request(self, path: str, status: int, seconds: float) -> None:
+        """Count one answered request."""
+        route = path if path in ROUTES else "other"
+        self.requests.labels(route, str(status)).inc()
+        self.latency.labels(route).observe(seconds)
+
+    def stage(self, stage: str, seconds: float) -> None:
+        """Time one stage of a request's work (called from pool threads)."""
+        self.stages.labels(stage).observe(seconds)
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every metric."""
+        return generate_latest(self.registry)
+
+
+def request_id(scope: Scope) -> str:
+    """The client's ``X-Request-ID`` when it is a token of at most 64 safe characters, else a new id."""
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            v = value.decode("latin-1")
+            if _REQUEST_ID.match(v):
+                return v
+            break
+    return uuid.uuid4().hex
