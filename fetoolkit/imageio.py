@@ -4,8 +4,9 @@ Accepts grey, grey+alpha, RGB, RGBA, palette, 16-bit, 32-bit and float and CMYK 
 EXIF orientation; refuses decompression bombs and empty or corrupt data with ``ImageDecodeError``.
 
 :class:`DecodeBudget` bounds what one decode may cost *before* it runs (the service passes one):
-the formats accepted, the pixels declared, and for JPEG the number of scans (a progressive JPEG of
-thousands of tiny scans is a few hundred KB and costs tens of seconds to decode).
+the formats accepted, the pixels declared, for JPEG the number of scans (a progressive JPEG of
+thousands of tiny scans is a few hundred KB and costs tens of seconds to decode) and for PNG the
+number of chunks.
 """
 
 from __future__ import annotations
@@ -33,10 +34,13 @@ class DecodeBudget:
         formats: Pillow format names accepted (``Image.open(...).format``); None: every format.
         max_jpeg_scans: most scans (SOS markers) a JPEG may hold; a baseline JPEG has one, libjpeg's
             progressive default ten.
+        max_png_chunks: most chunks a PNG may hold (a photo has a few dozen; a million empty
+            ancillary chunks took 4.6 s to decode).
     """
 
     formats: frozenset[str] | None = None
     max_jpeg_scans: int = 64
+    max_png_chunks: int = 4096
 
 
 #: What the service decodes: the photo and crop formats cameras, phones and browsers write.
@@ -44,29 +48,50 @@ SERVICE_BUDGET = DecodeBudget(formats=frozenset({"JPEG", "MPO", "PNG", "WEBP", "
 
 
 def jpeg_scans(data: bytes) -> int:
-    """Number of scans (SOS markers) of JPEG bytes; 0 when ``data`` is not a JPEG.
+    """Number of scans (SOS markers) of the first image in JPEG bytes; 0 when ``data`` is not a JPEG.
 
-    Walks the marker segments (their lengths skip APPn/EXIF payloads, which may hold thumbnails),
-    then counts SOS markers in the rest: inside entropy-coded data a 0xFF byte is always followed
-    by 0x00 or a restart marker, so ``FF DA`` there is a real marker.
+    Walks the marker segments up to the first SOS (their lengths skip APPn/EXIF payloads, which may
+    hold thumbnails), then counts SOS markers up to the first EOI: inside entropy-coded data a 0xFF
+    byte is always followed by 0x00 or a restart marker, so ``FF DA`` / ``FF D9`` there are real
+    markers, and what follows the EOI (a phone's appended video, an MPO's second image) is not
+    counted. When the walk meets bytes that are not a marker (decoders skip such junk), every
+    ``FF DA`` up to the first EOI after one is counted instead, so junk cannot hide scans.
     """
     if not data.startswith(b"\xff\xd8"):
         return 0
     i, n = 2, len(data)
     while i + 4 <= n:
         if data[i] != 0xFF:
-            return 0  # not a marker where one must be: let the decoder report the damage
+            break  # junk where a marker must be: count conservatively below
         marker = data[i + 1]
         if marker == 0xFF:  # fill byte
             i += 1
             continue
         if marker == 0xDA:
-            return 1 + data.count(b"\xff\xda", i + 2)
+            break
         if 0xD0 <= marker <= 0xD9 or marker == 0x01:  # markers without a length
             i += 2
             continue
         i += 2 + int.from_bytes(data[i + 2 : i + 4], "big")
-    return 0
+    first = data.find(b"\xff\xda", i)
+    if first < 0:
+        return 0
+    eoi = data.find(b"\xff\xd9", first)
+    return data.count(b"\xff\xda", first, n if eoi < 0 else eoi)
+
+
+def png_chunks(data: bytes, limit: int) -> int:
+    """Chunks of PNG bytes, counted by walking their lengths and stopping past ``limit`` (so a flood
+    of a million empty chunks costs microseconds to detect); 0 when ``data`` is not a PNG."""
+    if not data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return 0
+    i, count, n = 8, 0, len(data)
+    while i + 8 <= n and count <= limit:
+        count += 1
+        if data[i + 4 : i + 8] == b"IEND":
+            break
+        i += 12 + int.from_bytes(data[i : i + 4], "big")
+    return count
 
 
 def check_budget(data: bytes, img: Image.Image, budget: DecodeBudget) -> None:
@@ -80,6 +105,8 @@ def check_budget(data: bytes, img: Image.Image, budget: DecodeBudget) -> None:
                 f"the JPEG holds {scans} scans; at most {budget.max_jpeg_scans} are decoded (re-save it as a "
                 "baseline or standard progressive JPEG)"
             )
+    if img.format == "PNG" and png_chunks(data, budget.max_png_chunks) > budget.max_png_chunks:
+        raise ImageDecodeError(f"the PNG holds more than {budget.max_png_chunks} chunks; re-save it")
 
 
 class ImageDecodeError(ValueError):

@@ -337,11 +337,14 @@ def detector_settings(cfg: DetectorCfg | SingleShotCfg) -> dict[str, Any]:
             "weights_sha256": None if weights is None else weights.sha256,
             "onnxruntime": onnxruntime.__version__,
         }
-    return {
+    out: dict[str, Any] = {
         "min_face_size": int(cfg.min_face_size),
         "thresholds": [float(t) for t in cfg.thresholds],
         "factor": float(cfg.factor),
     }
+    if cfg.max_faces is not None:  # only when set: the keys of uncapped runs stay those of 0.1
+        out["max_faces"] = int(cfg.max_faces)
+    return out
 
 
 def crops_key(

@@ -834,7 +834,7 @@ def test_eval_with_the_services_settings_cuts_the_services_crops(detector: str) 
                 f"pipeline.select={settings.face_select}",
                 f"pipeline.detect_max_side={settings.detect_max_side}",
                 "pipeline.progress=false",
-                *([f"detector.max_faces={settings.max_faces}"] if detector != "mtcnn" else []),
+                f"detector.max_faces={settings.max_faces}",
             ],
         )
     pipe = pipeline_cfg(eval_cfg)

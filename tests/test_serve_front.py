@@ -168,6 +168,43 @@ def test_jpeg_scans_are_counted_from_the_markers() -> None:
     assert decode_image(hostile.scan_bomb(500)).shape == (512, 512, 3)  # without a budget it decodes
 
 
+def test_the_budget_cannot_be_dodged_and_spares_real_files() -> None:
+    """Junk bytes before the scans (which decoders skip) do not hide them; a phone's video appended
+    after the JPEG's end is not counted; a flood of empty PNG chunks is refused before decoding;
+    a multipart body of thousands of empty parts is refused as soon as it passes the part limit."""
+    import struct
+    import zlib
+
+    from fetoolkit.imageio import png_chunks
+    from fetoolkit.serve.bodies import MAX_PARTS, parse_body
+    from fetoolkit.serve.errors import InvalidInput
+
+    bomb = hostile.scan_bomb(500)
+    app0_end = 4 + int.from_bytes(bomb[4:6], "big")
+    assert jpeg_scans(bomb[:app0_end] + b"\x00\x00\x00" + bomb[app0_end:]) == 500
+    photo = load_wild()["obama.jpg"].read_bytes()
+    tail = np.random.default_rng(3).integers(0, 256, 5_000_000, np.uint8).tobytes()
+    assert tail.count(b"\xff\xda") > 64 and jpeg_scans(photo + tail) == 1
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    png = hostile.png_bytes(np.zeros((8, 8, 3), np.uint8))
+    flood = png[:33] + chunk(b"tEXt", b"") * 100_000 + png[33:]
+    assert png_chunks(png, 4096) == 3 and png_chunks(flood, 4096) == 4097
+    with pytest.raises(ImageDecodeError, match="chunks"):
+        decode_image(flood, budget=SERVICE_BUDGET)
+    assert decode_image(png, budget=SERVICE_BUDGET).shape == (8, 8, 3)
+
+    boundary = "b0undary"
+    parts = "".join(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="aligned"\r\n\r\ntrue\r\n' for _ in range(20_000)
+    )
+    body = (parts + f"--{boundary}--\r\n").encode()
+    with pytest.raises(InvalidInput, match=f"more than {MAX_PARTS}"):  # stopped at the limit
+        parse_body("extract", f"multipart/form-data; boundary={boundary}", body, {})
+
+
 def test_wide_grey_images_decode_without_float64_copies_and_as_before() -> None:
     rng = np.random.default_rng(2)
     for mode, arr in (
@@ -184,3 +221,21 @@ def test_wide_grey_images_decode_without_float64_copies_and_as_before() -> None:
         want = np.clip(a / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)  # the previous whole-image formula
         np.testing.assert_array_equal(got[..., 0], want, err_msg=mode)
         assert got.shape == (300, 200, 3)
+
+
+def test_mtcnn_in_onnxruntime_caps_its_candidates_at_max_faces() -> None:
+    """A 400-face mosaic through the service's MTCNN (onnxruntime) with max_faces=8: at most 8 faces,
+    the best-scored; on a one-face photo the cap changes nothing."""
+    from fetoolkit.detect.base import DetectorCfg
+    from fetoolkit.detect.mtcnn_onnx import OnnxMTCNNDetector
+    from fetoolkit.imageio import read_image
+
+    capped = OnnxMTCNNDetector(DetectorCfg(max_faces=8))
+    faces = capped.detect(hostile.face_mosaic(20))
+    assert 1 <= len(faces) <= 8 and [f.score for f in faces] == sorted((f.score for f in faces), reverse=True)
+    photo = read_image(load_wild()["obama.jpg"])
+    free = OnnxMTCNNDetector(DetectorCfg())
+    a, b = capped.detect(photo), free.detect(photo)
+    assert len(a) == len(b) >= 1
+    np.testing.assert_array_equal(a[0].box, b[0].box)
+    np.testing.assert_array_equal(a[0].landmarks, b[0].landmarks)

@@ -165,6 +165,30 @@ def test_oversized_headers_are_refused(server: ServerProcess, client: httpx.Clie
     served(client, photo)
 
 
+def test_a_pipelined_oversized_header_behind_a_running_request_is_refused(server: ServerProcess) -> None:
+    """The head of a second request (40 kB of one header, never finished), sent on the same
+    connection while the first is being served, is counted too: the first gets its answer, the second 431."""
+    tiny = base64.b64encode(hostile.png_bytes(np.full((8, 8, 3), 90, np.uint8))).decode()
+    body = json.dumps({"images": [tiny] * 32, "aligned": True}).encode()
+    first = post_head(len(body), path="/api/extract-embedding/batch") + body
+    with socket.create_connection((HOST, server.port)) as s:
+        s.sendall(first + b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Junk: ")
+        time.sleep(0.3)  # the rest arrives in reads of its own, while the first request runs
+        s.sendall(b"a" * 40_000)  # past the limit, and all of it read by the server (no reset)
+        s.settimeout(30)
+        data = b""
+        while got := s.recv(65536):  # the server closes the connection after the 431
+            data += got
+    answers = []
+    while data:
+        head, _, rest = data.partition(b"\r\n\r\n")
+        length = int(next(ln.split(b":")[1] for ln in head.split(b"\r\n") if ln.lower().startswith(b"content-length")))
+        answers.append((int(head.split()[1]), json.loads(rest[:length])))
+        data = rest[length:]
+    assert [a[0] for a in answers] == [200, 431], answers
+    assert answers[0][1]["n_ok"] == 32 and answers[1][1]["error_type"] == "HEADERS_TOO_LARGE"
+
+
 # ----------------------------------------------------------------------------- decoding and faces
 def test_jpeg_scan_bomb_is_refused_before_decoding(client: httpx.Client, photo: bytes) -> None:
     bomb = hostile.scan_bomb(3000)

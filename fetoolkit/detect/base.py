@@ -20,6 +20,10 @@ class DetectorCfg:
         min_face_size: smallest face searched for, in pixels.
         thresholds: P-, R- and O-net score thresholds.
         factor: scale step of the image pyramid.
+        max_faces: faces kept at most, best first; None: every face. In onnxruntime
+            (``OnnxMTCNNDetector``) the candidates of each stage are capped too (RNet sees at most
+            ``8 * max_faces``, ONet ``4 * max_faces``), so a photo of hundreds of faces costs little;
+            facenet-pytorch's MTCNN is capped after it has run. The service sets ``server.max_faces``.
 
     Which face is kept is the pipeline's choice (``PipelineCfg.select``), not the detector's.
     """
@@ -27,6 +31,7 @@ class DetectorCfg:
     min_face_size: int = 20
     thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
     factor: float = 0.709
+    max_faces: int | None = None
 
 
 class FaceDetector(Protocol):

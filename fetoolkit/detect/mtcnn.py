@@ -67,7 +67,7 @@ class MTCNNDetector:
         # With numpy 2 facenet-pytorch hands back object arrays: make them plain floats.
         b = np.asarray(boxes[0], dtype=np.float32).reshape(-1, 5)
         p = np.asarray(points[0], dtype=np.float32).reshape(-1, 5, 2)
-        order = np.argsort(-b[:, 4], kind="stable")
+        order = np.argsort(-b[:, 4], kind="stable")[: c.max_faces]  # facenet-pytorch cannot cap inside
         return [Detection(box=b[i, :4].copy(), score=float(b[i, 4]), landmarks=p[i].copy()) for i in order]
 
 

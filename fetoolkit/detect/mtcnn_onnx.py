@@ -155,14 +155,15 @@ class OnnxMTCNNDetector:
         h, w = image.shape[:2]
         t1, t2, t3 = self.cfg.thresholds
         table = integral_image(image)
-        boxes, scores = self._stage_pnet(table, t1)
+        cap = self.cfg.max_faces
+        boxes, scores = _best(*self._stage_pnet(table, t1), limit=None if cap is None else 8 * cap)
         no_face = (np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, 5, 2), np.float32))
         if len(boxes) == 0:
             return no_face
-        boxes, scores = self._stage_rnet(table, boxes, w, h, t2)
+        boxes, scores = _best(*self._stage_rnet(table, boxes, w, h, t2), limit=None if cap is None else 4 * cap)
         if len(boxes) == 0:
             return no_face
-        return self._stage_onet(table, boxes, w, h, t3)
+        return _best(*self._stage_onet(table, boxes, w, h, t3), limit=cap)
 
     def _stage_pnet(self, table: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
         """Image pyramid through PNet, NMS 0.5 per scale then 0.7 overall, regression, squaring.
@@ -236,3 +237,11 @@ class OnnxMTCNNDetector:
         boxes = regress(boxes, reg, plus_one=True)
         pick = nms_min(boxes, scores, 0.7)
         return boxes[pick], scores[pick], points[pick]
+
+
+def _best(boxes: np.ndarray, scores: np.ndarray, *rest: np.ndarray, limit: int | None) -> tuple[np.ndarray, ...]:
+    """The ``limit`` best-scored rows of ``boxes``, ``scores`` (and ``rest``), in their order; all when None."""
+    if limit is None or len(scores) <= limit:
+        return (boxes, scores, *rest)
+    keep = np.sort(np.argsort(-scores, kind="stable")[:limit])
+    return (boxes[keep], scores[keep], *(r[keep] for r in rest))

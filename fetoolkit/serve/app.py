@@ -126,13 +126,6 @@ BODIES = {
 }
 
 
-def _json(content: dict[str, Any]) -> Response:
-    """A JSON response serialised by pydantic-core in one pass. The routes declare their pydantic
-    ``response_model`` for the OpenAPI docs; building the models and having FastAPI validate them
-    again cost more per request than the rest of the HTTP layer."""
-    return Response(to_json(content), media_type="application/json")
-
-
 def _face(r: FaceResult) -> dict[str, Any]:
     """``FaceEmbedding`` as a dict."""
     return {
@@ -210,8 +203,8 @@ def create_app(settings: ServeSettings, service: EmbeddingService | None = None)
         try:
             yield
         finally:
+            pool.shutdown(wait=False, cancel_futures=True)  # queued work first, then the batcher
             svc.close()
-            pool.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(
         title="fetoolkit face-embedding service",
@@ -238,17 +231,20 @@ def create_app(settings: ServeSettings, service: EmbeddingService | None = None)
         ctype = request.headers.get("content-type", "")
         query = dict(request.query_params)
 
-        def job() -> dict[str, Any]:
-            return handler(parse_body(route, ctype, body, query), work)
+        def job() -> bytes:
+            # parsed, worked on and serialised (by pydantic-core, in one pass: the routes' response
+            # models are for the docs) in the pool; a 32-image all_faces answer is MBs of JSON
+            return to_json(handler(parse_body(route, ctype, body, query), work))
 
         left = work.remaining_s if work is not None else settings.request_timeout_s
         try:
             content = await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(pool, job), max(left, 0.001))
         except asyncio.TimeoutError:
+            metrics.rejected.labels("timeout").inc()
             raise RequestTimeout(
                 f"no answer within server.request_timeout_s={settings.request_timeout_s:g} s (queueing included)"
             ) from None
-        return _json(content)
+        return Response(content, media_type="application/json")
 
     # ------------------------------------------------------------------ errors
     @app.exception_handler(ServiceError)

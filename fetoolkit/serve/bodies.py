@@ -16,6 +16,7 @@ read whole and bounded.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,8 @@ from fetoolkit.serve.settings import MAX_BATCH_IMAGES
 
 RAW_TYPES = ("image/", "application/octet-stream")
 MAX_PARTS = MAX_BATCH_IMAGES + 8
+# python-multipart logs a warning for every malformed body: a client could flood the log with them
+logging.getLogger("python_multipart").setLevel(logging.ERROR)
 
 
 @dataclass(frozen=True)
@@ -131,14 +134,20 @@ def _from_form(route: str, content_type: str, body: bytes) -> Parsed:
     """A multipart body: image parts (files or base64 text) and flags, every part named."""
     parts: list[tuple[str, ImageInput, bool]] = []  # (name, value, is a file)
 
+    def add(part: tuple[str, ImageInput, bool]) -> None:
+        parts.append(part)
+        if len(parts) > MAX_PARTS:  # stop parsing now: a flood of tiny parts costs seconds to parse
+            raise InvalidInput(f"more than {MAX_PARTS} form parts; this route takes at most {MAX_PARTS}")
+
     def on_field(f: Field) -> None:
         name, value = (f.field_name or b"").decode("utf-8", "replace"), (f.value or b"").decode("utf-8", "replace")
-        parts.append((name, value, False))
+        add((name, value, False))
 
     def on_file(f: File) -> None:
         f.file_object.seek(0)
-        parts.append(((f.field_name or b"").decode("utf-8", "replace"), f.file_object.read(), True))
+        data = f.file_object.read()
         f.close()
+        add(((f.field_name or b"").decode("utf-8", "replace"), data, True))
 
     try:
         # Every part in memory: the whole body already is (bounded by server.max_body_bytes).
@@ -152,8 +161,6 @@ def _from_form(route: str, content_type: str, body: bytes) -> Parsed:
         parser.finalize()
     except (FormParserError, ValueError) as e:
         raise MalformedJSON(f"multipart body cannot be parsed: {e}") from None
-    if len(parts) > MAX_PARTS:
-        raise InvalidInput(f"{len(parts)} form parts; this route takes at most {MAX_PARTS}")
     images: dict[str, list[ImageInput]] = {name: [] for name in _IMAGE_FIELDS[route]}
     flags: dict[str, Any] = {}
     for name, value, is_file in parts:

@@ -106,19 +106,20 @@ class FrontDoor:
             await send(message)
 
         try:
-            await self._handle(scope, receive, send_with_id)
+            await self._handle(scope, receive, send_with_id, status)
         finally:
             dt = time.perf_counter() - t0
             self.metrics.request(scope["path"], status[0], dt)
             if self.settings.access_log:
                 log.info('"%s %s" %d %.1f ms request_id=%s', scope["method"], scope["path"], status[0], dt * 1e3, rid)
 
-    async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _handle(self, scope: Scope, receive: Receive, send: Send, status: list[int]) -> None:
+        post = scope["method"] == "POST"
         refusal = self._refusal(scope)
         if refusal is not None:
-            await _send_error(refusal, scope, receive, send)
+            await _send_error(refusal, scope, receive, send, close=post)  # the unread body must not follow
             return
-        if scope["method"] != "POST":
+        if not post:
             await self.app(scope, receive, send)
             return
         st = self.state
@@ -130,54 +131,55 @@ class FrontDoor:
             await _send_error(err, scope, receive, send, close=True)
             return
         held = [0]
+        admitted = False
+        watcher: asyncio.Task[None] | None = None
         try:
-            body = await self._read_body(receive, held)
-        except ServiceError as e:
-            self._release(held)
-            reason = {408: "body_timeout", 413: "too_large", 499: "client_gone"}.get(e.status, "busy")
-            self.metrics.rejected.labels(reason).inc()
-            if e.status != 499:
-                await _send_error(e, scope, receive, send, close=True)
-            return
-        if st.in_flight >= st.limit:
-            self._release(held)
-            st.rejected += 1
-            self.metrics.rejected.labels("busy").inc()
-            await _send_error(
-                self._busy(f"{st.in_flight} requests are in flight (MAX_CONCURRENT_REQUESTS={st.limit})"),
-                scope,
-                receive,
-                send,
-            )
-            return
-        st.in_flight += 1
-        work = Work(self.settings.request_timeout_s)
-        scope["fetoolkit.work"] = work
-        gone = asyncio.Event()
+            try:
+                body = await self._read_body(receive, held)
+            except ServiceError as e:
+                reason = {408: "body_timeout", 413: "too_large", 499: "client_gone"}.get(e.status, "busy")
+                self.metrics.rejected.labels(reason).inc()
+                if e.status == 499:
+                    status[0] = 499  # nobody to answer
+                else:
+                    await _send_error(e, scope, receive, send, close=True)
+                return
+            if st.in_flight >= st.limit:
+                st.rejected += 1
+                self.metrics.rejected.labels("busy").inc()
+                why = f"{st.in_flight} requests are in flight (MAX_CONCURRENT_REQUESTS={st.limit})"
+                await _send_error(self._busy(why), scope, receive, send)
+                return
+            st.in_flight += 1
+            admitted = True
+            work = Work(self.settings.request_timeout_s)
+            scope["fetoolkit.work"] = work
+            gone = asyncio.Event()
 
-        async def watch() -> None:
-            while (await receive())["type"] != "http.disconnect":
-                pass
-            work.gone = True
-            gone.set()
+            async def watch() -> None:
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+                work.gone = True
+                gone.set()
 
-        watcher = asyncio.create_task(watch())
-        delivered = False
+            watcher = asyncio.create_task(watch())
+            delivered = False
 
-        async def replay() -> Message:
-            nonlocal delivered
-            if not delivered:
-                delivered = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            await gone.wait()
-            return {"type": "http.disconnect"}
+            async def replay() -> Message:
+                nonlocal delivered
+                if not delivered:
+                    delivered = True
+                    return {"type": "http.request", "body": body, "more_body": False}
+                await gone.wait()
+                return {"type": "http.disconnect"}
 
-        try:
             await self.app(scope, replay, send)
         finally:
-            st.in_flight -= 1
+            if admitted:
+                st.in_flight -= 1
             self._release(held)
-            watcher.cancel()
+            if watcher is not None:
+                watcher.cancel()
 
     def _refusal(self, scope: Scope) -> ServiceError | None:
         """The error a request gets for its host or its missing key, or None; sets

@@ -85,7 +85,7 @@ def request_id(scope: Scope) -> str:
     for name, value in scope["headers"]:
         if name == b"x-request-id":
             v = value.decode("latin-1")
-            if _REQUEST_ID.match(v):
+            if _REQUEST_ID.fullmatch(v):
                 return v
             break
     return uuid.uuid4().hex

@@ -21,7 +21,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from fetoolkit.detect.base import SelectPolicy
 from fetoolkit.detect.registry import AnyDetectorCfg, detector_cfg_for
-from fetoolkit.detect.single_shot import SingleShotCfg
 from fetoolkit.pipeline import PipelineCfg
 
 log = logging.getLogger(__name__)
@@ -208,8 +207,8 @@ class ServeSettings:
         srv, inf, det = c["server"], c["inference"], c["detector"]
         name = str(det.pop("name", "mtcnn"))
         detector = detector_cfg_for(name, **det)
-        if isinstance(detector, SingleShotCfg) and detector.max_faces is None:
-            # faces capped inside the detector (NMS stops there), not after it
+        if detector.max_faces is None:
+            # faces capped inside the detector (NMS, MTCNN's stages), not after it
             detector = replace(detector, max_faces=int(srv.get("max_faces", 32)))
         hosts = srv.get("allowed_hosts")
         s = cls(
@@ -308,6 +307,9 @@ def api_keys_from_env(environ: Mapping[str, str]) -> list[str]:
         if not found:
             raise ValueError(f"API_KEYS_FILE={path} holds no key (one per line; # starts a comment)")
         keys += found
+    for k in keys:
+        if not k.isascii() or not k.isprintable():
+            raise ValueError("API keys must be printable ASCII (HTTP headers carry them as bytes)")
     return keys
 
 
