@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from fetoolkit.detect.registry import AnyDetectorCfg, detector_cfg_for
 from fetoolkit.pipeline import PipelineCfg
+
+#: The Hydra configs of every job (``configs/`` beside the package).
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def detector_cfg(cfg: DictConfig) -> AnyDetectorCfg:

@@ -8,7 +8,9 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from fetoolkit.cli_args import USER_ERRORS, hydra_job, user_error_exit
 from fetoolkit.eval_run import run
+from fetoolkit.evaluate import EnrolmentError
 
 log = logging.getLogger(__name__)
 
@@ -16,9 +18,12 @@ log = logging.getLogger(__name__)
 @hydra.main(version_base="1.3", config_path="../../configs", config_name="eval")
 def main(cfg: DictConfig) -> None:
     out_dir = Path(hydra.core.hydra_config.HydraConfig.get().runtime.output_dir)
-    run(cfg, out_dir)
+    try:
+        run(cfg, out_dir)
+    except (*USER_ERRORS, EnrolmentError) as e:  # bad data, paths, weights, folds: one line and the fix
+        user_error_exit(e)
     log.info("wrote %s", out_dir / "results.json")
 
 
 if __name__ == "__main__":
-    main()
+    hydra_job(main, "eval")

@@ -33,6 +33,7 @@ from fetoolkit.agreement import compare, reference_from, tolerance_from
 from fetoolkit.aligned import align_dataset, calibration_faces, embed_set
 from fetoolkit.backends.onnx_backend import OnnxEmbedder
 from fetoolkit.backends.onnx_graph import META_CALIBRATION, count_ops, data_inputs, opset_of
+from fetoolkit.cli_args import hydra_job
 from fetoolkit.config import pipeline_cfg
 from fetoolkit.cpu import machine_info
 from fetoolkit.hub import sha256_file
@@ -159,4 +160,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    hydra_job(main, "export")

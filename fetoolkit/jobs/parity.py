@@ -35,6 +35,7 @@ from fetoolkit.agreement import FAR, compare, reference_from, tolerance_from
 from fetoolkit.aligned import align_dataset, embed_set
 from fetoolkit.backends.common import batches, l2_normalize
 from fetoolkit.backends.onnx_backend import OnnxEmbedder
+from fetoolkit.cli_args import hydra_job
 from fetoolkit.config import pipeline_cfg
 from fetoolkit.cpu import machine_info
 from fetoolkit.jsonutil import jsonable
@@ -254,4 +255,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    hydra_job(main, "parity")

@@ -14,6 +14,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from fetoolkit.cli_args import hydra_job
 from fetoolkit.serve.settings import ServeSettings, is_loopback
 
 log = logging.getLogger("fetoolkit.serve")
@@ -77,4 +78,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    hydra_job(main, "serve")

@@ -280,3 +280,29 @@ def roc_cis(
     f_sorted = None if folds is None else _check_folds(folds, p.n)[0][p.order]
     st = _boot_roc(p, n_boot, seed, f_sorted, fars)
     return _percentile(st["eer"], level), {far_key(x): _percentile(st[far_key(x)], level) for x in fars}
+
+
+def threshold_at_far_ci(
+    scores: np.ndarray, labels: np.ndarray, far: float, *, n_boot: int = 1000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
+    """Stratified percentile bootstrap interval of the threshold :func:`threshold_at_far` picks.
+
+    How far the chosen threshold itself moves when the pairs are redrawn (genuine and impostor
+    pairs resampled separately, without re-sorting): the interval to quote beside a threshold that
+    is carried to new data. ``(nan, nan)`` when the FAR is not measurable.
+    """
+    n_boot, level = _check_boot(n_boot, level)
+    far = _check_far(far)
+    p = _prepare(scores, labels)
+    _require_both(p.n_genuine, p.n_impostor, "threshold_at_far_ci")
+    if _nan_reason(p.n_genuine, p.n_impostor, far) is not None:
+        return (float("nan"), float("nan"))
+    rng = np.random.default_rng(seed)
+    gsel, isel = np.flatnonzero(p.y), np.flatnonzero(~p.y)
+    gstrata, istrata = _fold_strata(gsel, None), _fold_strata(isel, None)
+    out = []
+    for b in _batches(n_boot, p.n):
+        cg = _padcumsum(_draw(gstrata, gsel.size, b, rng), np.int32)
+        ci = _padcumsum(_draw(istrata, isel.size, b, rng), np.int32)
+        out.append(_Rows(p, cg, ci).tar_at_far(far)[1])
+    return _percentile(np.concatenate(out), level)

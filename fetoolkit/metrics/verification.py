@@ -54,6 +54,7 @@ from fetoolkit.metrics.bootstrap import (
     eer_ci,
     roc_cis,
     tar_at_far_ci,
+    threshold_at_far_ci,
 )
 from fetoolkit.metrics.kfold import _kfold_core, _kfold_result, kfold_accuracy
 from fetoolkit.metrics.verification_types import (
@@ -89,6 +90,7 @@ __all__ = [
     "tar_at_far_ci",
     "tar_at_far_decades",
     "threshold_at_far",
+    "threshold_at_far_ci",
     "verification_report",
 ]
 

@@ -118,7 +118,7 @@ def onnx_only_message(spec: ModelSpec) -> str:
 
 
 def create_embedder(
-    name: str,
+    name: str | None = None,
     *,
     weights: str | os.PathLike[str] | None = None,
     backend: str = "torch",
@@ -130,7 +130,8 @@ def create_embedder(
     """Build an embedder for a registered model.
 
     Args:
-        name: registry name or alias (``"arcface"``); ``list_models()`` gives them all.
+        name: registry name or alias (``"arcface"``); ``list_models()`` gives them all. May be
+            left out for an ``.onnx`` file we exported: its metadata names the model.
         weights: a local weights file (``.pth``, ``.onnx``, ``.tflite``, ``.safetensors``); the
             record's default (fetched and verified) when ``None``.
         backend: ``"torch"`` or ``"onnx"``. With ``"onnx"`` and non-ONNX weights, the torch
@@ -148,6 +149,8 @@ def create_embedder(
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; use one of {BACKENDS}")
+    if name is None:
+        name = model_named_by(weights)
     spec = get_model_spec(name)
     path, sha = resolve_weights(spec, weights)
     if backend == "onnx":
@@ -182,6 +185,32 @@ def create_embedder(
     emb = TorchEmbedder(module, spec.contract, name=spec.name, weights_sha256=sha, batch_size=batch_size)
     emb.runtime_sha256 = file_sha
     return emb
+
+
+def model_named_by(weights: str | os.PathLike[str] | None) -> str:
+    """The registry name an ``.onnx`` file's metadata gives (``fetoolkit.model``, written by our exports).
+
+    Raises:
+        ValueError: no weights, not an ``.onnx`` file, or a file without that metadata (name the model).
+    """
+    if weights is None or Path(weights).suffix.lower() != ".onnx":
+        raise ValueError(
+            "name the model (create_embedder('arcface', ...); fetoolkit.list_models() lists them): only an .onnx "
+            "file exported by fetoolkit names its own model"
+        )
+    from fetoolkit.backends.onnx_backend import read_metadata
+    from fetoolkit.backends.onnx_graph import META_MODEL
+
+    path = Path(weights)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    named = read_metadata(path).get(META_MODEL)
+    if not named:
+        raise ValueError(
+            f"{path} does not name its model in its metadata ({META_MODEL}); pass the name: "
+            "create_embedder('<model>', weights=..., backend='onnx')"
+        )
+    return named
 
 
 def exported_onnx(spec: ModelSpec, path: Path, sha256: str, *, in_subprocess: bool = False) -> Path:

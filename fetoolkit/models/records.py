@@ -31,6 +31,10 @@ class ModelSpec:
         quality_rms_ref: median per-component RMS of the raw embeddings on clean ORL (``make
             eval``'s ``results.json``: ``quality.norms.rms_median``), the scale ``face_quality``
             maps to 0.76; ``None`` (no weights measured here): ``face_quality``'s default.
+        verify_threshold: the cosine threshold ``fetoolkit.verify`` uses when given none, measured
+            here on real faces (``verify_threshold_note`` says where and at what FAR/FRR); ``None``:
+            the caller must give one.
+        verify_threshold_note: where ``verify_threshold`` was measured.
     """
 
     name: str
@@ -44,6 +48,8 @@ class ModelSpec:
     quality_rms_ref: float | None = None
     builder: str | None = None
     release: str | None = None
+    verify_threshold: float | None = None
+    verify_threshold_note: str = ""
 
 
 _MODELS: dict[str, ModelSpec] = {}

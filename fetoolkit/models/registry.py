@@ -42,10 +42,11 @@ def build_arch(name: str, **kwargs: Any) -> nn.Module:
     return getattr(importlib.import_module(module_name), func)(**kwargs)
 
 
-def list_models() -> list[str]:
-    """Registry names of every model (aliases and release tags excluded), sorted."""
+def list_models(*, aliases: bool = False) -> list[str]:
+    """Registry names of every model (release tags excluded), sorted; ``aliases=True`` adds the
+    aliases (``arcface``), which every function taking a model name accepts too."""
     _ensure_loaded()
-    return sorted(_MODELS)
+    return sorted({*_MODELS, *_ALIASES}) if aliases else sorted(_MODELS)
 
 
 def list_releases() -> list[str]:
