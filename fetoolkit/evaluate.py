@@ -115,10 +115,17 @@ def keep_enrolled(pairs: PairProtocol, ok: np.ndarray) -> tuple[PairProtocol, in
     return pairs.subset(keep), int((~keep).sum())
 
 
-def _consecutive_folds(p: PairProtocol) -> PairProtocol:
-    """Renumber fold ids to 0..K-1 (a fold can vanish when its pairs are dropped)."""
-    folds = np.unique(p.folds, return_inverse=True)[1].astype(np.int64)
-    return PairProtocol(p.idx_a, p.idx_b, p.labels, folds)
+def _consecutive_folds(p: PairProtocol, before: int) -> PairProtocol:
+    """Renumber fold ids to 0..K-1 (a fold vanishes when all its pairs are dropped: said in the log)."""
+    kept, folds = np.unique(p.folds, return_inverse=True)
+    if len(kept) < before:
+        log.warning(
+            "%d of %d folds lost every pair to failures to enrol: %d-fold accuracy",
+            before - len(kept),
+            before,
+            len(kept),
+        )
+    return PairProtocol(p.idx_a, p.idx_b, p.labels, folds.astype(np.int64))
 
 
 def _check_usable(p: PairProtocol, what: str, dropped: int) -> None:
@@ -202,7 +209,7 @@ def evaluate(
     roc, roc_dropped = keep_enrolled(data.roc, es.ok)
     _check_usable(kfold, "k-fold", kfold_dropped)
     _check_usable(roc, "ROC", roc_dropped)
-    kfold = _consecutive_folds(kfold)
+    kfold = _consecutive_folds(kfold, len(np.unique(data.kfold.folds)))
     ks, rs = pair_scores(emb, kfold), pair_scores(emb, roc)
     # One verification_report: one sort of the ROC scores and one of the k-fold scores (at 10
     # million pairs each costs seconds; see fetoolkit.bench_metrics).

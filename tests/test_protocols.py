@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -44,6 +46,26 @@ def test_all_pairs_counts() -> None:
     assert (p.n_genuine, p.n_impostor) == (1800, 78000)
 
 
-def test_too_few_identities() -> None:
-    with pytest.raises(ValueError, match="cannot make 10 folds"):
-        kfold_pairs(orl_like(n_people=5))
+def test_folds_fit_the_identities_or_the_fix_is_named(caplog: pytest.LogCaptureFixture) -> None:
+    """5 identities make 2 folds (said in a warning naming dataset.n_folds), 10 make 5; 3 make none."""
+    with caplog.at_level("WARNING"):
+        p = kfold_pairs(orl_like(n_people=5))
+    assert len(np.unique(p.folds)) == 2 and "2-fold accuracy instead of 10-fold" in caplog.text
+    assert "dataset.n_folds" in caplog.text
+    assert len(np.unique(kfold_pairs(orl_like(n_people=10)).folds)) == 5
+    assert len(np.unique(kfold_pairs(orl_like(n_people=10), n_folds=4).folds)) == 4
+    with pytest.raises(ValueError, match="no 2 folds"):
+        kfold_pairs(orl_like(n_people=3))
+
+
+def test_a_csv_without_folds_gets_as_many_as_its_rarer_class_allows(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from fetoolkit.data.csvpairs import load_pairs_csv, write_pairs_csv
+
+    rows = [(f"a{i}.jpg", f"b{i}.jpg", i < 3) for i in range(20)]  # 3 genuine, 17 impostor
+    with caplog.at_level("WARNING"):
+        pairs = load_pairs_csv(write_pairs_csv(tmp_path / "p.csv", rows)).pairs
+    assert len(np.unique(pairs.folds)) == 3 and "3-fold accuracy instead of 10-fold" in caplog.text
+    for k in range(3):
+        assert pairs.labels[pairs.folds == k].any() and (~pairs.labels[pairs.folds == k]).any()

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fetoolkit.data.protocols import PairProtocol
+from fetoolkit.data.protocols import PairProtocol, fit_folds
 from fetoolkit.data.sources import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
@@ -119,11 +119,18 @@ def load_pairs_csv(path: str | Path, *, root: str | Path | None = None, n_folds:
         f_arr = np.asarray(fold, np.int64)
         f_arr = np.unique(f_arr, return_inverse=True)[1].astype(np.int64)  # consecutive 0..K-1
     else:
+        rarer = int(min(labels.sum(), (~labels).sum()))
+        k = fit_folds(
+            n_folds,
+            rarer,
+            f"{path}: {rarer} pairs of the rarer class (each fold needs one of each)",
+            f"add pairs, give a fold column, or set dataset.n_folds=<k> to choose (asked: {n_folds})",
+        )
         rng = np.random.default_rng(seed)
         f_arr = np.empty(labels.size, np.int64)
         for cls in (True, False):
             pos = rng.permutation(np.flatnonzero(labels == cls))
-            f_arr[pos] = np.arange(pos.size) % n_folds
+            f_arr[pos] = np.arange(pos.size) % k
     missing = sum(not p.is_file() for p in paths)
     if missing:
         log.warning("%d of %d images named in %s are missing (they will fail to enrol)", missing, len(paths), path)

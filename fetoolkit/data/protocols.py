@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,29 @@ def _pairs_within(members: np.ndarray, identities: np.ndarray) -> tuple[np.ndarr
     return a, b, identities[a] == identities[b]
 
 
+def fit_folds(requested: int, available: int, what: str, fix: str) -> int:
+    """The folds a data set can have: ``requested``, or fewer (with a warning naming ``fix``) when it
+    holds only ``available`` units that can form a fold; the same rule for every data set.
+
+    Args:
+        requested: the folds asked for (``dataset.n_folds``, 10 by default).
+        available: the most folds the data allows (identities // 2, or the pairs of the rarer class).
+        what: what ``available`` counts, for the messages.
+        fix: how to get the requested folds (or to silence the warning).
+
+    Raises:
+        ValueError: fewer than 2 folds are possible (k-fold accuracy needs a held-out fold).
+    """
+    if requested < 2:
+        raise ValueError(f"dataset.n_folds must be >= 2, got {requested}")
+    if available < 2:
+        raise ValueError(f"{what}: no 2 folds can be made for k-fold accuracy; {fix}")
+    if available < requested:
+        log.warning("%s: %d-fold accuracy instead of %d-fold; %s", what, available, requested, fix)
+        return available
+    return requested
+
+
 def kfold_pairs(identities: np.ndarray, n_folds: int = 10, seed: int = 0) -> PairProtocol:
     """Subject-disjoint folds: every genuine pair of a fold plus as many impostor pairs.
 
@@ -60,15 +86,18 @@ def kfold_pairs(identities: np.ndarray, n_folds: int = 10, seed: int = 0) -> Pai
 
     Args:
         identities: int ``[N]`` identity id of each image.
-        n_folds: number of folds (10 for the LFW-style protocol).
+        n_folds: folds asked for (10 for the LFW-style protocol); fewer, with a warning, when
+            there are fewer than ``2 * n_folds`` identities (see :func:`fit_folds`).
         seed: seed of the subject shuffle and impostor sampling.
     """
     identities = np.asarray(identities)
     subjects = np.unique(identities)
-    if len(subjects) < 2 * n_folds:
-        raise ValueError(
-            f"{len(subjects)} identities cannot make {n_folds} folds with impostors (need >= {2 * n_folds})"
-        )
+    n_folds = fit_folds(
+        n_folds,
+        len(subjects) // 2,
+        f"{len(subjects)} identities (a fold needs 2 for its impostor pairs)",
+        f"add identities (at least {2 * n_folds} for {n_folds} folds) or set dataset.n_folds=<k> to choose",
+    )
     rng = np.random.default_rng(seed)
     groups = np.array_split(rng.permutation(subjects), n_folds)
     parts: list[tuple[np.ndarray, ...]] = []

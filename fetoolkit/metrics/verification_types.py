@@ -119,6 +119,8 @@ class KFoldReport:
         accuracy: the k-fold accuracy and its per-fold thresholds.
         ci: ``(low, high)`` bootstrap interval of the mean accuracy (resampled within each
             (fold, class)), None without intervals.
+
+    ``to_dict`` adds ``accuracy_sem`` (:attr:`sem`) beside ``accuracy_std``.
     """
 
     n_folds: int
@@ -140,8 +142,16 @@ class KFoldReport:
             },
             "accuracy_mean": a.accuracy_mean,
             "accuracy_std": a.accuracy_std,
+            "accuracy_sem": self.sem,
             "best_threshold": a.best_threshold,
         }
+
+    @property
+    def sem(self) -> float | None:
+        """Standard error of the mean fold accuracy, ``std(ddof=1) / sqrt(k)`` (what FaceX-Zoo
+        reports as "std"; ``accuracy_std`` is the population std over folds, as insightface's)."""
+        acc = np.asarray(self.accuracy.fold_accuracies, np.float64)
+        return float(acc.std(ddof=1) / np.sqrt(acc.size)) if acc.size > 1 else None
 
 
 @dataclass(frozen=True, eq=False)

@@ -134,7 +134,8 @@ def markdown_summary(s: dict[str, Any]) -> str:
     if s.get("accuracy_mean") is not None:
         lines.append(
             f"| {s['kfold']['n_folds']}-fold accuracy | {fmt_ci(s['accuracy_mean'], s.get('accuracy_ci'))} (std over "
-            f"folds {fmt(s['accuracy_std'])}, threshold {fmt(s['best_threshold'])}) |"
+            f"folds {fmt(s['accuracy_std'])}, standard error {fmt(s.get('accuracy_sem'))}, threshold "
+            f"{fmt(s['best_threshold'])}) |"
         )
     lines += [
         f"| AUC | {fmt(s['auc'], 5)} |",
@@ -217,11 +218,12 @@ def format_summary(s: dict[str, Any]) -> str:
         ("pairs (ROC)", f"{s['n_genuine']} genuine, {s['n_impostor']} impostor"),
     ]
     if s.get("accuracy_mean") is not None:
+        sem = "-" if s.get("accuracy_sem") is None else f"{s['accuracy_sem']:.4f}"
         rows.append(
             (
                 f"{s['kfold']['n_folds']}-fold accuracy",
-                f"{s['accuracy_mean']:.4f}{ci(s.get('accuracy_ci'))} +- {s['accuracy_std']:.4f} "
-                f"(threshold {s['best_threshold']:.4f})",
+                f"{s['accuracy_mean']:.4f}{ci(s.get('accuracy_ci'))} +- {s['accuracy_std']:.4f} std, "
+                f"{sem} s.e. (threshold {s['best_threshold']:.4f})",
             )
         )
     rows += [("AUC", f"{s['auc']:.5f}"), ("EER", f"{s['eer']:.4f}{ci(s.get('eer_ci'))}")]
