@@ -27,6 +27,11 @@ class UsageError(ValueError):
 USER_ERRORS: tuple[type[BaseException], ...] = (UsageError, FileNotFoundError, LookupError, ValueError, PermissionError)
 
 
+def _text(e: BaseException) -> str:
+    """The message of ``e`` (a ``KeyError``'s without the quotes ``str`` adds)."""
+    return str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+
+
 def suggest(key: str, known: Sequence[str]) -> str:
     """`` (did you mean 'x'?)`` for the nearest known key, or ''."""
     near = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
@@ -64,9 +69,13 @@ def parse_args(argv: Sequence[str], keys: Mapping[str, type]) -> tuple[list[str]
     return paths, values
 
 
-def run_main(main: Callable[[list[str]], int], argv: Sequence[str] | None = None) -> int:
-    """Call ``main`` with the arguments (``--verbose`` removed); user errors -> one line on stderr, exit 2."""
+def run_main(main: Callable[[list[str]], int], argv: Sequence[str] | None = None, doc: str | None = None) -> int:
+    """Call ``main`` with the arguments (``--verbose`` removed); user errors -> one line on stderr,
+    exit 2; ``-h``/``--help`` prints ``doc``."""
     args = list(sys.argv[1:] if argv is None else argv)
+    if doc and any(a in ("-h", "--help") for a in args):
+        print(doc.strip())
+        return 0
     verbose = "--verbose" in args or os.environ.get("HYDRA_FULL_ERROR") == "1"
     args = [a for a in args if a != "--verbose"]
     try:
@@ -74,7 +83,7 @@ def run_main(main: Callable[[list[str]], int], argv: Sequence[str] | None = None
     except USER_ERRORS as e:
         if verbose:
             raise
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {_text(e)}", file=sys.stderr)
         print("(--verbose or HYDRA_FULL_ERROR=1 shows the traceback)", file=sys.stderr)
         return 2
 
@@ -99,31 +108,45 @@ def check_overrides(config_name: str, args: Sequence[str]) -> None:
     naming the nearest known key, before Hydra runs (Hydra would suggest ``+key=...``, which adds
     the misspelt key and runs without the setting the user meant).
 
-    Config group choices (``model=...``) are composed first, so the keys of the chosen data set,
-    model and detector count; ``hydra.*`` overrides and deletions (``~key``) are Hydra's.
+    The overrides are read by Hydra's own parser (sweeps, ``choice(...)``, quoting); config group
+    choices (``model=...``, a sweep's first choice) are composed first, so the keys of the chosen
+    data set, model and detector count; ``hydra.*`` overrides and deletions (``~key``) are Hydra's.
+    Whatever this check cannot compose (a bad group choice, ``--config-dir``) is left to Hydra,
+    which reports it itself.
 
     Raises:
         UsageError: an unknown key.
     """
     from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
     from omegaconf import OmegaConf
 
     from fetoolkit.config import CONFIGS
 
+    if any(a.split("=")[0] in _OTHER_CONFIG_FLAGS for a in args):
+        return  # another config than the job's: Hydra knows its keys
+    try:
+        overrides = OverridesParser.create().parse_overrides([a for a in args if "=" in a and not a.startswith("-")])
+    except Exception:
+        return  # Hydra reports the syntax error itself
     groups = {d.name for d in CONFIGS.iterdir() if d.is_dir()}
     choices, keys = [], []
-    for arg in args:
-        key, eq, value = arg.partition("=")
-        if not eq or arg.startswith("-") or key.lstrip("+~").startswith("hydra") or key.startswith("~"):
+    for o in overrides:
+        key = o.key_or_group
+        if key.startswith("hydra") or o.is_delete():
             continue
-        if key in groups:
-            choices.append(f"{key}={value.split(',')[0]}")  # a sweep: its first choice has the same keys
+        if key in groups and not o.is_add():
+            first = next(iter(o.sweep_string_iterator())) if o.is_sweep_override() else o.get_value_element_as_str()
+            choices.append(f"{key}={first}")
         else:
-            keys.append(key.lstrip("+"))
+            keys.append(key)
     if not keys:
         return
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        cfg = compose(config_name, overrides=choices)
+    try:
+        with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+            cfg = compose(config_name, overrides=choices)
+    except Exception:
+        return  # an unknown group choice and the like: Hydra's message says it best
     known = _key_paths(OmegaConf.to_container(cfg, resolve=False)) | groups
     for key in keys:
         if key not in known:
@@ -131,6 +154,9 @@ def check_overrides(config_name: str, args: Sequence[str]) -> None:
                 f"unknown setting {key!r}{suggest(key, sorted(known))}; `python -m fetoolkit.{config_name} --cfg job` "
                 "prints every setting"
             )
+
+
+_OTHER_CONFIG_FLAGS = ("--config-name", "-cn", "--config-path", "-cp", "--config-dir", "-cd")
 
 
 def hydra_job(main: Callable[[], Any], config_name: str) -> None:
@@ -152,5 +178,5 @@ def user_error_exit(e: BaseException) -> None:
     with ``--verbose`` / ``HYDRA_FULL_ERROR=1``, where it is re-raised)."""
     if os.environ.get("HYDRA_FULL_ERROR") == "1":
         raise e
-    print(f"error: {e}\n(--verbose or HYDRA_FULL_ERROR=1 shows the traceback)", file=sys.stderr)
+    print(f"error: {_text(e)}\n(--verbose or HYDRA_FULL_ERROR=1 shows the traceback)", file=sys.stderr)
     sys.exit(2)

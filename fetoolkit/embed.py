@@ -1,10 +1,24 @@
-"""``python -m fetoolkit.embed``
+"""``python -m fetoolkit.embed``: lives in :mod:`fetoolkit.jobs.embed`; this module keeps the command short.
 
-Lives in :mod:`fetoolkit.jobs.embed`; this module only keeps the ``python -m`` command short. Nothing may
-import it (it is a job; ``fetoolkit.embed`` in Python is the one-call function of :mod:`fetoolkit.onecall`).
+``fetoolkit.embed`` in Python is the one-call function of :mod:`fetoolkit.onecall`. Importing this
+module (``import fetoolkit.embed``) makes Python bind the *module* to that name on the package, so the
+module is made callable as the function: ``fetoolkit.embed(...)`` works either way.
 """
 
 import runpy
+import sys
+import types
+from typing import Any
+
+from fetoolkit.onecall import embed as _embed
+
+
+class _CallableModule(types.ModuleType):
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return _embed(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
 
 if __name__ == "__main__":
     runpy.run_module("fetoolkit.jobs.embed", run_name="__main__", alter_sys=True)

@@ -66,6 +66,8 @@ def test_verify_says_where_its_threshold_came_from(wild: dict[str, Path]) -> Non
     assert other.threshold_source == "given" and other.same == (other.score >= 0.3)
     with pytest.raises(ValueError, match="no default threshold"):
         fetoolkit.verify(wild["obama.jpg"], wild["biden.jpg"], model="mobilefacenet512")
+    with pytest.raises(ValueError, match="not both"):
+        fetoolkit.verify(wild["obama.jpg"], wild["biden.jpg"], threshold=0.5, run="somewhere")
 
 
 def test_a_runs_threshold_with_its_interval_scores_new_pairs(tmp_path: Path, wild: dict[str, Path]) -> None:
@@ -147,9 +149,37 @@ def test_verify_and_embed_commands(tmp_path: Path, wild: dict[str, Path]) -> Non
     np.testing.assert_array_equal(got, want)
 
 
+def test_the_command_modules_do_not_shadow_the_functions() -> None:
+    """``import fetoolkit.verify`` binds the module to the package's name; it stays callable."""
+    import importlib
+
+    importlib.import_module("fetoolkit.verify")
+    importlib.import_module("fetoolkit.embed")
+    assert callable(fetoolkit.verify) and callable(fetoolkit.embed)
+    face = fetoolkit.embed(load_wild()["obama.jpg"])[0]
+    assert face.embedding.shape == (192,)
+
+
+def test_override_check_leaves_what_it_cannot_judge_to_hydra() -> None:
+    from fetoolkit.cli_args import UsageError, check_overrides
+
+    for ok in (
+        ["-m", "model=choice(arcface,mobilefacenet512)", "seed=1"],
+        ["dataset=lfw", "dataset.root=/x", "model.weights=/y.onnx", "threshold.dev=/z"],
+        ["model=nonexistent", "seed=1"],  # Hydra names the missing choice itself
+        ["--config-dir=/elsewhere", "anything=1"],
+        ["hydra.run.dir=/tmp/x", "~cache"],
+    ):
+        check_overrides("eval", ok)
+    with pytest.raises(UsageError, match="did you mean 'stats.n_boot'"):
+        check_overrides("eval", ["-m", "model=choice(arcface,sface)", "stats.nboot=5"])
+
+
 def test_hydra_jobs_refuse_misspelt_settings_in_one_line() -> None:
     for args in (["pipline.align=false"], ["+pipline.align=false"], ["-m", "model=arcface,sface", "datset=orl"]):
         done = _cli("fetoolkit.eval", *args)
         assert done.returncode == 2 and "did you mean" in done.stderr and "Traceback" not in done.stderr, args
     missing = _cli("fetoolkit.eval", "dataset=folder", "dataset.root=/no/such/folder", "hydra.run.dir=/tmp/fetoolkit-x")
     assert missing.returncode == 2 and "/no/such/folder" in missing.stderr and "Traceback" not in missing.stderr
+    weights = _cli("fetoolkit.export", "model.weights=/no/such/weights.pth", "hydra.run.dir=/tmp/fetoolkit-y")
+    assert weights.returncode == 2 and "/no/such/weights.pth" in weights.stderr and "Traceback" not in weights.stderr

@@ -107,8 +107,18 @@ def check_names(
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:
-    """The ``metadata_props`` of an ONNX file as a dict."""
-    return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    """The ``metadata_props`` of an ONNX file as a dict.
+
+    Raises:
+        ValueError: the file is not a readable ONNX model.
+    """
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # protobuf's DecodeError and friends: say which file and what to do
+        raise ValueError(
+            f"{path} is not a readable ONNX model ({type(e).__name__}); re-export or re-download it"
+        ) from None
+    return {p.key: p.value for p in model.metadata_props}
 
 
 def prune_unused_inputs(model: onnx.ModelProto) -> list[str]:

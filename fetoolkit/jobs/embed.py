@@ -17,6 +17,7 @@ from fetoolkit.cli_args import UsageError, parse_args, run_main
 
 log = logging.getLogger("fetoolkit.embed")
 
+COLUMNS = ["path", "face", "score", "box", "landmarks", "quality", "embedding", "error"]
 KEYS = {"out": str, "model": str, "detector": str, "backend": str, "weights": str, "all_faces": bool, "aligned": bool}
 
 
@@ -39,8 +40,7 @@ def image_files(paths: list[str]) -> list[Path]:
 def main(argv: list[str]) -> int:
     import pandas as pd
 
-    from fetoolkit.imageio import ImageDecodeError
-    from fetoolkit.onecall import NoFaceError, embed
+    from fetoolkit.onecall import embed, prepare
 
     paths, kw = parse_args(argv, KEYS)
     out = kw.pop("out", None)
@@ -51,12 +51,13 @@ def main(argv: list[str]) -> int:
     files = image_files(paths)
     if not files:
         raise UsageError(f"no image files in {paths}")
+    prepare(**{k: v for k, v in kw.items() if k in ("model", "detector", "backend", "weights")})  # fail fast
     rows: list[dict[str, Any]] = []
     for f in files:
         try:
             faces = embed(f, **kw)
-        except (NoFaceError, ImageDecodeError) as e:
-            rows.append({"path": str(f), "face": -1, "error": str(e)})
+        except (LookupError, ValueError, OSError) as e:  # no face, not an image, too small, unreadable
+            rows.append({"path": str(f), "face": -1, "error": f"{type(e).__name__}: {e}"})
             continue
         for k, face in enumerate(faces):
             rows.append(
@@ -71,7 +72,7 @@ def main(argv: list[str]) -> int:
                     "error": None,
                 }
             )
-    df = pd.DataFrame(rows)
+    df = pd.DataFrame(rows, columns=COLUMNS)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     df.to_parquet(out, index=False)
     n_err = int(df["error"].notna().sum())
@@ -82,4 +83,4 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.WARNING)
-    sys.exit(run_main(main))
+    sys.exit(run_main(main, doc=__doc__))

@@ -33,7 +33,7 @@ from fetoolkit.agreement import compare, reference_from, tolerance_from
 from fetoolkit.aligned import align_dataset, calibration_faces, embed_set
 from fetoolkit.backends.onnx_backend import OnnxEmbedder
 from fetoolkit.backends.onnx_graph import META_CALIBRATION, count_ops, data_inputs, opset_of
-from fetoolkit.cli_args import hydra_job
+from fetoolkit.cli_args import USER_ERRORS, hydra_job, user_error_exit
 from fetoolkit.config import pipeline_cfg
 from fetoolkit.cpu import machine_info
 from fetoolkit.hub import sha256_file
@@ -155,7 +155,10 @@ def run(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
 @hydra.main(version_base="1.3", config_path="../../configs", config_name="export")
 def main(cfg: DictConfig) -> None:
     out_dir = Path(hydra.core.hydra_config.HydraConfig.get().runtime.output_dir)
-    run(cfg, out_dir)
+    try:
+        run(cfg, out_dir)
+    except USER_ERRORS as e:  # bad weights, paths, settings: one line and the fix
+        user_error_exit(e)
     log.info("wrote %s", out_dir / "export.json")
 
 

@@ -35,7 +35,7 @@ from fetoolkit.agreement import FAR, compare, reference_from, tolerance_from
 from fetoolkit.aligned import align_dataset, embed_set
 from fetoolkit.backends.common import batches, l2_normalize
 from fetoolkit.backends.onnx_backend import OnnxEmbedder
-from fetoolkit.cli_args import hydra_job
+from fetoolkit.cli_args import USER_ERRORS, hydra_job, user_error_exit
 from fetoolkit.config import pipeline_cfg
 from fetoolkit.cpu import machine_info
 from fetoolkit.jsonutil import jsonable
@@ -244,7 +244,10 @@ def format_summary(s: dict[str, Any]) -> str:
 @hydra.main(version_base="1.3", config_path="../../configs", config_name="parity")
 def main(cfg: DictConfig) -> None:
     out_dir = Path(hydra.core.hydra_config.HydraConfig.get().runtime.output_dir)
-    summary = run(cfg, out_dir)
+    try:
+        summary = run(cfg, out_dir)
+    except USER_ERRORS as e:  # bad weights, paths, settings: one line and the fix
+        user_error_exit(e)
     log.info("wrote %s", out_dir / "parity.json")
     if not summary["pass"]:
         log.error(

@@ -14,7 +14,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from fetoolkit.cli_args import hydra_job
+from fetoolkit.cli_args import USER_ERRORS, hydra_job, user_error_exit
 from fetoolkit.serve.settings import ServeSettings, is_loopback
 
 log = logging.getLogger("fetoolkit.serve")
@@ -74,7 +74,10 @@ def warn_exposure(settings: ServeSettings) -> None:
 def main(cfg: DictConfig) -> None:
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     log.info("run directory: %s", out_dir)
-    run(cfg)
+    try:
+        run(cfg)
+    except USER_ERRORS as e:  # bad settings or environment (a model that fails to load is served as such)
+        user_error_exit(e)
 
 
 if __name__ == "__main__":

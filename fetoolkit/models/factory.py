@@ -201,7 +201,7 @@ def model_named_by(weights: str | os.PathLike[str] | None) -> str:
     from fetoolkit.backends.onnx_backend import read_metadata
     from fetoolkit.backends.onnx_graph import META_MODEL
 
-    path = Path(weights)
+    path = Path(weights).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")
     named = read_metadata(path).get(META_MODEL)
