@@ -151,6 +151,37 @@ def test_folder_reads_every_pillow_format_and_lists_what_it_skips(orl, tmp_path:
     assert ".txt" in reasons["notes.txt"] and "no image" in reasons["empty"]
 
 
+def test_duplicates_and_single_image_identities_are_listed_or_refused(orl, tmp_path: Path) -> None:
+    """The same ORL photo filed under two identities and twice in one, and an identity of one image:
+    each listed with its reason (results.json data.hygiene), or refused with strict."""
+    import shutil
+
+    from fetoolkit.data import from_identities
+    from fetoolkit.data.sources import load_identity_folder
+
+    root = tmp_path / "faces"
+    for ident in ("p1", "p2", "p3", "p4", "solo"):
+        (root / ident).mkdir(parents=True)
+    for j in range(3):
+        for k, ident in enumerate(("p1", "p2", "p3", "p4")):
+            shutil.copy(orl.paths[k * 10 + j], root / ident / f"{j}.pgm")
+    shutil.copy(orl.paths[0], root / "p2" / "9.pgm")  # p1's photo under p2
+    shutil.copy(orl.paths[10], root / "p2" / "8.pgm")  # p2's photo twice in p2
+    shutil.copy(orl.paths[50], root / "solo" / "0.pgm")
+    ds = load_identity_folder(root)
+    data = from_identities(ds, n_folds=2, seed=0, roc_pairs="all")
+    h = data.meta["hygiene"]
+    dup = {Path(d["path"]).name: d["reason"] for d in h["duplicates"]}
+    assert set(dup) == {"9.pgm", "8.pgm"}
+    assert "identities p1 and p2" in dup["9.pgm"] and "impostor pair of one photo" in dup["9.pgm"]
+    assert "identity p2" in dup["8.pgm"] and "genuine pair of one photo" in dup["8.pgm"]
+    assert [Path(d["path"]).parent.name for d in h["single_image_identities"]] == ["solo"]
+    with pytest.raises(ValueError, match="dataset.strict=true: 2 duplicate images"):
+        from_identities(ds, n_folds=2, seed=0, roc_pairs="all", strict=True)
+    clean = from_identities(load_identity_folder(root, pattern="[0-2].pgm"), n_folds=2, seed=0, roc_pairs="all")
+    assert clean.meta["hygiene"]["duplicates"] == []
+
+
 # ----------------------------------------------------------------------------------------
 # Damaged weight files: one line naming the file and what to do, never a raw library error
 # ----------------------------------------------------------------------------------------

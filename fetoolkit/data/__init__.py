@@ -8,6 +8,8 @@ images) is read by :mod:`fetoolkit.data.scores` in its own job path.
 
 from __future__ import annotations
 
+import hashlib
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +19,8 @@ import numpy as np
 
 from fetoolkit.data.protocols import PairProtocol, all_pairs, kfold_pairs
 from fetoolkit.data.sources import IdentityDataset, load_identity_folder, load_orl
+
+log = logging.getLogger(__name__)
 
 DATASETS = ("orl", "folder", "lfw", "bin", "csv", "rfw", "scores")
 
@@ -59,10 +63,57 @@ class EvalData:
         return self.identities.astype(str).astype(object)
 
 
-def from_identities(ds: IdentityDataset, n_folds: int, seed: int, roc_pairs: str) -> EvalData:
-    """Protocols generated from identity labels (ORL, identity folders)."""
+def hygiene(ds: IdentityDataset) -> dict[str, list[dict[str, str]]]:
+    """What in an identity data set makes pairs that do not mean what their labels say, as
+    ``{path, reason}`` records: the same file (by sha256) under two identities (an impostor pair
+    of one photo) or twice in one (a genuine pair of one photo), and identities with one image
+    (no genuine pair: impostor pairs only)."""
+    by_hash: dict[str, list[int]] = {}
+    for k, path in enumerate(ds.paths):
+        by_hash.setdefault(hashlib.sha256(Path(path).read_bytes()).hexdigest(), []).append(k)
+    names = ds.names or [str(i) for i in range(int(ds.identities.max()) + 1)]
+    duplicates = []
+    for group in (g for g in by_hash.values() if len(g) > 1):
+        first = group[0]
+        for k in group[1:]:
+            same = ds.identities[k] == ds.identities[first]
+            who = (
+                f"identity {names[ds.identities[k]]}"
+                if same
+                else (f"identities {names[ds.identities[first]]} and {names[ds.identities[k]]}")
+            )
+            what = "a genuine pair of one photo" if same else "an impostor pair of one photo"
+            duplicates.append(
+                {"path": str(ds.paths[k]), "reason": f"the same file as {ds.paths[first]} ({who}): {what}"}
+            )
+    counts = np.bincount(ds.identities)
+    single = [
+        {
+            "path": str(ds.paths[int(np.flatnonzero(ds.identities == i)[0])]),
+            "reason": f"the only image of identity {names[i]}: no genuine pair, in impostor pairs only",
+        }
+        for i in np.flatnonzero(counts == 1)
+    ]
+    for item in duplicates + single:
+        log.warning("data: %s: %s", item["path"], item["reason"])
+    return {"duplicates": duplicates, "single_image_identities": single}
+
+
+def from_identities(ds: IdentityDataset, n_folds: int, seed: int, roc_pairs: str, *, strict: bool = False) -> EvalData:
+    """Protocols generated from identity labels (ORL, identity folders).
+
+    ``strict``: refuse a data set with duplicate images or skipped files (see :func:`hygiene`) instead
+    of listing them in ``results.json`` (``data.hygiene``, ``data.skipped``) and ``summary.md``.
+    """
     if roc_pairs not in ("all", "kfold"):
         raise ValueError(f"dataset.roc_pairs must be 'all' or 'kfold', got {roc_pairs!r}")
+    report = hygiene(ds)
+    if strict and (report["duplicates"] or ds.skipped):
+        first = (report["duplicates"] + list(ds.skipped))[0]
+        raise ValueError(
+            f"dataset.strict=true: {len(report['duplicates'])} duplicate images and {len(ds.skipped)} skipped files "
+            f"(first: {first['path']}: {first['reason']}); fix the data or set dataset.strict=false to list them"
+        )
     kfold = kfold_pairs(ds.identities, n_folds=n_folds, seed=seed)
     roc = all_pairs(ds.identities) if roc_pairs == "all" else kfold
     return EvalData(
@@ -77,6 +128,7 @@ def from_identities(ds: IdentityDataset, n_folds: int, seed: int, roc_pairs: str
             "protocol": f"{n_folds} subject-disjoint folds; ROC over {roc_pairs} pairs",
             **ds.meta,
             "skipped": list(ds.skipped),
+            "hygiene": report,
         },
     )
 
@@ -92,12 +144,13 @@ def load_eval_data(cfg: Any, seed: int = 0) -> EvalData:
     """Build ``EvalData`` from a ``dataset`` config node (``name`` picks the reader)."""
     name = cfg.name
     label = cfg.get("label") or name
+    strict = bool(cfg.get("strict", False))
     if name == "orl":
-        return from_identities(load_orl(cfg.get("root")), cfg.n_folds, seed, cfg.roc_pairs)
+        return from_identities(load_orl(cfg.get("root")), cfg.n_folds, seed, cfg.roc_pairs, strict=strict)
     if name == "folder":
         root = _required(cfg, "root", "a folder with one sub-folder of images per identity")
         ds = load_identity_folder(root, name=label, aligned=bool(cfg.get("aligned", False)))
-        return from_identities(ds, cfg.n_folds, seed, cfg.roc_pairs)
+        return from_identities(ds, cfg.n_folds, seed, cfg.roc_pairs, strict=strict)
     if name == "lfw":
         from fetoolkit.data.lfw import load_lfw
 

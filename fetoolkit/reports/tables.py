@@ -189,6 +189,13 @@ def markdown_summary(s: dict[str, Any]) -> str:
         lines += ["", "## Skipped (not read)", ""] + [f"- `{d['path']}`: {d['reason']}" for d in skipped[:50]]
         if len(skipped) > 50:
             lines.append(f"- ... and {len(skipped) - 50} more (results.json: data.skipped)")
+    hygiene = (s.get("data") or {}).get("hygiene") or {}
+    for key, title in (("duplicates", "Duplicate images"), ("single_image_identities", "Identities with one image")):
+        items = hygiene.get(key) or []
+        if items:
+            lines += ["", f"## {title}", ""] + [f"- `{d['path']}`: {d['reason']}" for d in items[:50]]
+            if len(items) > 50:
+                lines.append(f"- ... and {len(items) - 50} more (results.json: data.hygiene.{key})")
     if s.get("fte_images"):
         lines += ["", "## Failures to enrol", ""] + [f"- {m}" for m in s["fte_images"][:50]]
         if len(s["fte_images"]) > 50:
