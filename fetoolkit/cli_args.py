@@ -13,10 +13,22 @@ import difflib
 import logging
 import os
 import sys
+import types
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 log = logging.getLogger(__name__)
+
+
+def make_callable(module_name: str, function: Callable[..., Any]) -> None:
+    """Make the module ``module_name`` callable as ``function``.
+
+    ``fetoolkit.verify`` / ``fetoolkit.embed`` are functions of the package and also modules
+    (``python -m fetoolkit.verify``); importing such a module makes Python bind the module to that
+    name on the package, and this keeps ``fetoolkit.verify(...)`` working either way.
+    """
+    callable_module = type("CallableModule", (types.ModuleType,), {"__call__": lambda self, *a, **k: function(*a, **k)})
+    sys.modules[module_name].__class__ = callable_module
 
 
 class UsageError(ValueError):

@@ -1,24 +1,15 @@
 """``python -m fetoolkit.embed``: lives in :mod:`fetoolkit.jobs.embed`; this module keeps the command short.
 
-``fetoolkit.embed`` in Python is the one-call function of :mod:`fetoolkit.onecall`. Importing this
-module (``import fetoolkit.embed``) makes Python bind the *module* to that name on the package, so the
-module is made callable as the function: ``fetoolkit.embed(...)`` works either way.
+``fetoolkit.embed`` in Python is the one-call function of :mod:`fetoolkit.onecall`; importing this
+module keeps it callable (see :func:`fetoolkit.cli_args.make_callable`).
 """
 
 import runpy
-import sys
-import types
-from typing import Any
 
-from fetoolkit.onecall import embed as _embed
+from fetoolkit.cli_args import make_callable
+from fetoolkit.onecall import embed
 
-
-class _CallableModule(types.ModuleType):
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return _embed(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
+make_callable(__name__, embed)
 
 if __name__ == "__main__":
     runpy.run_module("fetoolkit.jobs.embed", run_name="__main__", alter_sys=True)

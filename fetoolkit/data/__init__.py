@@ -8,7 +8,6 @@ images) is read by :mod:`fetoolkit.data.scores` in its own job path.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ import numpy as np
 
 from fetoolkit.data.protocols import PairProtocol, all_pairs, kfold_pairs
 from fetoolkit.data.sources import IdentityDataset, load_identity_folder, load_orl
+from fetoolkit.hub import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def hygiene(ds: IdentityDataset) -> dict[str, list[dict[str, str]]]:
     (no genuine pair: impostor pairs only)."""
     by_hash: dict[str, list[int]] = {}
     for k, path in enumerate(ds.paths):
-        by_hash.setdefault(hashlib.sha256(Path(path).read_bytes()).hexdigest(), []).append(k)
+        by_hash.setdefault(sha256_file(path), []).append(k)
     names = ds.names or [str(i) for i in range(int(ds.identities.max()) + 1)]
     duplicates = []
     for group in (g for g in by_hash.values() if len(g) > 1):
