@@ -9,6 +9,10 @@ and ``.quality``, by file: importing the ``fetoolkit`` package would load torch,
 metrics do not use). ``peak_rss_mb`` is that process's peak resident memory, inputs included;
 ``added_mb`` the growth over the resident memory just before the call. The ``suite`` row makes
 the calls ``fetoolkit.evaluate`` makes on one score set, in one process, in order.
+The ``identification`` rows time the 1:N search (:mod:`fetoolkit.metrics.identification`,
+faiss exact inner product) and the whole ``identification_report`` on a generated gallery of
+``--gallery`` random L2-normalised float32 rows of 512 dimensions (default 1,000,000, seeded)
+with ``--probes`` probes, half of them mated; ``--skip identification`` leaves them out.
 Times are wall-clock seconds of one call (the machine is shared: quote them with the
 ``cpu_peak_gflops`` measured in the same run, or as ratios).
 """
@@ -37,6 +41,8 @@ HERE = Path(__file__).resolve().parents[1]  # fetoolkit/
 
 N_IMAGES = 20_000
 GENUINE_FRACTION = 0.01
+IDENT_DIM = 512
+IDENT_MAX_RANK = 100  # identification_report's default: the search keeps the top 101 rows
 
 
 def make_data(n: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -52,6 +58,50 @@ def make_data(n: int, seed: int = 0) -> dict[str, np.ndarray]:
         "idx_b": rng.integers(0, N_IMAGES, n).astype(np.int64),
         "quality": rng.random(N_IMAGES).astype(np.float32),
         "subject": rng.integers(0, 3_500, n).astype(np.int64),
+    }
+
+
+def make_ident_data(n_gallery: int, n_probes: int, dim: int = IDENT_DIM, seed: int = 0) -> dict[str, np.ndarray]:
+    """A synthetic 1:N set: float32 ``[G, dim]`` random unit gallery rows (subjects ``0..G-1``)
+    and ``[Q, dim]`` probes, the first half noisy copies of random gallery rows (cosine to the
+    mate about 0.2 to 0.7), the rest random (subjects ``G..``, non-mated)."""
+    rng = np.random.default_rng(seed)
+    g = rng.standard_normal((n_gallery, dim), dtype=np.float32)
+    for start in range(0, n_gallery, 65_536):  # normalise in place, a block at a time
+        block = g[start : start + 65_536]
+        block /= np.linalg.norm(block, axis=1, keepdims=True)
+    n_mated = n_probes // 2
+    mate = rng.choice(n_gallery, n_mated, replace=False)
+    sigma = rng.uniform(0.05, 0.2, (n_mated, 1)).astype(np.float32)
+    p = np.concatenate(
+        [
+            g[mate] + sigma * rng.standard_normal((n_mated, dim), dtype=np.float32),
+            rng.standard_normal((n_probes - n_mated, dim), dtype=np.float32),
+        ]
+    )
+    p /= np.linalg.norm(p, axis=1, keepdims=True)
+    subjects = np.concatenate([mate, n_gallery + np.arange(n_probes - n_mated)]).astype(np.int64)
+    return {
+        "gallery": g,
+        "gallery_subjects": np.arange(n_gallery, dtype=np.int64),
+        "probes": p,
+        "probe_subjects": subjects,
+    }
+
+
+def _ident_cases() -> dict[str, Callable[[dict[str, np.ndarray]], Any]]:
+    def srch(d: dict[str, np.ndarray]) -> Any:
+        return _load("identification").search(d["gallery"], d["probes"], IDENT_MAX_RANK + 1)
+
+    def report(d: dict[str, np.ndarray]) -> Any:
+        im = _load("identification")
+        return im.identification_report(
+            d["gallery"], d["gallery_subjects"], d["probes"], d["probe_subjects"], max_rank=IDENT_MAX_RANK
+        )
+
+    return {
+        f"identification: search(k={IDENT_MAX_RANK + 1})": srch,
+        "identification: identification_report": report,
     }
 
 
@@ -121,21 +171,39 @@ def _cases(n_boot: int) -> dict[str, Callable[[dict[str, np.ndarray]], Any]]:
     }
 
 
-def _child(name: str, n: int, n_boot: int) -> dict[str, Any]:
+def _child(name: str, n: int, n_boot: int, n_gallery: int, n_probes: int) -> dict[str, Any]:
     """Run one case in this (fresh) process and measure it."""
-    d = make_data(n)
-    fn = _cases(n_boot)[name]
+    ident = _ident_cases()
+    if name in ident:
+        t = time.perf_counter()
+        d = make_ident_data(n_gallery, n_probes)
+        gen = time.perf_counter() - t
+        fn = ident[name]
+        _load("identification")
+        import faiss  # loaded before the clock starts, like numpy
+
+        threads = faiss.omp_get_max_threads()
+    else:
+        d = make_data(n)
+        fn = _cases(n_boot)[name]
     before = _rss_mb()
     t = time.perf_counter()
-    fn(d)
+    out = fn(d)
     dt = time.perf_counter() - t
     peak = _peak_mb()
-    return {
+    res: dict[str, Any] = {
         "seconds": round(dt, 3),
         "peak_rss_mb": round(peak, 1),
         "added_mb": round(peak - before, 1),
         "input_rss_mb": round(before, 1),
     }
+    if name in ident:
+        res["data_seconds"] = round(gen, 2)
+        res["faiss_threads"] = threads
+        if hasattr(out, "to_dict"):
+            res["figures"] = out.to_dict()
+            res["timing_s"] = {k: round(v, 3) for k, v in out.timing_s.items()}
+    return res
 
 
 def cpu_peak_gflops(size: int = 1024, repeat: int = 3) -> float:
@@ -149,11 +217,22 @@ def cpu_peak_gflops(size: int = 1024, repeat: int = 3) -> float:
     return 2 * size**3 / best / 1e9
 
 
-def run(n: int, n_boot: int, only: list[str] | None = None) -> dict[str, Any]:
-    """Time every case in its own process; returns the JSON-ready report."""
+def run(
+    n: int,
+    n_boot: int,
+    only: list[str] | None = None,
+    skip: list[str] | None = None,
+    n_gallery: int = 1_000_000,
+    n_probes: int = 2_000,
+) -> dict[str, Any]:
+    """Time every case in its own process; returns the JSON-ready report.
+
+    ``only`` / ``skip``: run only / leave out the cases whose name contains one of these."""
     results: dict[str, Any] = {}
-    for name in _cases(n_boot):
+    for name in [*_cases(n_boot), *_ident_cases()]:
         if only and not any(o in name for o in only):
+            continue
+        if skip and any(o in name for o in skip):
             continue
         # This file run as a script: a process that never imports the fetoolkit package.
         proc = subprocess.run(
@@ -166,6 +245,10 @@ def run(n: int, n_boot: int, only: list[str] | None = None) -> dict[str, Any]:
                 str(n),
                 "--n-boot",
                 str(n_boot),
+                "--gallery",
+                str(n_gallery),
+                "--probes",
+                str(n_probes),
             ],
             capture_output=True,
             text=True,
@@ -189,6 +272,13 @@ def run(n: int, n_boot: int, only: list[str] | None = None) -> dict[str, Any]:
         "n_images": N_IMAGES,
         "limits": {"seconds": 30, "peak_rss_mb": 2048},
         "suite_within_limits": None if suite is None else bool(suite["seconds"] < 30 and suite["peak_rss_mb"] < 2048),
+        "identification": {
+            "n_gallery": n_gallery,
+            "n_probes": n_probes,
+            "n_mated": n_probes // 2,
+            "dim": IDENT_DIM,
+            "max_rank": IDENT_MAX_RANK,
+        },
         "results": results,
         "machine": {
             "cpus": os.cpu_count(),
@@ -204,14 +294,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pairs", type=int, default=10_000_000, help="scored pairs (default 10 million)")
     ap.add_argument("--n-boot", type=int, default=10, help="resamples in the roc_cis case (default 10)")
     ap.add_argument("--only", nargs="*", help="run only the cases whose name contains one of these")
+    ap.add_argument("--skip", nargs="*", help="leave out the cases whose name contains one of these")
+    ap.add_argument("--gallery", type=int, default=1_000_000, help="identification gallery rows (default 1 million)")
+    ap.add_argument("--probes", type=int, default=2_000, help="identification probes, half mated (default 2000)")
     ap.add_argument("--out", type=Path, default=Path("bench_metrics.json"))
     ap.add_argument("--child", help=argparse.SUPPRESS)  # internal: run one case, print its JSON
     args = ap.parse_args(argv)
     if args.child:
-        sys.stdout.write(json.dumps(_child(args.child, args.pairs, args.n_boot)) + "\n")
+        res = _child(args.child, args.pairs, args.n_boot, args.gallery, args.probes)
+        sys.stdout.write(json.dumps(res) + "\n")
         return 0
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    report = run(args.pairs, args.n_boot, args.only)
+    report = run(args.pairs, args.n_boot, args.only, args.skip, args.gallery, args.probes)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     log.info("wrote %s", args.out)
     return 0

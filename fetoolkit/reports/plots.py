@@ -239,3 +239,81 @@ def plot_fmr_heatmap(
     path = Path(path)
     fig.savefig(path)
     return path
+
+
+def plot_cmc(curves: Mapping[str, np.ndarray], path: str | Path, *, title: str = "CMC") -> Path:
+    """Cumulative match characteristic curves: identification rate against rank, one line per label.
+
+    Args:
+        curves: label -> float ``[R]`` rates, entry ``r`` being the rate within rank ``r + 1``
+            (:attr:`fetoolkit.metrics.identification.IdentificationReport.cmc`); NaN entries are
+            not drawn.
+        path: PNG to write.
+        title: plot title.
+
+    The rank axis is logarithmic when a curve is longer than 20 ranks.
+    """
+    fig = Figure(figsize=(6, 4.5), dpi=120)
+    ax = fig.subplots()
+    longest = 1
+    for label, cmc in curves.items():
+        cmc = np.asarray(cmc, np.float64)
+        longest = max(longest, cmc.size)
+        ax.step(
+            np.arange(1, cmc.size + 1), cmc, where="post", label=label, lw=1.5, marker="." if cmc.size <= 20 else None
+        )
+    if longest > 20:
+        ax.set_xscale("log")
+        ax.set_xlabel("rank (log)")
+    else:
+        ax.set_xlabel("rank")
+    ax.set_xlim(1, longest)
+    ax.set_ylabel("identification rate (mate within rank)")
+    ax.set_ylim(top=1.001)
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    return path
+
+
+def plot_dir(
+    curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    path: str | Path,
+    *,
+    title: str = "DIR",
+    min_fpir: float | None = None,
+) -> Path:
+    """Detection-and-identification-rate curves: TPIR against FPIR on a log-FPIR axis.
+
+    Args:
+        curves: label -> (fpir ``[K]``, tpir ``[K]``) fractions
+            (:attr:`~fetoolkit.metrics.identification.IdentificationReport.dir_fpir` and
+            ``dir_tpir``); points at FPIR 0 cannot be drawn on a log axis and are left out.
+        path: PNG to write.
+        title: plot title.
+        min_fpir: left end of the FPIR axis (default: the finest non-zero FPIR among the curves).
+    """
+    fig = Figure(figsize=(6, 4.5), dpi=120)
+    ax = fig.subplots()
+    finest = 1.0
+    for label, (fpir, tpir) in curves.items():
+        fpir, tpir = np.asarray(fpir, np.float64), np.asarray(tpir, np.float64)
+        pos = fpir > 0
+        if pos.any():
+            finest = min(finest, float(fpir[pos].min()))
+        ax.step(np.where(pos, fpir, np.nan), tpir, where="post", label=label, lw=1.5)
+    ax.set_xscale("log")
+    ax.set_xlim(min_fpir or finest, 1.0)
+    ax.set_ylim(bottom=0, top=1.001)
+    ax.set_xlabel("false positive identification rate (log)")
+    ax.set_ylabel("true positive identification rate (rank 1)")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    return path
