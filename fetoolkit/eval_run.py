@@ -32,9 +32,11 @@ from fetoolkit.data import load_eval_data
 from fetoolkit.data.scores import PairScores
 from fetoolkit.deployment import Deployment
 from fetoolkit.evaluate import Evaluation, QualityCfg, StatsCfg, evaluate
+from fetoolkit.identify import IdentificationCfg
 from fetoolkit.models.factory import create_embedder
 from fetoolkit.reports.tables import format_summary
 from fetoolkit.score_eval import deployment_from_inputs, deployment_inputs, run_scores
+from fetoolkit.templates import TemplateCfg
 from fetoolkit.versions import library_versions
 
 log = logging.getLogger(__name__)
@@ -75,6 +77,11 @@ def run(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
         cache_crops=cache_cfg.crops,
         stats=stats,
         quality=section(cfg, "quality", QualityCfg),
+        templates=TemplateCfg(
+            normalize_images=bool(cfg.dataset.get("normalize_images", False)),
+            faceness_weight=bool(cfg.dataset.get("faceness_weight", False)),
+        ),
+        identification=section(cfg, "identification", IdentificationCfg),
     )
     summary = {
         "model": embedder.name,
@@ -100,6 +107,9 @@ def run(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
 def evaluation_pairs(ev: Evaluation) -> PairScores:
     """The kept ROC comparisons of a model run, with subjects, image paths and layout groups."""
     data, p = ev.data, ev.roc_pairs
+    if data.templates is not None:  # the pairs compare templates (IJB): items are template ids
+        ids = np.asarray([f"template {t}" for t in data.templates.ids], dtype=object)
+        return PairScores(ev.roc_scores, p.labels, None, None, ids[p.idx_a], ids[p.idx_b], {})
     names = np.asarray([str(x) for x in data.paths], dtype=object)
     subjects = data.subject_names()
     sa = sb = None
@@ -134,7 +144,9 @@ def _write_reports(ev: Evaluation, summary: dict[str, Any], out_dir: Path) -> No
     )
     plots.plot_det({name: (ev.det.far, ev.det.frr)}, out_dir / "det.png", title=f"DET on {where}")
     y = ev.roc_pairs.labels
-    thr = {"EER threshold": summary["eer_threshold"], "k-fold threshold": summary["best_threshold"]}
+    thr = {"EER threshold": summary["eer_threshold"]}
+    if summary.get("best_threshold") is not None:
+        thr["k-fold threshold"] = summary["best_threshold"]
     for key in ("1e-3", "1e-4"):
         t = (summary.get("threshold_at_far") or {}).get(key)
         if t is not None and np.isfinite(t):
@@ -142,6 +154,15 @@ def _write_reports(ev: Evaluation, summary: dict[str, Any], out_dir: Path) -> No
     plots.plot_score_hist(
         ev.roc_scores[y], ev.roc_scores[~y], out_dir / "scores.png", thresholds=thr, title=f"{name} on {ev.data.name}"
     )
+    if ev.identification is not None:
+        reps = ev.identification.reports
+        plots.plot_cmc({k: r.cmc for k, r in reps.items()}, out_dir / "cmc.png", title=f"{name} on {ev.data.name}: CMC")
+        if any(r.n_nonmated for r in reps.values()):
+            plots.plot_dir(
+                {k: (r.dir_fpir, r.dir_tpir) for k, r in reps.items() if r.n_nonmated},
+                out_dir / "dir.png",
+                title=f"{name} on {ev.data.name}: detection and identification rate",
+            )
     erc = summary["quality"].get("erc")
     if ev.erc and erc:
         plots.plot_erc(

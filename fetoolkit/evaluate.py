@@ -19,6 +19,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,10 +29,12 @@ from fetoolkit.data import EvalData, PairProtocol
 from fetoolkit.detect.base import DetectorCfg, FaceDetector
 from fetoolkit.detect.registry import AnyDetectorCfg, build_detector
 from fetoolkit.figures import StatsCfg, verification_figures
+from fetoolkit.identify import Identification, IdentificationCfg, ijb_identification, subject_identification
 from fetoolkit.jsonutil import json_float
 from fetoolkit.metrics import quality as qm
 from fetoolkit.metrics import verification as vm
 from fetoolkit.pipeline import EmbeddedSet, PipelineCfg, detector_settings, embed_dataset
+from fetoolkit.templates import TemplateCfg, pair_dots, template_features, template_pair_scores
 from fetoolkit.types import Embedder
 
 log = logging.getLogger(__name__)
@@ -71,11 +74,13 @@ class Evaluation:
         summary: the JSON-ready figures (``results.json``).
         data: the data set evaluated.
         embedded: raw embeddings and enrolment details.
-        embeddings: float32 ``[N, D]`` L2-normalised (NaN rows for failures to enrol).
+        embeddings: float32 ``[U, D]`` L2-normalised features of what the pairs compare: the images
+            (``U = N``; with the flip test the sum of a crop's and its mirror's raw features) or the
+            templates (``U = T``, IJB); NaN rows for failures to enrol.
         roc_scores: float64 ``[P]`` cosine of each kept ROC pair.
         roc_pairs: the kept ROC pairs.
-        kfold_scores: float64 ``[Q]`` cosine of each kept k-fold pair.
-        kfold_pairs: the kept k-fold pairs.
+        kfold_scores: float64 ``[Q]`` cosine of each kept k-fold pair (empty without folds).
+        kfold_pairs: the kept k-fold pairs (None without folds: IJB).
         report: every verification figure (``summary`` holds its ``to_dict()``).
         erc: quality-score name -> error-versus-reject curve.
         qualities: quality-score name -> float32 ``[N]`` (NaN for failures to enrol).
@@ -88,10 +93,11 @@ class Evaluation:
     roc_scores: np.ndarray
     roc_pairs: PairProtocol
     kfold_scores: np.ndarray
-    kfold_pairs: PairProtocol
+    kfold_pairs: PairProtocol | None
     report: vm.VerificationReport
     erc: dict[str, qm.ErcCurve] = field(default_factory=dict)
     qualities: dict[str, np.ndarray] = field(default_factory=dict)
+    identification: Identification | None = None
 
     @property
     def curve(self) -> vm.RocCurve:
@@ -105,8 +111,28 @@ class Evaluation:
 
 
 def pair_scores(emb: np.ndarray, pairs: PairProtocol) -> np.ndarray:
-    """Cosine similarity of each pair of L2-normalised embeddings: float64 ``[P]``."""
-    return np.einsum("ij,ij->i", emb[pairs.idx_a], emb[pairs.idx_b]).astype(np.float64)
+    """Cosine similarity of each pair of L2-normalised embeddings: float64 ``[P]`` (in chunks)."""
+    return pair_dots(emb, pairs.idx_a, pairs.idx_b)
+
+
+def comparison_features(
+    data: EvalData, es: EmbeddedSet, flip_test: bool, templates: TemplateCfg
+) -> tuple[np.ndarray, np.ndarray]:
+    """What the pairs compare: (float32 ``[U, D]`` L2-normalised features, bool ``[U]`` usable).
+
+    Images (``U = N``): each image's raw feature, plus its mirror's with the flip test
+    (insightface's "F": summed before normalisation). Templates (IJB, ``U = T``):
+    :func:`fetoolkit.templates.template_features` with ``templates``' N / D flags and F = ``flip_test``.
+    """
+    if data.templates is not None:
+        cfg = TemplateCfg(flip_test, templates.normalize_images, templates.faceness_weight)
+        return template_features(es.raw, es.raw_flip, es.ok, data.templates, cfg)
+    if not flip_test:
+        return es.normalized(), es.ok
+    assert es.raw_flip is not None
+    x = es.raw + es.raw_flip
+    with np.errstate(invalid="ignore"):
+        return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32), es.ok
 
 
 def keep_enrolled(pairs: PairProtocol, ok: np.ndarray) -> tuple[PairProtocol, int]:
@@ -157,6 +183,8 @@ def evaluate(
     cache_crops: bool = True,
     stats: StatsCfg | None = None,
     quality: QualityCfg | None = None,
+    templates: TemplateCfg | None = None,
+    identification: IdentificationCfg | None = None,
 ) -> Evaluation:
     """Detect, align, embed and score every pair of ``data``; compute the figures.
 
@@ -172,12 +200,19 @@ def evaluate(
         cache_crops: cache the aligned crops too.
         stats: bootstrap settings.
         quality: quality settings.
+        templates: the N / D flags of template features (IJB; F is ``pipeline.flip_test``).
+        identification: 1:N settings (IJB's own 1:N files are used whenever they exist).
     """
     if fte_policy not in FTE_POLICIES:
         raise ValueError(f"fte_policy must be one of {FTE_POLICIES}, got {fte_policy!r}")
     pipeline = pipeline or PipelineCfg()
     stats = stats or StatsCfg()
     quality = quality or QualityCfg()
+    templates = templates or TemplateCfg()
+    identification = identification or IdentificationCfg()
+    _check_identification(data, identification)
+    # the flip test: insightface's F, on by default for template protocols (the figure papers quote)
+    flip_test = pipeline.flip_test if pipeline.flip_test is not None else data.templates is not None
     dcfg = detector_cfg or getattr(detector, "cfg", None) or DetectorCfg()  # the key follows the detector used
     det_settings = detector_settings(dcfg)
     es = embed_dataset(
@@ -188,9 +223,10 @@ def evaluate(
         aligned=data.aligned,
         detector=detector if detector is not None else (lambda: _detector(dcfg)),
         detector_settings=det_settings,
-        flip=quality.flip,
+        flip=quality.flip or flip_test,
         cache=cache,
         cache_crops=cache_crops,
+        landmarks=data.landmarks,
     )
     n = len(data.paths)
     if es.failures:
@@ -203,21 +239,34 @@ def evaluate(
         log.warning("%s (fte_policy=drop: their pairs are left out and counted)", msg)
     if not es.ok.any():
         raise EnrolmentError(f"none of the {n} images enrolled (first: {next(iter(es.failures.values()))})")
-    emb = es.normalized()
+    t_units = time.perf_counter()
+    emb, unit_ok = comparison_features(data, es, flip_test, templates)
+    t_units = time.perf_counter() - t_units
 
-    kfold, kfold_dropped = keep_enrolled(data.kfold, es.ok)
-    roc, roc_dropped = keep_enrolled(data.roc, es.ok)
-    _check_usable(kfold, "k-fold", kfold_dropped)
+    roc, roc_dropped = keep_enrolled(data.roc, unit_ok)
     _check_usable(roc, "ROC", roc_dropped)
-    kfold = _consecutive_folds(kfold, len(np.unique(data.kfold.folds)))
-    ks, rs = pair_scores(emb, kfold), pair_scores(emb, roc)
+    kfold, kfold_dropped, ks = None, 0, np.empty(0)
+    if data.kfold is not None:
+        kfold, kfold_dropped = keep_enrolled(data.kfold, unit_ok)
+        _check_usable(kfold, "k-fold", kfold_dropped)
+        kfold = _consecutive_folds(kfold, len(np.unique(data.kfold.folds)))
+        ks = pair_scores(emb, kfold)
+    rs = pair_scores(emb, roc) if data.templates is None else template_pair_scores(emb, roc.idx_a, roc.idx_b)
     # One verification_report: one sort of the ROC scores and one of the k-fold scores (at 10
     # million pairs each costs seconds; see fetoolkit.bench_metrics).
-    fig = verification_figures(rs, roc.labels, ks, kfold.labels, kfold.folds, stats)
+    if kfold is not None:
+        fig = verification_figures(rs, roc.labels, ks, kfold.labels, kfold.folds, stats)
+    else:
+        fig = verification_figures(rs, roc.labels, None, None, None, stats)
     decades = fig.report.decades
     t2 = time.perf_counter()
-    qsum, erc, qualities = _quality(es, roc, rs, decades, data, quality)
+    if data.templates is None:
+        qsum, erc, qualities = _quality(es, roc, rs, decades, data, quality)
+    else:  # the pairs compare templates: no per-image error-versus-reject
+        qsum, erc, qualities = _template_quality(es), {}, {}
     t3 = time.perf_counter()
+    ident = _identification(data, emb, unit_ok, identification, embedder, pipeline, dcfg, cache, cache_crops)
+    t4 = time.perf_counter()
 
     summary: dict[str, Any] = {
         "dataset": data.name,
@@ -227,22 +276,107 @@ def evaluate(
         "fte_images": sorted(es.failures.values()),
         "fte_policy": fte_policy,
         "n_pairs_dropped": {"kfold": kfold_dropped, "roc": roc_dropped},
-        "n_pairs": {"kfold": len(data.kfold), "roc": len(data.roc)},
+        "n_pairs": {"kfold": 0 if data.kfold is None else len(data.kfold), "roc": len(data.roc)},
         "n_genuine": roc.n_genuine,
         "n_impostor": roc.n_impostor,
+        "comparison": _comparison_block(data, unit_ok, flip_test, templates),
         **fig.to_dict(),
+        **({"identification": ident.summary} if ident is not None else {}),
         "quality": qsum,
         "n_degraded": int((es.degraded >= 0).sum()) if es.degraded is not None else 0,
         "cache": es.cache,
         "cache_detail": {"embeddings": es.cache, "crops": es.crops_cache, "key": es.key},
         "timing_s": {
             **es.timing_s,
+            "features": round(t_units, 3),
             **fig.report.timing_s,
             "quality": round(t3 - t2, 3),
+            **({"identification": round(t4 - t3, 3)} if ident is not None else {}),
         },
         "data": data.meta,
     }
-    return Evaluation(summary, data, es, emb, rs, roc, ks, kfold, fig.report, erc, qualities)
+    return Evaluation(summary, data, es, emb, rs, roc, ks, kfold, fig.report, erc, qualities, ident)
+
+
+def _comparison_block(data: EvalData, ok: np.ndarray, flip_test: bool, templates: TemplateCfg) -> dict[str, Any]:
+    """``results.json`` ``comparison``: what a pair compares and how its features were made."""
+    block: dict[str, Any] = {"unit": "image" if data.templates is None else "template", "flip_test": flip_test}
+    if data.templates is not None:
+        cfg = TemplateCfg(flip_test, templates.normalize_images, templates.faceness_weight)
+        block.update(
+            {
+                "code": cfg.code(),
+                "normalize_images": cfg.normalize_images,
+                "faceness_weight": cfg.faceness_weight,
+                "n_templates": len(data.templates),
+                "n_templates_enrolled": int(ok.sum()),
+                "rule": "raw image features (+ mirrored crop with F), L2-normalised per image with N, times the "
+                "faceness score with D; averaged per media, summed per template, L2-normalised; score = dot product "
+                "(insightface's IJB evaluation)",
+            }
+        )
+    return block
+
+
+def _template_quality(es: EmbeddedSet) -> dict[str, Any]:
+    """The quality block of a template protocol: norm statistics of the images only."""
+    return {
+        "default": "norm",
+        "norms": qm.norm_summary(es.raw[es.ok]).to_dict(),
+        "erc": None,
+        "erc_reason": "the pairs compare templates, not images: no per-image error-versus-reject curve",
+    }
+
+
+def _check_identification(data: EvalData, cfg: IdentificationCfg) -> None:
+    """Refuse 1:N settings the data set cannot honour, before minutes of embedding."""
+    if cfg.distractors and cfg.gallery_per_subject is None:
+        raise ValueError("identification.distractors needs identification.gallery_per_subject (the gallery)")
+    if cfg.gallery_per_subject is not None and (data.identities is None or data.templates is not None):
+        raise ValueError(
+            f"identification.gallery_per_subject needs identity labels; dataset {data.name} has none "
+            "(use orl, folder, lfw or rfw; IJB sets use their own 1:N files)"
+        )
+    if cfg.distractors and not Path(cfg.distractors).expanduser().is_dir():
+        raise FileNotFoundError(f"identification.distractors: no such folder: {cfg.distractors}")
+
+
+def _identification(
+    data: EvalData,
+    emb: np.ndarray,
+    ok: np.ndarray,
+    cfg: IdentificationCfg,
+    embedder: Embedder,
+    pipeline: PipelineCfg,
+    dcfg: AnyDetectorCfg,
+    cache: EmbeddingCache | None,
+    cache_crops: bool,
+) -> Identification | None:
+    """1:N figures: IJB's own protocol when its files exist, else K images per subject when asked."""
+    if data.searches is not None:
+        return ijb_identification(emb, ok, data.searches)
+    if cfg.gallery_per_subject is None or data.identities is None:
+        return None
+    distractors = None
+    if cfg.distractors:
+        from fetoolkit.data.sources import list_images
+
+        paths = list_images(cfg.distractors)
+        des = embed_dataset(
+            paths,
+            embedder,
+            pipeline,
+            detector=lambda: _detector(dcfg),
+            detector_settings=detector_settings(dcfg),
+            cache=cache,
+            cache_crops=cache_crops,
+        )
+        if es_fail := len(des.failures):
+            log.warning(
+                "identification.distractors: %d of %d images did not enrol and are left out", es_fail, len(paths)
+            )
+        distractors = des.normalized()[des.ok]
+    return subject_identification(emb, ok, data.identities, cfg, distractors)
 
 
 def _quality(

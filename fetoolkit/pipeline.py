@@ -7,6 +7,7 @@ version (see :mod:`fetoolkit.cache` for what the keys hold).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -46,6 +47,10 @@ class PipelineCfg:
         degrade: fraction of the crops degraded before embedding (a perturbation for quality
             studies: Gaussian blur, noise, darkening and 16-pixel resolution in turn, on a
             seeded random choice of images; see :func:`degrade_crops`).
+        flip_test: the flip test (insightface's "F"): an image's feature is the sum of the raw
+            features of its crop and of the mirrored crop, before normalisation; None: on for
+            template protocols (IJB), off elsewhere. The mirrored crops' features are cached like
+            the others (the same entry as the flip-consistency quality score's).
     """
 
     align: bool = True
@@ -55,6 +60,7 @@ class PipelineCfg:
     batch_size: int = 32
     progress: bool = True
     degrade: float = 0.0
+    flip_test: bool | None = None
 
 
 @dataclass
@@ -171,6 +177,7 @@ def crop_images(
     size: tuple[int, int] = (112, 112),
     aligned: bool = False,
     images: Sequence[bytes] | None = None,
+    landmarks: np.ndarray | None = None,
 ) -> Crops:
     """Read, detect and align every image; failures are recorded, never dropped silently.
 
@@ -181,9 +188,13 @@ def crop_images(
         size: crop size (the model contract's).
         aligned: the images are already aligned crops (resized to ``size`` if they differ).
         images: encoded images in memory, one per path, decoded instead of reading ``paths``.
+        landmarks: float32 ``[N, 5, 2]`` given landmarks (IJB's meta file), in each image's pixels:
+            aligned from them without detection (``n_faces`` 1, no detector score).
     """
     if images is not None and len(images) != len(paths):
         raise ValueError(f"{len(images)} images for {len(paths)} paths")
+    if landmarks is not None and landmarks.shape != (len(paths), 5, 2):
+        raise ValueError(f"landmarks must be [N, 5, 2] for {len(paths)} images, got {landmarks.shape}")
     n = len(paths)
     out = Crops(
         np.zeros((n, *size, 3), np.uint8),
@@ -200,7 +211,13 @@ def crop_images(
                 image = read_image(path)
             else:
                 image = decode_image(images[i])
-            crop, score, nf, lm = crop_image(image, detector, step_cfg, size)
+            if landmarks is not None and step_cfg.align:
+                try:
+                    crop, score, nf, lm = align(image, landmarks[i], size), float("nan"), 1, landmarks[i]
+                except ValueError as e:
+                    raise AlignmentError(f"the given landmarks do not align: {e}") from None
+            else:
+                crop, score, nf, lm = crop_image(image, detector, step_cfg, size)
         except (LookupError, ImageDecodeError, FileNotFoundError, ValueError) as e:
             out.failures[i] = f"{path}: {e}"
             if isinstance(e, LookupError):
@@ -348,11 +365,28 @@ def detector_settings(cfg: DetectorCfg | SingleShotCfg) -> dict[str, Any]:
 
 
 def crops_key(
-    content: str, cfg: PipelineCfg, detector_settings: dict[str, Any], size: tuple[int, int], aligned: bool
+    content: str,
+    cfg: PipelineCfg,
+    detector_settings: dict[str, Any],
+    size: tuple[int, int],
+    aligned: bool,
+    landmarks: np.ndarray | None = None,
 ) -> str:
-    """Cache key of the aligned crops (see :mod:`fetoolkit.cache`)."""
+    """Cache key of the aligned crops (see :mod:`fetoolkit.cache`); given ``landmarks`` replace the
+    detector in the key by their digest."""
     v = library_versions()
     step_align = cfg.align and not aligned
+    if step_align and landmarks is not None:
+        return digest(
+            {
+                "what": "crops",
+                "content": content,
+                "landmarks_sha256": hashlib.sha256(np.ascontiguousarray(landmarks, np.float32).tobytes()).hexdigest(),
+                "size": list(size),
+                "template": ARCFACE_TEMPLATE.tolist(),
+                "libs": {k: v.get(k) for k in ("pillow", "opencv-python-headless", "numpy")},
+            }
+        )
     return digest(
         {
             "what": "crops",
@@ -409,6 +443,7 @@ def embed_dataset(
     flip: bool = False,
     cache: EmbeddingCache | None = None,
     cache_crops: bool = True,
+    landmarks: np.ndarray | None = None,
 ) -> EmbeddedSet:
     """Detect, align and embed every image of a data set, through the on-disk cache.
 
@@ -424,6 +459,7 @@ def embed_dataset(
         flip: also embed the mirrored crops (for the flip-consistency quality score).
         cache: where to look up and store results; None = compute everything.
         cache_crops: also cache the aligned crops (shared by every model of a sweep).
+        landmarks: float32 ``[N, 5, 2]`` given landmarks: align from them, no detection (IJB).
 
     Returns:
         :class:`EmbeddedSet`; its ``cache`` field says whether the embeddings were recomputed.
@@ -435,7 +471,7 @@ def embed_dataset(
         t = time.perf_counter()
         content = content_digest(paths, images)
         timing["hash"] = round(time.perf_counter() - t, 3)
-        ckey = crops_key(content, cfg, detector_settings or {}, size, aligned)
+        ckey = crops_key(content, cfg, detector_settings or {}, size, aligned, landmarks)
         ekey = embeddings_key(ckey, embedder, cfg, flip)
         hit = cache.load("emb", ekey)
         if hit is not None:
@@ -470,6 +506,7 @@ def embed_dataset(
         size=size,
         key=ckey,
         cache=cache if cache_crops else None,
+        landmarks=landmarks,
     )
     timing["detect_align"] = round(time.perf_counter() - t, 3)
     t = time.perf_counter()
@@ -529,6 +566,7 @@ def cached_crops(
     key: str | None = None,
     cache: EmbeddingCache | None = None,
     detector_settings: dict[str, Any] | None = None,
+    landmarks: np.ndarray | None = None,
 ) -> tuple[Crops, str]:
     """Aligned crops of a data set through the crops cache: ``(crops, "hit" | "miss" | "off")``.
 
@@ -540,9 +578,10 @@ def cached_crops(
         key: the crops key (computed from the images and settings when None and a cache is given).
         cache: None = no cache.
         detector_settings: for the key, when ``key`` is None.
+        landmarks: given landmarks (no detection), see :func:`crop_images`.
     """
     if cache is not None and key is None:
-        key = crops_key(content_digest(paths, images), cfg, detector_settings or {}, size, aligned)
+        key = crops_key(content_digest(paths, images), cfg, detector_settings or {}, size, aligned, landmarks)
     if cache is not None and key is not None:
         c = cache.load("crops", key)
         if c is not None:
@@ -551,9 +590,9 @@ def cached_crops(
                 c["faces"], c["ok"], c["det_scores"], c["n_faces"], c["landmarks"], decode_failures(c, paths)
             ), "hit"
     det = None
-    if cfg.align and not aligned:
+    if cfg.align and not aligned and landmarks is None:
         det = detector() if callable(detector) else detector
-    crops = crop_images(paths, det, cfg, size=size, aligned=aligned, images=images)
+    crops = crop_images(paths, det, cfg, size=size, aligned=aligned, images=images, landmarks=landmarks)
     if cache is None or key is None:
         return crops, "off"
     cache.save(

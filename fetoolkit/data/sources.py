@@ -90,6 +90,25 @@ def load_identity_folder(
     )
 
 
+def list_images(root: str | Path) -> list[Path]:
+    """Every image file under ``root`` (recursively, in natural name order), for distractor sets.
+
+    Raises:
+        FileNotFoundError: ``root`` is not a folder.
+        ValueError: it holds no image Pillow reads.
+    """
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"image folder not found: {root}")
+    files = sorted(
+        (f for f in root.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES),
+        key=lambda f: _natural_key(str(f.relative_to(root))),
+    )
+    if not files:
+        raise ValueError(f"no image files under {root} (endings read: {', '.join(IMAGE_SUFFIXES[:8])}, ...)")
+    return files
+
+
 def load_orl(root: str | Path | None = None) -> IdentityDataset:
     """The ORL / AT&T faces: 40 people x 10 grey 92x112 photos.
 

@@ -13,6 +13,10 @@ The ``identification`` rows time the 1:N search (:mod:`fetoolkit.metrics.identif
 faiss exact inner product) and the whole ``identification_report`` on a generated gallery of
 ``--gallery`` random L2-normalised float32 rows of 512 dimensions (default 1,000,000, seeded)
 with ``--probes`` probes, half of them mated; ``--skip identification`` leaves them out.
+The ``ijbc`` row runs the IJB-C 1:1 template protocol at IJB-C's size (469,375 images of 512
+generated raw features and their mirrors, 23,124 templates, 15.6 million template pairs;
+``--ijb-scale`` shrinks it): :func:`fetoolkit.templates.template_features`, the pair scores, and
+``verification_report`` down to FAR 1e-6, each stage timed.
 Times are wall-clock seconds of one call (the machine is shared: quote them with the
 ``cpu_peak_gflops`` measured in the same run, or as ratios).
 """
@@ -105,6 +109,93 @@ def _ident_cases() -> dict[str, Callable[[dict[str, np.ndarray]], Any]]:
     }
 
 
+IJB_CASE = "ijbc: template features, template pair scores, verification_report (generated features)"
+#: IJB-C's size (insightface's IJB-C 1:1 meta files): images, templates, template pairs, genuine pairs.
+IJBC = {"images": 469_375, "templates": 23_124, "pairs": 15_658_489, "genuine": 19_557, "subjects": 3_531}
+
+
+def _load_file(path: Path, key: str) -> ModuleType:
+    """A numpy-only module of the package, by file (no package import)."""
+    if key in sys.modules:
+        return sys.modules[key]
+    spec = importlib.util.spec_from_file_location(key, path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[key] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def ijb_child(scale: float = 1.0, dim: int = 512, seed: int = 0) -> dict[str, Any]:
+    """IJB-C-sized generated features through the template protocol, stage by stage, in this process.
+
+    ``scale`` shrinks every count (tests use a small one). Features: per subject a random direction,
+    per image that direction plus noise (raw norms spread by a quality factor), mirrored crops a
+    little noise apart; each template one subject, 1-4 media.
+    """
+    tm = _load_file(HERE / "templates.py", "_bench_templates")
+    vm = _load("verification")
+    n_img = max(int(IJBC["images"] * scale), 200)
+    n_t = max(int(IJBC["templates"] * scale), 40)
+    n_p = max(int(IJBC["pairs"] * scale), 2_000)
+    n_g = max(int(IJBC["genuine"] * scale), 20)
+    n_s = max(int(IJBC["subjects"] * scale), 10)
+    rng = np.random.default_rng(seed)
+    t0 = time.perf_counter()
+    t_subject = rng.integers(0, n_s, n_t)
+    image_t = np.concatenate([np.arange(n_t), rng.integers(0, n_t, n_img - n_t)])  # every template has an image
+    image_m = image_t * 4 + rng.integers(0, 4, n_img)
+    centre = rng.standard_normal((n_s, dim), dtype=np.float32)
+    raw = centre[t_subject[image_t]]
+    raw += rng.standard_normal((n_img, dim), dtype=np.float32) * 6.0
+    raw *= rng.uniform(5, 30, (n_img, 1)).astype(np.float32)
+    raw_flip = raw + rng.standard_normal((n_img, dim), dtype=np.float32)
+    faceness = rng.uniform(0.5, 1.0, n_img).astype(np.float32)
+    # genuine pairs: two templates of one subject; impostors: two templates of different subjects
+    by_subject = np.argsort(t_subject, kind="stable")
+    starts = np.searchsorted(t_subject[by_subject], np.arange(n_s + 1))
+    sizes = np.diff(starts)
+    pick = rng.choice(np.flatnonzero(sizes >= 2), n_g)
+    pa = rng.integers(0, sizes[pick])
+    pb = (pa + rng.integers(1, sizes[pick])) % sizes[pick]  # another template of the same subject
+    ga, gb = by_subject[starts[pick] + pa], by_subject[starts[pick] + pb]
+    ia, ib = rng.integers(0, n_t, n_p - n_g), rng.integers(0, n_t, n_p - n_g)
+    keep = t_subject[ia] != t_subject[ib]
+    idx_a = np.concatenate([ga, ia[keep]])
+    idx_b = np.concatenate([gb, ib[keep]])
+    labels = np.concatenate([np.ones(n_g, bool), np.zeros(int(keep.sum()), bool)])
+    ok = np.ones(n_img, bool)
+    gen_s = time.perf_counter() - t0
+    before = _rss_mb()
+    stages: dict[str, float] = {}
+    t = time.perf_counter()
+    templates = tm.Templates(image_t.astype(np.int64), image_m.astype(np.int64), np.arange(n_t), faceness)
+    feats, t_ok = tm.template_features(raw, raw_flip, ok, templates, tm.TemplateCfg(True, False, False))
+    stages["template_features"] = time.perf_counter() - t
+    t = time.perf_counter()
+    scores = tm.template_pair_scores(feats, idx_a, idx_b)
+    stages["template_pair_scores"] = time.perf_counter() - t
+    t = time.perf_counter()
+    report = vm.verification_report(scores, labels, fars=(1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6))
+    stages["verification_report(n_boot=0)"] = time.perf_counter() - t
+    peak = _peak_mb()
+    return {
+        "n_images": n_img,
+        "n_templates": n_t,
+        "n_pairs": int(len(scores)),
+        "n_genuine": int(labels.sum()),
+        "dim": dim,
+        "generate_s": round(gen_s, 2),
+        "seconds": round(sum(stages.values()), 3),
+        "stages_s": {k: round(v, 3) for k, v in stages.items()},
+        "input_rss_mb": round(before, 1),
+        "peak_rss_mb": round(peak, 1),
+        "added_mb": round(peak - before, 1),
+        "tar_at_far_1e-4": report.decades.get("1e-4").tar if "1e-4" in report.decades else None,
+        "finest_decade": list(report.decades)[-1],
+    }
+
+
 def _rss_mb() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
@@ -171,8 +262,10 @@ def _cases(n_boot: int) -> dict[str, Callable[[dict[str, np.ndarray]], Any]]:
     }
 
 
-def _child(name: str, n: int, n_boot: int, n_gallery: int, n_probes: int) -> dict[str, Any]:
+def _child(name: str, n: int, n_boot: int, n_gallery: int, n_probes: int, ijb_scale: float = 1.0) -> dict[str, Any]:
     """Run one case in this (fresh) process and measure it."""
+    if name == IJB_CASE:
+        return ijb_child(ijb_scale)
     ident = _ident_cases()
     if name in ident:
         t = time.perf_counter()
@@ -224,12 +317,13 @@ def run(
     skip: list[str] | None = None,
     n_gallery: int = 1_000_000,
     n_probes: int = 2_000,
+    ijb_scale: float = 1.0,
 ) -> dict[str, Any]:
     """Time every case in its own process; returns the JSON-ready report.
 
     ``only`` / ``skip``: run only / leave out the cases whose name contains one of these."""
     results: dict[str, Any] = {}
-    for name in [*_cases(n_boot), *_ident_cases()]:
+    for name in [*_cases(n_boot), *_ident_cases(), IJB_CASE]:
         if only and not any(o in name for o in only):
             continue
         if skip and any(o in name for o in skip):
@@ -249,6 +343,8 @@ def run(
                 str(n_gallery),
                 "--probes",
                 str(n_probes),
+                "--ijb-scale",
+                str(ijb_scale),
             ],
             capture_output=True,
             text=True,
@@ -297,15 +393,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip", nargs="*", help="leave out the cases whose name contains one of these")
     ap.add_argument("--gallery", type=int, default=1_000_000, help="identification gallery rows (default 1 million)")
     ap.add_argument("--probes", type=int, default=2_000, help="identification probes, half mated (default 2000)")
+    ap.add_argument("--ijb-scale", type=float, default=1.0, help="IJB-C case size as a fraction of IJB-C's (default 1)")
     ap.add_argument("--out", type=Path, default=Path("bench_metrics.json"))
     ap.add_argument("--child", help=argparse.SUPPRESS)  # internal: run one case, print its JSON
     args = ap.parse_args(argv)
     if args.child:
-        res = _child(args.child, args.pairs, args.n_boot, args.gallery, args.probes)
+        res = _child(args.child, args.pairs, args.n_boot, args.gallery, args.probes, args.ijb_scale)
         sys.stdout.write(json.dumps(res) + "\n")
         return 0
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    report = run(args.pairs, args.n_boot, args.only, args.skip, args.gallery, args.probes)
+    report = run(args.pairs, args.n_boot, args.only, args.skip, args.gallery, args.probes, args.ijb_scale)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     log.info("wrote %s", args.out)
     return 0

@@ -26,6 +26,8 @@ def pairs_frame(ev: Evaluation) -> pd.DataFrame:
     """
     data = ev.data
     emb = ev.embeddings
+    if data.templates is not None:
+        return _template_pairs_frame(ev)
     names = np.asarray([str(p) for p in data.paths], dtype=object)
     subjects = data.subject_names()
     group = (data.image_groups or {}).get("group")
@@ -50,6 +52,32 @@ def pairs_frame(ev: Evaluation) -> pd.DataFrame:
             cols["group1"], cols["group2"] = group[p.idx_a], group[p.idx_b]
         parts.append(pd.DataFrame(cols))
     return pd.concat(parts, ignore_index=True)
+
+
+def _template_pairs_frame(ev: Evaluation) -> pd.DataFrame:
+    """One row per template pair (IJB): ``template1``, ``template2`` (int64 template ids), ``label``
+    (bool), ``score`` (float64 dot product of the template features; NaN when a template has no
+    enrolled image), ``enrolled``, and ``protocol`` = ``roc`` and ``fold`` = 0 so that the table is a
+    score file for ``dataset=scores`` too."""
+    data = ev.data
+    assert data.templates is not None
+    p = data.roc
+    ids = data.templates.ids
+    ok = np.isfinite(ev.embeddings[:, 0])
+    enrolled = ok[p.idx_a] & ok[p.idx_b]
+    score = np.full(len(p), np.nan)
+    score[enrolled] = ev.roc_scores  # the kept pairs, in order: the very scores of the figures
+    return pd.DataFrame(
+        {
+            "protocol": pd.Categorical(["roc"] * len(p), categories=["roc"]),
+            "template1": ids[p.idx_a],
+            "template2": ids[p.idx_b],
+            "label": p.labels,
+            "fold": p.folds,
+            "score": score,
+            "enrolled": enrolled,
+        }
+    )
 
 
 def write_pairs(df: pd.DataFrame, path: str | Path) -> Path:
@@ -123,6 +151,14 @@ def markdown_summary(s: dict[str, Any]) -> str:
             f"- k-fold pairs: {s['kfold']['n_genuine']} genuine, {s['kfold']['n_impostor']} impostor in "
             f"{s['kfold']['n_folds']} folds"
         )
+    comp = s.get("comparison") or {}
+    if comp.get("unit") == "template":
+        lines.append(
+            f"- pairs compare templates: {comp['n_templates_enrolled']} of {comp['n_templates']} enrolled, features "
+            f"`{comp['code']}` (F flip test, N per-image normalisation, D faceness weight)"
+        )
+    elif comp.get("flip_test"):
+        lines.append("- flip test: each image's feature is its crop's plus its mirror's (raw, before normalisation)")
     if "cache" in s:
         lines.append(f"- embeddings: cache {s.get('cache')}")
     lines += [
@@ -147,6 +183,7 @@ def markdown_summary(s: dict[str, Any]) -> str:
         v = decades.get(k, s["tar_at_far"].get(k))
         extra = f" (threshold {fmt(thr[k])})" if k in thr else f" ({(s.get('tar_at_far_reasons') or {}).get(k, '')})"
         lines.append(f"| TAR @ FAR={k} | {fmt_ci(v, ci.get(k))}{extra} |")
+    lines += _identification_lines(s.get("identification"))
     q = s.get("quality") or {}
     if q:
         n = q.get("norms") or {}
@@ -203,6 +240,34 @@ def markdown_summary(s: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _identification_lines(ident: dict[str, Any] | None) -> list[str]:
+    """The 1:N section of ``summary.md``: one row per gallery (and the mean)."""
+    if not ident:
+        return []
+    rows = {k: v for k, v in ident.items() if isinstance(v, dict) and "rank1" in v}
+    keys = sorted({f for v in rows.values() for f in (v.get("tpir_at_fpir") or {})}, key=lambda k: -float(k))
+    out = ["", "## 1:N identification", "", ident.get("protocol", ""), ""]
+    out.append(
+        "| gallery | mated / non-mated | rank-1 | rank-5 | rank-10 | "
+        + " | ".join(f"TPIR@FPIR={k}" for k in keys)
+        + " |"
+    )
+    out.append("|---|---|---|---|---|" + "---|" * len(keys))
+    for name, v in rows.items():
+        tp = v.get("tpir_at_fpir") or {}
+        counts = f"{v.get('n_mated', '-')} / {v.get('n_nonmated', '-')}"
+        out.append(
+            f"| {name} | {counts} | {fmt(v.get('rank1'))} | {fmt(v.get('rank5'))} | {fmt(v.get('rank10'))} | "
+            + " | ".join(fmt(tp.get(k)) for k in keys)
+            + " |"
+        )
+    d = ident.get("distractors")
+    if d:
+        curve = ", ".join(f"{n}: {fmt(r)}" for n, r in d["rank1"].items())
+        out += ["", f"Rank-1 with distractors in the gallery (of {d['n']} from `{d['source']}`): {curve}."]
+    return out
+
+
 def format_summary(s: dict[str, Any]) -> str:
     """A short fixed-width table of the headline figures of a ``results.json`` summary (the console's)."""
 
@@ -257,6 +322,12 @@ def format_summary(s: dict[str, Any]) -> str:
                     f"FMR max/min {pct(d['fmr_max_min'])}, FNMR max/min {pct(d['fnmr_max_min'])}",
                 )
             )
+    ident = s.get("identification") or {}
+    for name, v in ident.items():
+        if isinstance(v, dict) and v.get("rank1") is not None:
+            tp = v.get("tpir_at_fpir") or {}
+            best = f", TPIR@FPIR={min(tp, key=float)} {pct(tp[min(tp, key=float)])}" if tp else ""
+            rows.append((f"1:N {name}", f"rank-1 {pct(v['rank1'])}{best}"))
     q = s.get("quality") or {}
     if q.get("erc"):
         rows.append(("ERC best quality score", f"{q['erc']['best']} (default: {q['default']})"))
