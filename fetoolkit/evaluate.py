@@ -213,7 +213,18 @@ def evaluate(
     ks, rs = pair_scores(emb, kfold), pair_scores(emb, roc)
     # One verification_report: one sort of the ROC scores and one of the k-fold scores (at 10
     # million pairs each costs seconds; see fetoolkit.bench_metrics).
-    fig = verification_figures(rs, roc.labels, ks, kfold.labels, kfold.folds, stats)
+    fig = verification_figures(
+        rs,
+        roc.labels,
+        ks,
+        kfold.labels,
+        kfold.folds,
+        stats,
+        subjects=None if data.identities is None else (data.identities[roc.idx_a], data.identities[roc.idx_b]),
+        kfold_subjects=None
+        if data.identities is None
+        else (data.identities[kfold.idx_a], data.identities[kfold.idx_b]),
+    )
     decades = fig.report.decades
     t2 = time.perf_counter()
     qsum, erc, qualities = _quality(es, roc, rs, decades, data, quality)
