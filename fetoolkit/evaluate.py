@@ -254,10 +254,17 @@ def evaluate(
     rs = pair_scores(emb, roc) if data.templates is None else template_pair_scores(emb, roc.idx_a, roc.idx_b)
     # One verification_report: one sort of the ROC scores and one of the k-fold scores (at 10
     # million pairs each costs seconds; see fetoolkit.bench_metrics).
-    if kfold is not None:
-        fig = verification_figures(rs, roc.labels, ks, kfold.labels, kfold.folds, stats)
-    else:
-        fig = verification_figures(rs, roc.labels, None, None, None, stats)
+    ids = data.identities if data.templates is None else None  # IJB's 1:1 lists name no subjects
+    fig = verification_figures(
+        rs,
+        roc.labels,
+        ks if kfold is not None else None,
+        kfold.labels if kfold is not None else None,
+        kfold.folds if kfold is not None else None,
+        stats,
+        subjects=None if ids is None else (ids[roc.idx_a], ids[roc.idx_b]),
+        kfold_subjects=None if ids is None or kfold is None else (ids[kfold.idx_a], ids[kfold.idx_b]),
+    )
     decades = fig.report.decades
     t2 = time.perf_counter()
     if data.templates is None:

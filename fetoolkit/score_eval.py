@@ -123,6 +123,11 @@ def pair_table(main: ScoreSet) -> pd.DataFrame:
     return pd.concat([frame(main.roc, "roc", None), frame(main.kfold, "kfold", main.kfold_folds)], ignore_index=True)
 
 
+def _subjects(p: PairScores) -> tuple[np.ndarray, np.ndarray] | None:
+    """Both sides' subjects of a score set's comparisons (for the subject bootstrap), None when unknown."""
+    return (p.subject_a, p.subject_b) if p.has_subjects else None  # type: ignore[return-value]
+
+
 def run_scores(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
     """Evaluate ``cfg.dataset`` (``name: scores``); write the reports to ``out_dir``. Returns the summary."""
     d = cfg.dataset
@@ -137,6 +142,8 @@ def run_scores(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
         None if k is None else k.labels,
         main.kfold_folds,
         stats,
+        subjects=_subjects(main.roc),
+        kfold_subjects=None if k is None else _subjects(k),
     )
     deploy = deployment_from_inputs(inputs, main.roc, stats)
     data_meta: dict[str, Any] = {"n_missing": main.n_missing}

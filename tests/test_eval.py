@@ -229,6 +229,31 @@ def test_failures_to_enrol_fail_policy(folder_with_failures, tmp_path: Path) -> 
         run(compose_eval(["fte_policy=skip"]), tmp_path)
 
 
+def test_subject_intervals_are_wider_than_pair_intervals_on_orl(cli_run: tuple[Path, str]) -> None:
+    """ORL's 79,800 ROC pairs come from 40 people: resampling the pairs as independent understates the
+    uncertainty. The run's default (stats.method=subject) resamples the 40 subjects, and its EER
+    interval must be wider than the pair bootstrap's on the same scores."""
+    import numpy as np
+
+    from fetoolkit.metrics import verification as vm
+
+    out, _ = cli_run
+    res = json.loads((out / "results.json").read_text())
+    st = res["stats"]
+    assert (st["requested"], st["method"]) == ("subject", "subject") and st["n_subjects"] == {"roc": 40, "kfold": 40}
+    df = pd.read_parquet(out / "pairs.parquet")
+    roc = df[df["protocol"].astype(str).str.startswith("roc")]
+    s, y = roc["score"].to_numpy(np.float64), roc["label"].to_numpy(bool)
+    subjects = (roc["subject_a"].to_numpy(object), roc["subject_b"].to_numpy(object))
+    pair = vm.verification_report(s, y, n_boot=1000, seed=st["seed"], method="pair")
+    subj = vm.verification_report(s, y, n_boot=1000, seed=st["seed"], method="subject", subjects=subjects)
+    assert tuple(res["eer_ci"]) == subj.eer_ci  # the run's interval is the subject one (names or ids alike)
+    assert pair.eer_ci is not None and subj.eer_ci is not None
+    width = lambda ci: ci[1] - ci[0]  # noqa: E731
+    assert width(subj.eer_ci) > 1.3 * width(pair.eer_ci), (subj.eer_ci, pair.eer_ci)
+    assert subj.eer_ci[0] <= subj.eer <= subj.eer_ci[1]
+
+
 def test_roc_cis_equal_the_single_intervals() -> None:
     """The shared-resample interval helper gives exactly eer_ci / tar_at_far_ci (same seed)."""
     import numpy as np

@@ -133,6 +133,53 @@ def test_compare_collects_runs(sweep: Path) -> None:
     assert _png(paths["roc"]).std() > 20
 
 
+def test_compare_pairs_runs_of_the_same_pairs(sweep: Path) -> None:
+    """torch and onnx runs of one data set score the same pairs: comparison.md has the paired rows
+    (difference intervals by subject, McNemar), checked here against the metrics called directly."""
+    paths = collect([sweep])
+    md = paths["markdown"].read_text()
+    assert "### Paired against the reference `0-arcface-torch`" in md and "subject bootstrap" in md
+    paired = pd.read_csv(paths["paired_csv"])
+    assert list(paired["run"]) == ["1-arcface-onnx"] and paired["paired"].all()
+    row = paired.iloc[0]
+    assert row["method"] == "subject" and row["note"] == "same pairs" and row["n_pairs"] == 32 * 31 // 2
+    a, b = (tables.read_pairs(sweep / r / "pairs.parquet") for r in ("0-arcface-torch", "1-arcface-onnx"))
+    a, b = (d[d["protocol"].astype(str) == "roc"] for d in (a, b))
+    y = a["label"].to_numpy(bool)
+    s0, s1 = a["score"].to_numpy(), b["score"].to_numpy()
+    assert row["eer_diff"] == pytest.approx(vm.eer(s1, y).eer - vm.eer(s0, y).eer, abs=1e-12)
+    assert row["eer_diff_low"] <= row["eer_diff"] <= row["eer_diff_high"]
+    t0, t1 = vm.eer(s0, y).threshold, vm.eer(s1, y).threshold
+    worse = int((((s0 >= t0) == y) & ((s1 >= t1) != y)).sum())
+    assert row["mcnemar_eer_worse"] == worse
+    assert "| 1-arcface-onnx | 496 |" in md
+
+
+def test_compare_refuses_to_pair_runs_of_other_data_sets(sweep: Path, tmp_path: Path) -> None:
+    """A run of another data set gets its own table and no paired row; a run of the same data-set
+    label but another pair list is not paired either, with the reason."""
+    copy = tmp_path / "sweep"
+    shutil.copytree(sweep, copy, ignore=shutil.ignore_patterns("comparison*", "roc_overlay.png"))
+    other = copy / "1-arcface-onnx" / "results.json"
+    res = json.loads(other.read_text())
+    res["dataset"] = "lfw-like"
+    other.write_text(json.dumps(res))
+    fewer = copy / "2-arcface-fewer"
+    shutil.copytree(copy / "0-arcface-torch", fewer)
+    df = pd.read_parquet(fewer / "pairs.parquet")
+    df.drop(index=df.index[df["protocol"].astype(str) == "roc"][:5]).to_parquet(fewer / "pairs.parquet")
+    paths = collect([copy], tmp_path / "cmp")
+    md = paths["markdown"].read_text()
+    assert "cover 2 data sets" in md and "cannot be compared pairwise" in md
+    assert "## lfw-like: 1 run" in md and "## orl8: 2 runs" in md
+    lfw_part = md.split("## lfw-like: 1 run")[1].split("## orl8")[0]
+    assert "Paired against" not in lfw_part and lfw_part.count("| arcface_mbf.sirius |") == 1
+    paired = pd.read_csv(paths["paired_csv"])
+    assert [Path(r).name for r in paired["run"]] == ["2-arcface-fewer"] and not paired["paired"].any()
+    assert "differs from the reference" in paired["note"].iloc[0]
+    assert "differs from the reference" in md
+
+
 def test_compare_cli(sweep: Path, tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "fetoolkit.compare", str(sweep), "--out", str(tmp_path)],

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from fetoolkit.metrics._pairs import (
+    _FAR_EPS,
     _check_far,
     _check_folds,
     _nan_reason,
@@ -22,6 +23,7 @@ from fetoolkit.metrics._pairs import (
     far_key,
 )
 from fetoolkit.metrics.kfold import _kfold_core
+from fetoolkit.metrics.subjects import Subjects, draw_counts, fold_strata, pair_weights
 
 # Bootstrap batches hold about this many (resample, pair) cells per array.
 _BOOT_CELLS = 1 << 22
@@ -85,13 +87,19 @@ def _boot_roc(
     fars: Sequence[float],
     want_eer: bool = True,
     want_auc: bool = False,
+    subj: Subjects | None = None,
 ) -> dict[str, np.ndarray]:
     """EER / AUC / TAR@FAR of ``n_boot`` class-stratified resamples: float64 ``[n_boot]`` each.
 
     Keys ``"eer"``, ``"auc"`` and ``far_key(far)``. TAR@FAR is NaN on every resample when the
     FAR is not measurable (class sizes are fixed by the stratification). No re-sorting: a
     resample is cumulative draw counts over each class in ascending-score order.
+
+    With ``subj`` (the subjects in ``p``'s order) the resamples are subject resamples instead
+    (see :func:`_boot_roc_subjects`; ``f`` is not used).
     """
+    if subj is not None:
+        return _boot_roc_subjects(p, n_boot, seed, subj, fars, want_eer, want_auc)
     rng = np.random.default_rng(seed)
     gsel, isel = np.flatnonzero(p.y), np.flatnonzero(~p.y)
     gstrata, istrata = _fold_strata(gsel, f), _fold_strata(isel, f)
@@ -113,14 +121,85 @@ def _boot_roc(
     return {k: np.concatenate(v) if v else np.empty(0) for k, v in out.items()}
 
 
-def _boot_accuracy(p: _Sorted, f: np.ndarray, n_folds: int, n_boot: int, seed: int) -> np.ndarray:
-    """Mean k-fold accuracy of ``n_boot`` resamples stratified by (fold, class): float64 ``[n_boot]``."""
+def _boot_roc_subjects(
+    p: _Sorted,
+    n_boot: int,
+    seed: int,
+    subj: Subjects,
+    fars: Sequence[float],
+    want_eer: bool = True,
+    want_auc: bool = False,
+) -> dict[str, np.ndarray]:
+    """:func:`_boot_roc` of ``n_boot`` subject resamples (two-way subsets bootstrap).
+
+    A resample gives every pair the integer weight of :func:`~fetoolkit.metrics.subjects.pair_weights`
+    (cumulated in int64: the impostor weights ``c_a * c_b`` summed over millions of pairs exceed
+    int32). The class totals vary from resample to resample, and so does the FAR quota
+    ``floor(impostor weight * far)``. A statistic is NaN on a resample where it is undefined: a
+    class with zero weight (EER, AUC, TAR), or a quota below one impostor (TAR@FAR).
+    """
+    rng = np.random.default_rng(seed)
+    gsel, isel = np.flatnonzero(p.y), np.flatnonzero(~p.y)
+    out: dict[str, list[np.ndarray]] = {"eer": [], "auc": []}
+    out.update({far_key(x): [] for x in fars})
+    for b in _batches(n_boot, 2 * p.n):  # int64 weights: half the resamples of an int32 batch
+        w = pair_weights(draw_counts(rng, b, subj.n), subj, p.y)
+        rows = _Rows(p, _padcumsum(w[:, gsel], np.int64), _padcumsum(w[:, isel], np.int64))
+        del w
+        g, i = np.asarray(rows.g), np.asarray(rows.i)
+        if int(g.max()) * int(i.max()) >= 2**62:
+            raise ValueError("subject bootstrap: the resampled class weights overflow int64 (too many pairs)")
+        ok = (g > 0) & (i > 0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if want_eer:
+                out["eer"].append(np.where(ok, rows.eer()[0], np.nan))
+            if want_auc:
+                out["auc"].append(np.where(ok, rows.auc(), np.nan))
+            for x in fars:
+                if _nan_reason(p.n_genuine, p.n_impostor, x) is None:
+                    measurable = ok & (np.floor(i * x + _FAR_EPS) >= 1)
+                    out[far_key(x)].append(np.where(measurable, rows.tar_at_far(x)[0], np.nan))
+                else:
+                    out[far_key(x)].append(np.full(b, np.nan))
+    return {k: np.concatenate(v) if v else np.empty(0) for k, v in out.items()}
+
+
+def _boot_accuracy(
+    p: _Sorted, f: np.ndarray, n_folds: int, n_boot: int, seed: int, subj: Subjects | None = None
+) -> np.ndarray:
+    """Mean k-fold accuracy of ``n_boot`` resamples stratified by (fold, class): float64 ``[n_boot]``.
+
+    With ``subj`` (the subjects in ``p``'s order): subject resamples, drawn within each fold when
+    the folds are subject-disjoint (every fold keeps its subjects' number), else over all
+    subjects; NaN on a resample where a fold has zero weight (its accuracy is undefined).
+    """
+    if subj is not None:
+        return _boot_accuracy_subjects(p, f, n_folds, n_boot, seed, subj)
     rng = np.random.default_rng(seed)
     strata = [s for k in range(n_folds) for c in (p.y, ~p.y) if (s := np.flatnonzero((f == k) & c)).size]
     out = []
     for b in _batches(n_boot, p.n):
         accs, _ = _kfold_core(p, f, n_folds, _draw(strata, p.n, b, rng))
         out.append(accs.mean(axis=1))
+    return np.concatenate(out)
+
+
+def _boot_accuracy_subjects(
+    p: _Sorted, f: np.ndarray, n_folds: int, n_boot: int, seed: int, subj: Subjects
+) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    strata = fold_strata(subj, f, n_folds)
+    members = [np.flatnonzero(f == k) for k in range(n_folds)]
+    out = []
+    for b in _batches(n_boot, 2 * p.n):
+        w = pair_weights(draw_counts(rng, b, subj.n, strata), subj, p.y)
+        fold_w = np.stack([w[:, m].sum(axis=1) for m in members], axis=1)
+        ok = (fold_w > 0).all(axis=1)
+        acc = np.full(b, np.nan)
+        if ok.any():
+            accs, _ = _kfold_core(p, f, n_folds, w[ok])
+            acc[ok] = accs.mean(axis=1)
+        out.append(acc)
     return np.concatenate(out)
 
 

@@ -42,7 +42,8 @@ def _kfold_core(p: _Sorted, f: np.ndarray, n_folds: int, w: np.ndarray | None = 
     fold-k group, valid only when that group also holds training pairs) gives the maximum,
     and only the runs that reach it are scanned for the tied maximisers.
     """
-    dt = _int_dtype(p.n)
+    # Signed sums of the weights: a subject resample's weights (c_a * c_b) can sum past p.n.
+    dt = _int_dtype(p.n if w is None else max(p.n, int(w.sum(axis=1).max())))
     sentinel = dt(-(2**30)) if dt is np.int32 else dt(-(2**62))
     starts = p.starts_ext
     m = p.m

@@ -28,8 +28,10 @@ accuracy exactly as if the drawn pairs had been materialised.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -57,6 +59,8 @@ from fetoolkit.metrics.bootstrap import (
     threshold_at_far_ci,
 )
 from fetoolkit.metrics.kfold import _kfold_core, _kfold_result, kfold_accuracy
+from fetoolkit.metrics.paired import PairedDifference, paired_difference_ci
+from fetoolkit.metrics.subjects import Subjects, interval_dropping, subject_codes
 from fetoolkit.metrics.verification_types import (
     DetCurve,
     EerResult,
@@ -72,6 +76,7 @@ __all__ = [
     "EerResult",
     "KFoldAccuracy",
     "KFoldReport",
+    "PairedDifference",
     "RocCurve",
     "TarAtFar",
     "VerificationReport",
@@ -84,6 +89,7 @@ __all__ = [
     "far_key",
     "finest_far",
     "kfold_accuracy",
+    "paired_difference_ci",
     "roc_cis",
     "roc_curve",
     "tar_at_far",
@@ -260,6 +266,9 @@ def verification_report(
     n_boot: int = 0,
     seed: int = 0,
     level: float = 0.95,
+    subjects: tuple[np.ndarray, np.ndarray] | None = None,
+    kfold_subjects: tuple[np.ndarray, np.ndarray] | None = None,
+    method: str = "pair",
 ) -> VerificationReport:
     """All verification figures from one sort of the scores (and one of the k-fold pairs).
 
@@ -273,9 +282,29 @@ def verification_report(
         kfold: ``(scores float [Q], labels [Q], folds int [Q])`` of a separate k-fold protocol
             (LFW's 6,000 pairs beside an all-pairs ROC); not with ``folds``.
         n_boot: bootstrap resamples for the intervals; 0 = no intervals.
-        seed: bootstrap seed. The EER and TAR intervals equal :func:`roc_cis` (class-stratified,
-            without folds) with the same seed; the accuracy interval equals :func:`accuracy_ci`.
+        seed: bootstrap seed. With ``method="pair"`` the EER and TAR intervals equal
+            :func:`roc_cis` (class-stratified, without folds) with the same seed and the accuracy
+            interval equals :func:`accuracy_ci` (except where the rule of three replaces them).
         level: interval coverage.
+        subjects: ``(subject_a, subject_b)``, ``[P]`` each: the subjects of both images of every
+            ROC pair (any hashable ids; see :func:`fetoolkit.metrics.subjects.subject_codes`).
+            With ``folds`` they are the k-fold pairs' subjects too.
+        kfold_subjects: the same for the separate ``kfold`` pairs (``[Q]`` each).
+        method: ``"pair"`` (genuine and impostor pairs resampled separately, as independent) or
+            ``"subject"`` (Bolle et al.'s two-way subsets bootstrap: subjects resampled, a
+            genuine pair of ``s`` weighs ``c_s``, an impostor pair of ``a, b`` weighs
+            ``c_a * c_b``; every figure recomputed with these weights). With ``"subject"`` a
+            resample where a statistic is undefined (a class or a fold with zero weight, a FAR
+            finer than one impostor of that resample) is left out and counted
+            (``ci_dropped``); more than 5% left out gives a NaN interval.
+
+    Zero errors: where the estimate has no error (EER 0, TAR 1, k-fold accuracy 1) the bootstrap
+    interval collapses onto the estimate; the rule of three is reported instead, the one-sided
+    upper bound ``-ln(1 - level) / n`` on the error rate (``3 / n`` at 95%), with ``n`` the
+    comparisons (pair method: genuine pairs for TAR, ``min(genuine, impostor)`` for the EER,
+    k-fold pairs for the accuracy) or the subjects (subject method: the subjects are the
+    independent units, so the bound assumes a subject's comparisons may fail together; it is
+    the conservative end). ``interval_rule`` names each interval so replaced.
 
     Cost: one argsort of the ROC scores (and one of the k-fold scores) plus O(P) passes (about
     5 s for 10 million pairs on one core). Each bootstrap resample costs a few O(P) passes for
@@ -287,13 +316,15 @@ def verification_report(
         :class:`VerificationReport` (``.to_dict()`` is what ``results.json`` holds).
 
     Raises:
-        ValueError: invalid input, only one class present, bad folds, or both ``folds`` and
-            ``kfold``.
+        ValueError: invalid input, only one class present, bad folds, both ``folds`` and
+            ``kfold``, an unknown ``method``, or ``method="subject"`` without the subjects.
     """
     t0 = time.perf_counter()
     fars = [_check_far(x) for x in fars]
     if folds is not None and kfold is not None:
         raise ValueError("give folds (k-fold on these pairs) or kfold (a separate pair set), not both")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     p = _prepare(scores, labels)
     _require_both(p.n_genuine, p.n_impostor, "verification_report")
     if n_boot:
@@ -308,6 +339,13 @@ def verification_report(
     if kp is not None:
         f_idx, n_folds = _check_folds(kf, kp.n)
         k_sorted = f_idx[kp.order]
+    subj = ksubj = None
+    if method == "subject":
+        subj = _sorted_subjects(subjects, p, "subjects")
+        if kfold is not None:
+            ksubj = _sorted_subjects(kfold_subjects, kp, "kfold_subjects")
+        elif kp is not None:
+            ksubj = subj
     curve = _roc_sorted(p)
     e = _eer_sorted(p)
     tars = {far_key(x): _tar_at_far_sorted(p, x) for x in fars}
@@ -315,13 +353,27 @@ def verification_report(
     ka = _kfold_result(*_kfold_core(kp, k_sorted, n_folds)) if kp is not None else None
     t1 = time.perf_counter()
     acc_ci = eer_int = tar_int = None
+    dropped: dict[str, int] = {}
+    rule: dict[str, Any] = {}
     if n_boot > 0:
         boot_fars = [t.far for t in {**tars, **decades}.values()]
-        st = _boot_roc(p, n_boot, seed, None, boot_fars)
-        eer_int = _percentile(st["eer"], level)
-        tar_int = {far_key(x): _percentile(st[far_key(x)], level) for x in boot_fars}
+
+        def interval(stats: np.ndarray, key: str) -> tuple[float, float]:
+            if method == "pair":
+                return _percentile(stats, level)
+            ci, n_out = interval_dropping(stats, level)
+            if n_out:
+                dropped[key] = n_out
+            return ci
+
+        st = _boot_roc(p, n_boot, seed, None, boot_fars, subj=subj)
+        eer_int = interval(st["eer"], "eer")
+        tar_int = {far_key(x): interval(st[far_key(x)], f"tar_at_far/{far_key(x)}") for x in boot_fars}
         if kp is not None:
-            acc_ci = _percentile(_boot_accuracy(kp, k_sorted, n_folds, n_boot, seed), level)
+            acc_ci = interval(_boot_accuracy(kp, k_sorted, n_folds, n_boot, seed, subj=ksubj), "accuracy")
+        eer_int, tar_int, acc_ci = _zero_error_rule(
+            p, subj, kp, ksubj, e.eer, {**tars, **decades}, ka, eer_int, tar_int, acc_ci, level, rule
+        )
     kreport = None
     if kp is not None and ka is not None:
         kreport = KFoldReport(n_folds, kp.n_genuine, kp.n_impostor, ka, acc_ci)
@@ -341,4 +393,69 @@ def verification_report(
         eer_ci=eer_int,
         tar_at_far_ci=tar_int,
         timing_s={"metrics": round(t1 - t0, 3), "bootstrap": round(time.perf_counter() - t1, 3)},
+        ci_method=method,
+        n_subjects=None if subj is None else subj.n,
+        kfold_n_subjects=None if ksubj is None else ksubj.n,
+        ci_dropped=dropped,
+        interval_rule=rule,
     )
+
+
+#: The resampling methods of the intervals.
+METHODS = ("pair", "subject")
+
+
+def _sorted_subjects(given: tuple[np.ndarray, np.ndarray] | None, p: _Sorted, name: str) -> Subjects:
+    if given is None:
+        raise ValueError(
+            f"method='subject' needs {name}=(subject_a, subject_b), the subjects of both images of every "
+            "pair; without them use method='pair'"
+        )
+    codes = subject_codes(given[0], given[1])
+    if codes.a.size != p.n:
+        raise ValueError(f"{name} hold {codes.a.size} pairs, the scores {p.n}")
+    return codes.take(p.order)
+
+
+def _rule_of_three(n: int, level: float) -> float:
+    """One-sided upper bound on an error rate with zero errors in ``n`` trials (``3 / n`` at 95%)."""
+    return min(1.0, -math.log(1.0 - level) / n) if n > 0 else 1.0
+
+
+def _zero_error_rule(
+    p: _Sorted,
+    subj: Subjects | None,
+    kp: _Sorted | None,
+    ksubj: Subjects | None,
+    eer_value: float,
+    tars: dict[str, TarAtFar],
+    ka: KFoldAccuracy | None,
+    eer_int: tuple[float, float] | None,
+    tar_int: dict[str, tuple[float, float]] | None,
+    acc_ci: tuple[float, float] | None,
+    level: float,
+    rule: dict[str, Any],
+) -> tuple[tuple[float, float] | None, dict[str, tuple[float, float]] | None, tuple[float, float] | None]:
+    """Replace the intervals of zero-error estimates by the rule of three; record each in ``rule``."""
+    unit = "comparisons" if subj is None else "subjects"
+    if subj is None:
+        n_gen, n_imp = p.n_genuine, p.n_impostor
+    else:
+        n_gen, n_imp = subj.n_with(p.y), subj.n_with(~p.y)
+
+    def entry(n: int) -> dict[str, Any]:
+        return {"rule": "rule_of_3", "n": int(n), "unit": unit, "bound": _rule_of_three(n, level)}
+
+    if eer_value == 0.0:
+        n = min(n_gen, n_imp)
+        eer_int = (0.0, _rule_of_three(n, level))
+        rule["eer_ci"] = entry(n)
+    for k, t in tars.items():
+        if tar_int is not None and t.reason is None and t.tar == 1.0:
+            tar_int[k] = (1.0 - _rule_of_three(n_gen, level), 1.0)
+            rule.setdefault("tar_at_far_ci", {})[k] = entry(n_gen)
+    if kp is not None and ka is not None and ka.accuracy_mean == 1.0:
+        n = kp.n if ksubj is None else ksubj.n
+        acc_ci = (1.0 - _rule_of_three(n, level), 1.0)
+        rule["accuracy_ci"] = entry(n)
+    return eer_int, tar_int, acc_ci

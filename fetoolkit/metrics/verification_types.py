@@ -176,6 +176,13 @@ class VerificationReport:
         tar_at_far_ci: ``far_key`` -> ``(low, high)`` for every key of ``tar_at_far`` and
             ``decades`` (``(nan, nan)`` where not measurable), None when ``n_boot == 0``.
         timing_s: seconds spent on the figures (``metrics``) and the intervals (``bootstrap``).
+        ci_method: how the intervals resampled: ``"pair"`` or ``"subject"``.
+        n_subjects, kfold_n_subjects: subjects resampled (subject method), else None.
+        ci_dropped: subject method: interval -> resamples left out because the statistic was
+            undefined there (``"eer"``, ``"tar_at_far/1e-3"``, ``"accuracy"``); only nonzero counts.
+        interval_rule: interval key (``"eer_ci"``, ``"accuracy_ci"``, ``"tar_at_far_ci"`` ->
+            ``{far_key: ...}``) -> ``{"rule": "rule_of_3", "n", "unit", "bound"}`` where a zero-error
+            estimate got the rule-of-three bound instead of the (degenerate) bootstrap interval.
     """
 
     n_genuine: int
@@ -193,6 +200,11 @@ class VerificationReport:
     eer_ci: tuple[float, float] | None = None
     tar_at_far_ci: dict[str, tuple[float, float]] | None = None
     timing_s: dict[str, float] = field(default_factory=dict)
+    ci_method: str = "pair"
+    n_subjects: int | None = None
+    kfold_n_subjects: int | None = None
+    ci_dropped: dict[str, int] = field(default_factory=dict)
+    interval_rule: dict[str, Any] = field(default_factory=dict)
 
     @property
     def det(self) -> DetCurve:
@@ -209,7 +221,8 @@ class VerificationReport:
         FARs, None where not measurable), ``tar_at_far_reasons`` (only those keys), ``finest_far``,
         ``tar_at_far_decades``, ``threshold_at_far`` and ``achieved_far`` (every measurable decade);
         and with intervals ``accuracy_ci`` (with folds), ``eer_ci``, ``tar_at_far_ci`` (``[low,
-        high]``; None where not measurable).
+        high]``; None where not measurable) and ``interval_rule`` (the intervals the rule of three
+        gave, see :attr:`interval_rule`).
         """
         t, dec = self.tar_at_far, self.decades
         d: dict[str, Any] = self.kfold.to_dict() if self.kfold is not None else {}
@@ -234,4 +247,5 @@ class VerificationReport:
             both = {**t, **dec}
             cis = self.tar_at_far_ci or {}
             d["tar_at_far_ci"] = {k: json_pair(cis[k]) if v.reason is None else None for k, v in both.items()}
+            d["interval_rule"] = self.interval_rule
         return d

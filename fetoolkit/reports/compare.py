@@ -7,6 +7,16 @@ Every ``results.json`` below the given folders is one row of ``comparison.md`` /
 ``comparison.csv``; the ROC curves are rebuilt from each run's pair table and overlaid in
 ``roc_overlay.png``. After a Hydra multirun of ``fetoolkit.eval`` the same happens
 automatically (:class:`CompareCallback`, registered in ``configs/eval.yaml``).
+
+Runs are grouped by data set: one table per data set, never one table mixing them (runs of
+different data sets score different pairs, so their figures are not comparable pairwise). Within
+a data set every run is compared with the first run (the reference, in folder order) on the pairs
+both scored -- only when both pair tables hold the same ROC pair list (checked by a digest of the
+pair columns): the paired bootstrap interval of the EER and TAR@1e-3 difference (the same subject
+resamples for both runs where the pairs' subjects are known, see
+:func:`fetoolkit.metrics.paired.paired_difference_ci`) and the exact McNemar test of the accept /
+reject decisions at each run's own EER threshold and at each run's own FAR=1e-3 threshold. Those rows
+are in ``comparison_paired.csv`` too.
 """
 
 from __future__ import annotations
@@ -47,8 +57,11 @@ def collect(roots: Sequence[str | Path], out_dir: str | Path | None = None) -> d
     Raises:
         FileNotFoundError: a root is missing or holds no ``results.json``.
     """
+    import pandas as pd
+
     from fetoolkit.metrics import verification as vm
     from fetoolkit.reports import plots, tables
+    from fetoolkit.reports.paired import PAIRED_COLUMNS, paired_against_reference, paired_markdown
 
     runs: dict[Path, dict[str, Any]] = {}
     for run in find_runs(roots):
@@ -78,13 +91,41 @@ def collect(roots: Sequence[str | Path], out_dir: str | Path | None = None) -> d
             log.warning("%s has no pair table (%s); it is left out of the ROC overlay", run, pairs.name)
     df = tables.comparison_frame(results)
     df = df.sort_values(["dataset", "model", "backend"], kind="stable").reset_index(drop=True)
-    paths = {"markdown": out / "comparison.md", "csv": out / "comparison.csv", "roc": out / "roc_overlay.png"}
+    paths = {
+        "markdown": out / "comparison.md",
+        "csv": out / "comparison.csv",
+        "paired_csv": out / "comparison_paired.csv",
+        "roc": out / "roc_overlay.png",
+    }
     df.to_csv(paths["csv"], index=False)
-    paths["markdown"].write_text(
-        f"# Comparison of {len(df)} runs\n\nIntervals: 95% bootstrap (see each run's results.json).\n\n"
-        + tables.comparison_markdown(df)
-        + "\n"
-    )
+    names = {run: name for run, (name, _) in zip(runs, results)}
+    by_dataset: dict[str, list[Path]] = {}
+    for run, s in runs.items():
+        by_dataset.setdefault(str(s.get("dataset")), []).append(run)
+    lines = [f"# Comparison of {len(df)} runs", "", "Intervals: 95% bootstrap (see each run's results.json)."]
+    if len(by_dataset) > 1:
+        lines += [
+            "",
+            f"These runs cover {len(by_dataset)} data sets ({', '.join(f'`{d}`' for d in sorted(by_dataset))}): "
+            "one table per data set. Runs of different data sets score different pairs (other images, other "
+            "subjects), so they cannot be compared pairwise: no paired test or difference interval across data sets.",
+        ]
+    paired_rows: list[dict[str, Any]] = []
+    for dataset in sorted(by_dataset):
+        group = by_dataset[dataset]
+        part = df[df["dataset"].astype(str) == dataset]
+        lines += [
+            "",
+            f"## {dataset}: {len(part)} run{'s' if len(part) != 1 else ''}",
+            "",
+            tables.comparison_markdown(part),
+        ]
+        if len(group) > 1:
+            rows = paired_against_reference([(names[r], r, runs[r]) for r in group])
+            paired_rows += rows
+            lines += ["", *paired_markdown(rows)]
+    pd.DataFrame(paired_rows, columns=list(PAIRED_COLUMNS)).to_csv(paths["paired_csv"], index=False)
+    paths["markdown"].write_text("\n".join(lines) + "\n")
     if curves:
         plots.plot_roc(curves, paths["roc"], title=f"ROC, {len(curves)} runs")
     log.info("compared %d runs: %s", len(df), ", ".join(str(p) for p in paths.values()))

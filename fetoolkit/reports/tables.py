@@ -97,8 +97,10 @@ def read_pairs(path: str | Path) -> pd.DataFrame:
 
 
 def roc_scores(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """(scores float64 ``[P]``, labels bool ``[P]``) of the enrolled ROC pairs of a pair table."""
-    sel = df["protocol"].astype(str).str.startswith("roc") & df["enrolled"].astype(bool)
+    """(scores float64 ``[P]``, labels bool ``[P]``) of the enrolled ROC pairs of a pair table (a score
+    run's table has no ``enrolled`` column: its pairs all have a score)."""
+    sel = df["protocol"].astype(str).str.startswith("roc")
+    sel &= df["enrolled"].astype(bool) if "enrolled" in df else df["score"].notna()
     return df.loc[sel, "score"].to_numpy(np.float64), df.loc[sel, "label"].to_numpy(bool)
 
 
@@ -398,4 +400,6 @@ def comparison_markdown(df: pd.DataFrame) -> str:
     shown = df.copy()
     for c in ("accuracy", "eer", "auc", "tar@1e-3"):
         shown[c] = [fmt(v) for v in shown[c]]
+    for c in ("n_images", "fte"):  # counts (floats once a score run's missing count joins the column)
+        shown[c] = ["n/a" if v is None or v != v else str(int(v)) for v in shown[c]]
     return to_markdown(shown)
