@@ -110,7 +110,7 @@ def verification_figures(
     """
     kfold = (ks, kl, kf) if ks is not None and kl is not None and kf is not None else None
     method, reason = stats.method, None
-    if method == "subject" and stats.n_boot > 0:
+    if method == "subject":  # (also without intervals: the report is asked for one method or the other)
         if subjects is None:
             reason = "the pairs' subjects are unknown (no identities: .bin, CSV pairs, score files without subjects)"
         elif kfold is not None and kfold_subjects is None:

@@ -241,3 +241,52 @@ def test_template_pair_scores_dense_and_sparse_paths_agree() -> None:
     assert np.abs(got[fin] - want[fin]).max() < 1e-5
     sparse = template_pair_scores(feats, a[:50], b[:50])  # sparse: gathered pairs
     assert np.array_equal(sparse, pair_dots(feats, a[:50], b[:50]), equal_nan=True)
+
+
+def _ablation(ijb_root: Path, out: Path, sweep: list[str]) -> pd.DataFrame:
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fetoolkit.eval",
+            "-m",
+            "model=arcface",
+            "dataset=ijbc",
+            f"dataset.root={ijb_root}",
+            "stats.n_boot=0",
+            "pipeline.progress=false",
+            f"hydra.sweep.dir={out}",
+            *sweep,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    md = (out / "comparison.md").read_text()
+    assert md.count("## ijbc") == 1  # one table: every run scored the same template pairs
+    return pd.read_csv(out / "comparison.csv")
+
+
+def test_flip_ablation_sweep_is_one_paired_table(ijb_root: Path, tmp_path: Path) -> None:
+    df = _ablation(ijb_root, tmp_path, ["pipeline.flip_test=true,false"])
+    assert sorted(df["features"]) == ["template F", "template none"]
+    paired = pd.read_csv(tmp_path / "comparison_paired.csv")
+    assert len(paired) == 1 and bool(paired["paired"].iloc[0]), paired.to_dict("records")
+
+
+@pytest.mark.slow
+def test_fnd_ablation_is_eight_runs_in_one_table(ijb_root: Path, tmp_path: Path) -> None:
+    df = _ablation(
+        ijb_root,
+        tmp_path,
+        ["pipeline.flip_test=true,false", "dataset.normalize_images=true,false", "dataset.faceness_weight=true,false"],
+    )
+    assert sorted(df["features"]) == sorted(
+        f"template {c}" for c in ("F+N+D", "F+N", "F+D", "F", "N+D", "N", "D", "none")
+    )
+    assert df["eer"].notna().all() and df["rank1"].notna().all()

@@ -34,7 +34,13 @@ log = logging.getLogger(__name__)
 PAIRED_FAR = 1e-3
 
 #: Columns that name the two sides of a pair, by pair-table kind (eval run, score file).
-_ID_COLUMNS = (("path_a", "path_b"), ("item1", "item2"), ("subject_a", "subject_b"), ("subject1", "subject2"))
+_ID_COLUMNS = (
+    ("path_a", "path_b"),
+    ("template1", "template2"),
+    ("item1", "item2"),
+    ("subject_a", "subject_b"),
+    ("subject1", "subject2"),
+)
 _SUBJECT_COLUMNS = (("subject_a", "subject_b"), ("subject1", "subject2"))
 
 PAIRED_COLUMNS = (

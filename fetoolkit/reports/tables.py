@@ -347,6 +347,7 @@ COMPARISON_COLUMNS = (
     "model",
     "backend",
     "dataset",
+    "features",
     "n_images",
     "fte",
     "accuracy",
@@ -356,6 +357,8 @@ COMPARISON_COLUMNS = (
     "auc",
     "tar@1e-3",
     "tar@1e-3_ci",
+    "tar@1e-4",
+    "rank1",
     "cache",
     "run",
 )
@@ -375,6 +378,7 @@ def comparison_frame(results: Sequence[tuple[str, dict[str, Any]]]) -> pd.DataFr
                 "model": s.get("model"),
                 "backend": s.get("backend"),
                 "dataset": s.get("dataset"),
+                "features": _features(s.get("comparison")),
                 "n_images": s.get("n_images"),
                 "fte": s.get("fte"),
                 "accuracy": s.get("accuracy_mean"),
@@ -384,11 +388,30 @@ def comparison_frame(results: Sequence[tuple[str, dict[str, Any]]]) -> pd.DataFr
                 "auc": s.get("auc"),
                 "tar@1e-3": (s.get("tar_at_far") or {}).get("1e-3"),
                 "tar@1e-3_ci": _ci_str(t3),
+                "tar@1e-4": (s.get("tar_at_far_decades") or {}).get("1e-4"),
+                "rank1": _rank1(s.get("identification")),
                 "cache": s.get("cache"),
                 "run": run,
             }
         )
     return pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS))
+
+
+def _features(comp: dict[str, Any] | None) -> str:
+    """What a run's pairs compare, for the table: ``image``, ``image+F`` or ``template F+N`` (IJB's flags)."""
+    if not comp:
+        return "image"
+    if comp.get("unit") == "template":
+        return f"template {comp.get('code')}"
+    return "image+F" if comp.get("flip_test") else "image"
+
+
+def _rank1(ident: dict[str, Any] | None) -> float | None:
+    """The headline rank-1 of a run's identification block (IJB: the galleries' mean)."""
+    if not ident:
+        return None
+    head = ident.get("mean") or ident.get("gallery") or {}
+    return head.get("rank1")
 
 
 def _ci_str(ci: Sequence[Any] | None) -> str:
@@ -398,7 +421,7 @@ def _ci_str(ci: Sequence[Any] | None) -> str:
 def comparison_markdown(df: pd.DataFrame) -> str:
     """The comparison table as Markdown (figures to 4 decimals)."""
     shown = df.copy()
-    for c in ("accuracy", "eer", "auc", "tar@1e-3"):
+    for c in ("accuracy", "eer", "auc", "tar@1e-3", "tar@1e-4", "rank1"):
         shown[c] = [fmt(v) for v in shown[c]]
     for c in ("n_images", "fte"):  # counts (floats once a score run's missing count joins the column)
         shown[c] = ["n/a" if v is None or v != v else str(int(v)) for v in shown[c]]
