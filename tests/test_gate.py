@@ -51,6 +51,41 @@ def test_check_flags_drop_and_passes_improvement() -> None:
     assert any(c.startswith("McNemar") for c in failed)
 
 
+def test_hter_difference_uses_the_same_subjects_for_both() -> None:
+    from fetoolkit.metrics.paired import decision_hter_difference
+
+    rng = np.random.default_rng(0)
+    labels = np.r_[np.ones(200, bool), np.zeros(4000, bool)]
+    sa = np.r_[np.arange(200) % 40, rng.integers(0, 40, 4000)]
+    sb = np.r_[np.arange(200) % 40, (sa[200:] + rng.integers(1, 40, 4000)) % 40]
+    base = labels.copy()
+    base[:10] = False  # FNMR 10/200
+    base[200:220] = True  # FMR 20/4000
+    same, (lo, hi) = decision_hter_difference(base, base.copy(), labels, (sa, sb), n_boot=200)
+    assert same == 0.0 and lo == hi == 0.0
+    worse = base.copy()
+    worse[10:50] = False  # 40 more genuine pairs rejected: FNMR 50/200
+    diff, (lo, hi) = decision_hter_difference(base, worse, labels, (sa, sb), n_boot=200)
+    assert diff == pytest.approx(0.5 * (50 - 10) / 200)  # FMR unchanged
+    assert 0 < lo < diff < hi
+    baseline_rows = gate.check(
+        {
+            "name": "t",
+            "figures": {"accuracy_mean": 0.99, "eer": 0.01, "tar_at_far_1e-3": 0.9},
+            "tolerances": {},
+            "decisions": {"threshold": 0.5, "n": len(labels), "sha256": "x", "bits": gate.pack_bits(base)[0]},
+            "wild_embeddings": np.eye(4, 8).tolist(),
+        },
+        {"accuracy_mean": 0.99, "eer": 0.01, "tar_at_far": {"1e-3": 0.9}},
+        worse,
+        labels,
+        np.eye(4, 8, dtype=np.float32),
+        (sa, sb),
+    )
+    row = next(r for r in baseline_rows if r.check.startswith("HTER difference"))
+    assert row.status == "worse" and row.current.startswith("+0.1000")
+
+
 def run_gate(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess[str]:
     bdir = tmp_path / "baselines"
     bdir.mkdir(exist_ok=True)

@@ -11,6 +11,11 @@ overrides given on the command line (``+perturb=no_align``), and fails when
 * the embeddings of the four in-the-wild colour photos drifted from the baseline's (ORL is
   grey, so only colour photos can catch a colour-order change).
 
+Beside McNemar, the difference of the half total error rate (mean of FMR and FNMR) between the
+current and the baseline decisions is reported with its subject-bootstrap interval (the same
+resampled subjects for both: :func:`fetoolkit.metrics.paired.decision_hter_difference`), for
+information.
+
 Improvements are reported and pass. ``--update --reason TEXT`` rewrites the baselines from the
 current run and records the reason and date (``make gate-update REASON="..."``).
 """
@@ -31,6 +36,7 @@ from typing import Any
 import numpy as np
 from hydra import compose, initialize_config_dir
 
+from fetoolkit.metrics.paired import decision_hter_difference
 from fetoolkit.metrics.significance import mcnemar
 
 log = logging.getLogger("fetoolkit.gate")
@@ -165,6 +171,17 @@ def roc_decisions(out_dir: Path, summary: dict[str, Any], threshold: float) -> t
     return accepted, df["label"].to_numpy(bool)
 
 
+def roc_subjects(out_dir: Path, summary: dict[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:
+    """(subject_a, subject_b) object ``[P]`` of the ROC pairs in protocol order, None when unknown."""
+    from fetoolkit.reports.tables import read_pairs
+
+    df = read_pairs(out_dir / summary["pairs_file"])
+    df = df[df["protocol"].astype(str).str.contains("roc")]
+    if "subject_a" not in df or "subject_b" not in df:
+        return None
+    return df["subject_a"].to_numpy(object), df["subject_b"].to_numpy(object)
+
+
 def wild_embeddings(cfg: Any) -> np.ndarray:
     """L2-normalised embeddings ``[4, D]`` of the in-the-wild colour photos, through ``cfg``'s pipeline."""
     from fetoolkit.config import detector_cfg, pipeline_cfg
@@ -197,9 +214,15 @@ def evaluate_gate(overrides: list[str], out_dir: Path) -> tuple[dict[str, Any], 
 
 
 def check(
-    baseline: dict[str, Any], summary: dict[str, Any], accepted: np.ndarray, labels: np.ndarray, wild: np.ndarray
+    baseline: dict[str, Any],
+    summary: dict[str, Any],
+    accepted: np.ndarray,
+    labels: np.ndarray,
+    wild: np.ndarray,
+    subjects: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> list[Row]:
-    """Compare one current run with its baseline; one ``Row`` per check."""
+    """Compare one current run with its baseline; one ``Row`` per check (``subjects``: the pairs'
+    subjects, for the informational HTER-difference interval)."""
     name = baseline["name"]
     rows: list[Row] = []
     tol = baseline.get("tolerances", {})
@@ -234,6 +257,19 @@ def check(
                 status,
             )
         )
+        if subjects is not None:
+            diff, (lo, hi) = decision_hter_difference(base_accept, accepted, labels, subjects)
+            moved = "ok" if not (lo > 0 or hi < 0) else ("worse" if lo > 0 else "better")
+            rows.append(
+                Row(
+                    name,
+                    f"HTER difference @ thr {dec['threshold']:.4f}",
+                    "0",
+                    f"{diff:+.4f} [{lo:+.4f}, {hi:+.4f}]",
+                    "(informational: 95% subject bootstrap)",
+                    moved,
+                )
+            )
         digest = pack_bits(accepted)[1]
         rows.append(
             Row(
@@ -347,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
             path.write_text(json.dumps(new, indent=1) + "\n")
             log.info("updated %s", path)
             continue
-        rows.extend(check(baseline, summary, accepted, labels, wild))
+        rows.extend(check(baseline, summary, accepted, labels, wild, roc_subjects(out_root / name, summary)))
     if args.update:
         return 0
     table = format_table(rows)

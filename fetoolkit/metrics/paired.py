@@ -245,3 +245,49 @@ def paired_differences(
             )
         )
     return out
+
+
+def decision_hter_difference(
+    base_accept: np.ndarray,
+    accepted: np.ndarray,
+    labels: np.ndarray,
+    subjects: tuple[np.ndarray, np.ndarray],
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float, tuple[float, float]]:
+    """HTER (mean of FMR and FNMR) of the current decisions minus the baseline's on the same pairs,
+    with the subject-bootstrap interval: both sets of decisions weighed by the same resampled
+    subjects in every round (Bolle et al.'s two-way subsets bootstrap, :mod:`fetoolkit.metrics.subjects`).
+    For the gate, whose baselines keep decisions (at the baseline threshold), not scores.
+
+    Args:
+        base_accept, accepted: bool ``[P]`` decisions of the baseline and of the current run.
+        labels: bool ``[P]``, True = genuine.
+        subjects: ``(subject_a, subject_b)`` ``[P]`` of each pair.
+
+    Returns:
+        ``(difference, (low, high))``; > 0 means the current run errs more.
+    """
+    n_boot, level = _check_boot(n_boot, level)
+    codes = subject_codes(*subjects)
+    err_base = (base_accept != labels).astype(np.int64)
+    err_cur = (accepted != labels).astype(np.int64)
+
+    def hter(w: np.ndarray, err: np.ndarray) -> np.ndarray:
+        g = (w * labels).sum(-1)
+        i = (w * ~labels).sum(-1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return 0.5 * ((w * (err * labels)).sum(-1) / g + (w * (err * ~labels)).sum(-1) / i)
+
+    ones = np.ones((1, len(labels)), np.int64)
+    diff = float(hter(ones, err_cur)[0] - hter(ones, err_base)[0])
+    rng = np.random.default_rng(seed)
+    out = []
+    batch = max(1, min(n_boot, (1 << 23) // max(len(labels), 1)))
+    for start in range(0, n_boot, batch):
+        w = pair_weights(draw_counts(rng, min(batch, n_boot - start), codes.n), codes, labels)
+        out.append(hter(w, err_cur) - hter(w, err_base))
+    ci, _ = interval_dropping(np.concatenate(out), level)
+    return diff, ci
