@@ -36,7 +36,9 @@ __all__ = [
 
 RESULTS_FILE = "results.json"
 #: 1: the first versioned schema (the keys of fetoolkit 0.1's summary, ``complete: true``).
-SCHEMA_VERSION = 1
+#: 2: ``stats.method`` is the method's name (``subject`` | ``pair``, described by ``stats.method_note``;
+#: it was the description); new: ``thresholds``, ``interval_rule``, ``comparison``, ``identification``.
+SCHEMA_VERSION = 2
 
 
 class ResultsError(ValueError):

@@ -498,3 +498,28 @@ def test_report_with_a_separate_kfold_protocol() -> None:
     assert none.kfold is None and "kfold" not in none.to_dict() and "accuracy_mean" not in none.to_dict()
     with pytest.raises(ValueError, match="not both"):
         vm.verification_report(s, y, np.arange(s.size) % 2, kfold=(ks, ky, kf))
+
+
+def test_thresholds_section_gathers_every_threshold_with_rates_and_intervals() -> None:
+    rng = np.random.default_rng(4)
+    y = rng.random(6000) < 0.1
+    s = np.where(y, rng.normal(0.6, 0.15, 6000), rng.normal(0.1, 0.1, 6000))
+    f = rng.integers(0, 10, 6000)
+    rep = vm.verification_report(s, y, f, n_boot=100, seed=3)
+    t = rep.to_dict()["thresholds"]
+    assert list(t["far"]) == ["1e-1", "1e-2", "1e-3"]  # 5,400 impostors: 1e-3 is the finest decade
+    for key, far in (("1e-1", 0.1), ("1e-2", 0.01), ("1e-3", 1e-3)):
+        row = t["far"][key]
+        thr = row["threshold"]
+        assert np.mean(s[~y] >= thr) == pytest.approx(row["achieved_far"]) and row["achieved_far"] <= far
+        assert np.mean(s[y] < thr) == pytest.approx(row["frr"])
+        # the threshold's own interval: the same resamples as threshold_at_far_ci
+        assert row["threshold_ci"] == pytest.approx(list(vm.threshold_at_far_ci(s, y, far, n_boot=100, seed=3)))
+    e = t["eer"]
+    assert e["threshold"] == rep.eer_threshold
+    assert e["far"] == pytest.approx(np.mean(s[~y] >= e["threshold"]))
+    assert e["frr"] == pytest.approx(np.mean(s[y] < e["threshold"]))
+    assert abs(e["far"] - rep.eer) < 0.01 and e["threshold_ci"][0] < e["threshold"] < e["threshold_ci"][1]
+    k = t["kfold"]
+    assert k["threshold"] == rep.kfold.accuracy.best_threshold and len(k["fold_thresholds"]) == 10
+    assert k["frr"] == pytest.approx(np.mean(s[y] < k["threshold"]))

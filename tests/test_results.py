@@ -16,7 +16,7 @@ def test_written_results_carry_the_schema_and_strict_json(tmp_path: Path) -> Non
     text = dumps(summary)
     data = json.loads(text)  # strict: no NaN tokens
     assert "NaN" not in text and "Infinity" not in text
-    assert data == {"eer": None, "tar_at_far": {"1e-3": None, "1e-1": 0.5}, "complete": True, "schema_version": 1}
+    assert data == {"eer": None, "tar_at_far": {"1e-3": None, "1e-1": 0.5}, "complete": True, "schema_version": 2}
     (tmp_path / "results.json").write_text(text)
     assert load_results(tmp_path) == data == load_results(tmp_path / "results.json")
     assert incomplete_reason(tmp_path) is None

@@ -103,21 +103,27 @@ def _boot_roc(
     rng = np.random.default_rng(seed)
     gsel, isel = np.flatnonzero(p.y), np.flatnonzero(~p.y)
     gstrata, istrata = _fold_strata(gsel, f), _fold_strata(isel, f)
-    out: dict[str, list[np.ndarray]] = {"eer": [], "auc": []}
+    out: dict[str, list[np.ndarray]] = {"eer": [], "auc": [], "thr/eer": []}
     out.update({far_key(x): [] for x in fars})
+    out.update({f"thr/{far_key(x)}": [] for x in fars})
     for b in _batches(n_boot, p.n):
         cg = _padcumsum(_draw(gstrata, gsel.size, b, rng), np.int32)
         ci = _padcumsum(_draw(istrata, isel.size, b, rng), np.int32)
         rows = _Rows(p, cg, ci)
         if want_eer:
-            out["eer"].append(rows.eer()[0])
+            e, th = rows.eer()
+            out["eer"].append(e)
+            out["thr/eer"].append(th)
         if want_auc:
             out["auc"].append(rows.auc())
         for x in fars:
             if _nan_reason(p.n_genuine, p.n_impostor, x) is None:
-                out[far_key(x)].append(rows.tar_at_far(x)[0])
+                tar, th, _ = rows.tar_at_far(x)
+                out[far_key(x)].append(tar)
+                out[f"thr/{far_key(x)}"].append(th)
             else:
                 out[far_key(x)].append(np.full(b, np.nan))
+                out[f"thr/{far_key(x)}"].append(np.full(b, np.nan))
     return {k: np.concatenate(v) if v else np.empty(0) for k, v in out.items()}
 
 
@@ -140,8 +146,9 @@ def _boot_roc_subjects(
     """
     rng = np.random.default_rng(seed)
     gsel, isel = np.flatnonzero(p.y), np.flatnonzero(~p.y)
-    out: dict[str, list[np.ndarray]] = {"eer": [], "auc": []}
+    out: dict[str, list[np.ndarray]] = {"eer": [], "auc": [], "thr/eer": []}
     out.update({far_key(x): [] for x in fars})
+    out.update({f"thr/{far_key(x)}": [] for x in fars})
     for b in _batches(n_boot, 2 * p.n):  # int64 weights: half the resamples of an int32 batch
         w = pair_weights(draw_counts(rng, b, subj.n), subj, p.y)
         rows = _Rows(p, _padcumsum(w[:, gsel], np.int64), _padcumsum(w[:, isel], np.int64))
@@ -152,15 +159,20 @@ def _boot_roc_subjects(
         ok = (g > 0) & (i > 0)
         with np.errstate(divide="ignore", invalid="ignore"):
             if want_eer:
-                out["eer"].append(np.where(ok, rows.eer()[0], np.nan))
+                e, th = rows.eer()
+                out["eer"].append(np.where(ok, e, np.nan))
+                out["thr/eer"].append(np.where(ok, th, np.nan))
             if want_auc:
                 out["auc"].append(np.where(ok, rows.auc(), np.nan))
             for x in fars:
                 if _nan_reason(p.n_genuine, p.n_impostor, x) is None:
                     measurable = ok & (np.floor(i * x + _FAR_EPS) >= 1)
-                    out[far_key(x)].append(np.where(measurable, rows.tar_at_far(x)[0], np.nan))
+                    tar, th, _ = rows.tar_at_far(x)
+                    out[far_key(x)].append(np.where(measurable, tar, np.nan))
+                    out[f"thr/{far_key(x)}"].append(np.where(measurable, th, np.nan))
                 else:
                     out[far_key(x)].append(np.full(b, np.nan))
+                    out[f"thr/{far_key(x)}"].append(np.full(b, np.nan))
     return {k: np.concatenate(v) if v else np.empty(0) for k, v in out.items()}
 
 

@@ -42,6 +42,7 @@ from fetoolkit.metrics._pairs import (
     _far_quota,
     _prepare,
     _require_both,
+    _Rows,
     _Sorted,
     _tar_at_far_sorted,
     far_key,
@@ -256,6 +257,25 @@ def _decades_sorted(p: _Sorted) -> dict[str, TarAtFar]:
 # --------------------------------------------------------------------------------------------
 
 
+def _rates_at(p: _Sorted, threshold: float) -> tuple[float, float]:
+    """(FAR, FRR) of ``score >= threshold`` on the sorted pairs (NaN for a non-finite threshold)."""
+    if not np.isfinite(threshold):
+        return float("nan"), float("nan")
+    j = np.searchsorted(p.u, threshold, side="left")  # boundary: accept the groups >= threshold
+    tps, fps = _Rows(p).at(np.asarray(j))
+    return float(fps) / p.n_impostor, 1.0 - float(tps) / p.n_genuine
+
+
+def _percentile_finite(stats: np.ndarray, level: float) -> tuple[float, float]:
+    """Percentile interval of the finite resampled thresholds (NaN: undefined resample, +inf: a
+    threshold that accepts nothing); NaN when more than 5% are not finite."""
+    ok = np.isfinite(stats)
+    if stats.size == 0 or (~ok).sum() > 0.05 * stats.size:
+        return float("nan"), float("nan")
+    lo, hi = np.quantile(stats[ok], [(1.0 - level) / 2.0, (1.0 + level) / 2.0])
+    return float(lo), float(hi)
+
+
 def verification_report(
     scores: np.ndarray,
     labels: np.ndarray,
@@ -353,6 +373,7 @@ def verification_report(
     ka = _kfold_result(*_kfold_core(kp, k_sorted, n_folds)) if kp is not None else None
     t1 = time.perf_counter()
     acc_ci = eer_int = tar_int = None
+    thr_ci: dict[str, tuple[float, float]] = {}
     dropped: dict[str, int] = {}
     rule: dict[str, Any] = {}
     if n_boot > 0:
@@ -367,6 +388,7 @@ def verification_report(
             return ci
 
         st = _boot_roc(p, n_boot, seed, None, boot_fars, subj=subj)
+        thr_ci = {k[4:]: _percentile_finite(v, level) for k, v in st.items() if k.startswith("thr/")}
         eer_int = interval(st["eer"], "eer")
         tar_int = {far_key(x): interval(st[far_key(x)], f"tar_at_far/{far_key(x)}") for x in boot_fars}
         if kp is not None:
@@ -377,6 +399,9 @@ def verification_report(
     kreport = None
     if kp is not None and ka is not None:
         kreport = KFoldReport(n_folds, kp.n_genuine, kp.n_impostor, ka, acc_ci)
+    rates = {"eer": _rates_at(p, e.threshold)}
+    if ka is not None:
+        rates["kfold"] = _rates_at(p, ka.best_threshold)
     return VerificationReport(
         n_genuine=p.n_genuine,
         n_impostor=p.n_impostor,
@@ -396,6 +421,8 @@ def verification_report(
         ci_method=method,
         n_subjects=None if subj is None else subj.n,
         kfold_n_subjects=None if ksubj is None else ksubj.n,
+        threshold_rates=rates,
+        threshold_ci=thr_ci,
         ci_dropped=dropped,
         interval_rule=rule,
     )

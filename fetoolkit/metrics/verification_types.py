@@ -205,6 +205,8 @@ class VerificationReport:
     kfold_n_subjects: int | None = None
     ci_dropped: dict[str, int] = field(default_factory=dict)
     interval_rule: dict[str, Any] = field(default_factory=dict)
+    threshold_rates: dict[str, tuple[float, float]] = field(default_factory=dict)
+    threshold_ci: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     @property
     def det(self) -> DetCurve:
@@ -248,4 +250,51 @@ class VerificationReport:
             cis = self.tar_at_far_ci or {}
             d["tar_at_far_ci"] = {k: json_pair(cis[k]) if v.reason is None else None for k, v in both.items()}
             d["interval_rule"] = self.interval_rule
+        d["thresholds"] = self.thresholds()
         return d
+
+    def thresholds(self) -> dict[str, Any]:
+        """``results.json`` ``thresholds``: every threshold of the report in one place, per criterion.
+
+        ``far``: ``far_key`` -> the lowest threshold with FAR <= the target (every asked FAR and
+        every measurable decade), its achieved FAR and FRR (``1 - TAR``); ``eer``: the EER threshold
+        (interpolated) and the FAR/FRR it gives on these pairs; ``kfold``: the k-fold best threshold
+        (median of the folds') and each fold's, with the FAR/FRR the median gives on the ROC pairs.
+        ``threshold_ci``: the bootstrap interval of the threshold itself (how far it moves when the
+        pairs or subjects are redrawn; the interval to quote beside a threshold carried to new data).
+        """
+
+        def ci(key: str) -> list[float | None] | None:
+            c = self.threshold_ci.get(key)
+            return None if c is None else json_pair(c)
+
+        far: dict[str, Any] = {}
+        for k, v in {**self.tar_at_far, **self.decades}.items():
+            far[k] = {
+                "threshold": json_float(v.threshold),
+                "achieved_far": json_float(v.achieved_far),
+                "frr": json_float(1.0 - v.tar),
+                "threshold_ci": ci(k) if v.reason is None else None,
+                **({"reason": v.reason} if v.reason else {}),
+            }
+        eer_far, eer_frr = self.threshold_rates.get("eer", (float("nan"), float("nan")))
+        out: dict[str, Any] = {
+            "far": dict(sorted(far.items(), key=lambda kv: -float(kv[0]))),
+            "eer": {
+                "threshold": json_float(self.eer_threshold),
+                "far": json_float(eer_far),
+                "frr": json_float(eer_frr),
+                "threshold_ci": ci("eer"),
+            },
+        }
+        if self.kfold is not None:
+            k_far, k_frr = self.threshold_rates.get("kfold", (float("nan"), float("nan")))
+            out["kfold"] = {
+                "threshold": json_float(self.kfold.accuracy.best_threshold),
+                "far": json_float(k_far),
+                "frr": json_float(k_frr),
+                "fold_thresholds": [json_float(x) for x in self.kfold.accuracy.fold_thresholds],
+                "n_folds": int(self.kfold.n_folds),
+            }
+        out["accept"] = "score >= threshold"
+        return out
