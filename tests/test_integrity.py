@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 from fetoolkit.backends.onnx_backend import OnnxModelError
 from fetoolkit.models.factory import create_embedder
@@ -180,6 +181,31 @@ def test_duplicates_and_single_image_identities_are_listed_or_refused(orl, tmp_p
         from_identities(ds, n_folds=2, seed=0, roc_pairs="all", strict=True)
     clean = from_identities(load_identity_folder(root, pattern="[0-2].pgm"), n_folds=2, seed=0, roc_pairs="all")
     assert clean.meta["hygiene"]["duplicates"] == []
+
+
+def test_pairs_of_one_photo_are_listed_or_refused_in_pair_lists(orl, tmp_path: Path) -> None:
+    """CSV pairs whose two sides are the same photo (one path twice; two copies of one file) are
+    listed in data.hygiene.same_photo_pairs with what they mean, or refused with strict."""
+    import shutil
+
+    from fetoolkit.data import load_eval_data
+
+    shutil.copy(orl.paths[0], tmp_path / "copy.pgm")
+    rows = [
+        f"{orl.paths[0]},{orl.paths[0]},1",  # one path twice: a genuine pair of one photo
+        f"{orl.paths[0]},{tmp_path / 'copy.pgm'},0",  # two copies labelled as two people
+        f"{orl.paths[0]},{orl.paths[1]},1",
+        f"{orl.paths[0]},{orl.paths[10]},0",
+    ]
+    (tmp_path / "pairs.csv").write_text("path1,path2,label\n" + "\n".join(rows * 3) + "\n")
+    cfg = OmegaConf.create({"name": "csv", "path": str(tmp_path / "pairs.csv"), "n_folds": 2, "strict": False})
+    same = load_eval_data(cfg).meta["hygiene"]["same_photo_pairs"]
+    assert len(same) == 6
+    assert sum("genuine pair of one photo" in d["reason"] for d in same) == 3
+    assert sum("impostor pair of one photo" in d["reason"] and "copy.pgm" in d["path"] for d in same) == 3
+    cfg.strict = True
+    with pytest.raises(ValueError, match="dataset.strict=true: 6 duplicate images or same-photo pairs"):
+        load_eval_data(cfg)
 
 
 # ----------------------------------------------------------------------------------------

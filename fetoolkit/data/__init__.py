@@ -73,29 +73,51 @@ class EvalData:
         return self.identities.astype(str).astype(object)
 
 
+def _sha256s(paths: Sequence[Path], images: Sequence[bytes] | None) -> list[str | None]:
+    """sha256 of each image's bytes (None for a file that cannot be read: it fails to enrol later)."""
+    import hashlib
+
+    if images is not None:
+        return [hashlib.sha256(b).hexdigest() for b in images]
+    out: list[str | None] = []
+    for path in paths:
+        try:
+            out.append(sha256_file(path))
+        except OSError:
+            out.append(None)
+    return out
+
+
+def _identity_duplicates(
+    paths: Sequence[Path], hashes: Sequence[str | None], identities: np.ndarray, names: Sequence[str]
+) -> list[dict[str, str]]:
+    """The same file (by sha256) under two identities or twice in one, as ``{path, reason}``."""
+    by_hash: dict[str, list[int]] = {}
+    for k, h in enumerate(hashes):
+        if h is not None:
+            by_hash.setdefault(h, []).append(k)
+    duplicates = []
+    for group in (g for g in by_hash.values() if len(g) > 1):
+        first = group[0]
+        for k in group[1:]:
+            same = identities[k] == identities[first]
+            who = (
+                f"identity {names[identities[k]]}"
+                if same
+                else (f"identities {names[identities[first]]} and {names[identities[k]]}")
+            )
+            what = "a genuine pair of one photo" if same else "an impostor pair of one photo"
+            duplicates.append({"path": str(paths[k]), "reason": f"the same file as {paths[first]} ({who}): {what}"})
+    return duplicates
+
+
 def hygiene(ds: IdentityDataset) -> dict[str, list[dict[str, str]]]:
     """What in an identity data set makes pairs that do not mean what their labels say, as
     ``{path, reason}`` records: the same file (by sha256) under two identities (an impostor pair
     of one photo) or twice in one (a genuine pair of one photo), and identities with one image
     (no genuine pair: impostor pairs only)."""
-    by_hash: dict[str, list[int]] = {}
-    for k, path in enumerate(ds.paths):
-        by_hash.setdefault(sha256_file(path), []).append(k)
     names = ds.names or [str(i) for i in range(int(ds.identities.max()) + 1)]
-    duplicates = []
-    for group in (g for g in by_hash.values() if len(g) > 1):
-        first = group[0]
-        for k in group[1:]:
-            same = ds.identities[k] == ds.identities[first]
-            who = (
-                f"identity {names[ds.identities[k]]}"
-                if same
-                else (f"identities {names[ds.identities[first]]} and {names[ds.identities[k]]}")
-            )
-            what = "a genuine pair of one photo" if same else "an impostor pair of one photo"
-            duplicates.append(
-                {"path": str(ds.paths[k]), "reason": f"the same file as {ds.paths[first]} ({who}): {what}"}
-            )
+    duplicates = _identity_duplicates(ds.paths, _sha256s(ds.paths, None), ds.identities, names)
     counts = np.bincount(ds.identities)
     single = [
         {
@@ -109,6 +131,49 @@ def hygiene(ds: IdentityDataset) -> dict[str, list[dict[str, str]]]:
     return {"duplicates": duplicates, "single_image_identities": single}
 
 
+def pair_hygiene(
+    paths: Sequence[Path],
+    pairs: PairProtocol,
+    *,
+    images: Sequence[bytes] | None = None,
+    identities: np.ndarray | None = None,
+    names: Sequence[str] | None = None,
+) -> dict[str, list[dict[str, str]]]:
+    """The hygiene report of a data set that lists its pairs (LFW, RFW, CSV, ``.bin``): pairs whose two
+    sides are the same photo (by sha256: a genuine pair of one photo scores 1 by construction; an
+    impostor pair of one photo is a labelling error), and, where identities are known, the same file
+    under two identities. ``{path, reason}`` records, as :func:`hygiene`."""
+    hashes = _sha256s(paths, images)
+    same = []
+    for a, b, genuine in zip(pairs.idx_a.tolist(), pairs.idx_b.tolist(), pairs.labels.tolist()):
+        if hashes[a] is not None and hashes[a] == hashes[b]:
+            what = (
+                "a genuine pair of one photo (cosine 1 by construction)"
+                if genuine
+                else "an impostor pair of one photo (a labelling error)"
+            )
+            where = str(paths[a]) if a == b else f"{paths[a]} and {paths[b]}"
+            same.append({"path": where, "reason": f"the same photo on both sides: {what}"})
+    duplicates: list[dict[str, str]] = []
+    if identities is not None:
+        labels = list(names) if names is not None else [str(i) for i in range(int(identities.max()) + 1)]
+        duplicates = _identity_duplicates(paths, hashes, identities, labels)
+    for item in same + duplicates:
+        log.warning("data: %s: %s", item["path"], item["reason"])
+    return {"duplicates": duplicates, "same_photo_pairs": same}
+
+
+def _strict_check(report: dict[str, list[dict[str, str]]], skipped: Sequence[dict[str, str]], strict: bool) -> None:
+    """``dataset.strict=true``: refuse a data set with any hygiene record or skipped file."""
+    found = [x for key in ("duplicates", "same_photo_pairs") for x in report.get(key, [])]
+    if strict and (found or skipped):
+        first = (found + list(skipped))[0]
+        raise ValueError(
+            f"dataset.strict=true: {len(found)} duplicate images or same-photo pairs and {len(skipped)} skipped files "
+            f"(first: {first['path']}: {first['reason']}); fix the data or set dataset.strict=false to list them"
+        )
+
+
 def from_identities(ds: IdentityDataset, n_folds: int, seed: int, roc_pairs: str, *, strict: bool = False) -> EvalData:
     """Protocols generated from identity labels (ORL, identity folders).
 
@@ -118,12 +183,7 @@ def from_identities(ds: IdentityDataset, n_folds: int, seed: int, roc_pairs: str
     if roc_pairs not in ("all", "kfold"):
         raise ValueError(f"dataset.roc_pairs must be 'all' or 'kfold', got {roc_pairs!r}")
     report = hygiene(ds)
-    if strict and (report["duplicates"] or ds.skipped):
-        first = (report["duplicates"] + list(ds.skipped))[0]
-        raise ValueError(
-            f"dataset.strict=true: {len(report['duplicates'])} duplicate images and {len(ds.skipped)} skipped files "
-            f"(first: {first['path']}: {first['reason']}); fix the data or set dataset.strict=false to list them"
-        )
+    _strict_check(report, ds.skipped, strict)
     kfold = kfold_pairs(ds.identities, n_folds=n_folds, seed=seed)
     roc = all_pairs(ds.identities) if roc_pairs == "all" else kfold
     return EvalData(
@@ -167,6 +227,8 @@ def load_eval_data(cfg: Any, seed: int = 0) -> EvalData:
         root = _required(cfg, "root", "the folder holding <Name>/<Name>_0001.jpg")
         pairs = _required(cfg, "pairs", "the pairs.txt file")
         s = load_lfw(root, pairs, ext=cfg.get("ext") or "jpg")
+        report = pair_hygiene(s.paths, s.pairs, identities=s.identities, names=s.names)
+        _strict_check(report, [], strict)
         return EvalData(
             label,
             s.paths,
@@ -175,7 +237,7 @@ def load_eval_data(cfg: Any, seed: int = 0) -> EvalData:
             s.pairs,
             identities=s.identities,
             identity_names=s.names,
-            meta={"root": str(root), "pairs": str(pairs), "protocol": "pairs.txt sets as folds"},
+            meta={"root": str(root), "pairs": str(pairs), "protocol": "pairs.txt sets as folds", "hygiene": report},
         )
     if name == "bin":
         from fetoolkit.data.binset import load_bin
@@ -183,6 +245,8 @@ def load_eval_data(cfg: Any, seed: int = 0) -> EvalData:
         path = Path(_required(cfg, "path", "an insightface verification file such as lfw.bin"))
         b = load_bin(path, n_folds=int(cfg.get("n_folds") or 10))
         labels = [Path(f"{path.name}#{k}") for k in range(len(b.images))]
+        report = pair_hygiene(labels, b.pairs, images=b.images)
+        _strict_check(report, [], strict)
         return EvalData(
             cfg.get("label") or path.stem,
             labels,
@@ -194,6 +258,7 @@ def load_eval_data(cfg: Any, seed: int = 0) -> EvalData:
                 "path": str(path),
                 "n_encoded": b.n_encoded,
                 "protocol": "consecutive pairs in 10 folds (insightface)",
+                "hygiene": report,
             },
         )
     if name == "csv":
@@ -201,13 +266,15 @@ def load_eval_data(cfg: Any, seed: int = 0) -> EvalData:
 
         path = _required(cfg, "path", "a CSV of path1,path2,label")
         c = load_pairs_csv(path, root=cfg.get("root"), n_folds=int(cfg.get("n_folds") or 10), seed=seed)
+        report = pair_hygiene(c.paths, c.pairs)
+        _strict_check(report, [], strict)
         return EvalData(
             label,
             c.paths,
             bool(cfg.get("aligned", False)),
             c.pairs,
             c.pairs,
-            meta={"path": str(path), "protocol": "CSV pairs"},
+            meta={"path": str(path), "protocol": "CSV pairs", "hygiene": report},
         )
     if name == "rfw":
         from fetoolkit.data.rfw import load_rfw
@@ -215,6 +282,8 @@ def load_eval_data(cfg: Any, seed: int = 0) -> EvalData:
         root = _required(cfg, "root", "the folder holding txts/<G>/<G>_pairs.txt and data/<G>/")
         groups = list(cfg.get("groups") or []) or None
         paths, ids, names, pairs, image_group = load_rfw(root, groups, ext=cfg.get("ext") or "jpg")
+        report = pair_hygiene(paths, pairs, identities=ids, names=names)
+        _strict_check(report, [], strict)
         return EvalData(
             label,
             paths,
@@ -223,7 +292,7 @@ def load_eval_data(cfg: Any, seed: int = 0) -> EvalData:
             pairs,
             identities=ids,
             identity_names=names,
-            meta={"root": str(root), "protocol": "one LFW pair list per group; sets as folds"},
+            meta={"root": str(root), "protocol": "one LFW pair list per group; sets as folds", "hygiene": report},
             image_groups={"group": image_group},
         )
     if name in ("ijbc", "ijbb"):

@@ -229,7 +229,11 @@ def markdown_summary(s: dict[str, Any]) -> str:
         if len(skipped) > 50:
             lines.append(f"- ... and {len(skipped) - 50} more (results.json: data.skipped)")
     hygiene = (s.get("data") or {}).get("hygiene") or {}
-    for key, title in (("duplicates", "Duplicate images"), ("single_image_identities", "Identities with one image")):
+    for key, title in (
+        ("duplicates", "Duplicate images"),
+        ("same_photo_pairs", "Pairs of one photo"),
+        ("single_image_identities", "Identities with one image"),
+    ):
         items = hygiene.get(key) or []
         if items:
             lines += ["", f"## {title}", ""] + [f"- `{d['path']}`: {d['reason']}" for d in items[:50]]
