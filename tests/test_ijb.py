@@ -267,6 +267,7 @@ def _ablation(ijb_root: Path, out: Path, sweep: list[str]) -> pd.DataFrame:
         timeout=900,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"sweep folder: {out.resolve()}" in proc.stdout + proc.stderr  # said before the first run
     md = (out / "comparison.md").read_text()
     assert md.count("## ijbc") == 1  # one table: every run scored the same template pairs
     return pd.read_csv(out / "comparison.csv")

@@ -135,6 +135,11 @@ def collect(roots: Sequence[str | Path], out_dir: str | Path | None = None) -> d
 class CompareCallback(Callback):
     """Hydra callback: after a multirun, collect the sweep folder (see :func:`collect`)."""
 
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Say where the sweep writes before its first run (never into a folder silently)."""
+        sweep = Path(config.hydra.sweep.dir).resolve()
+        log.info("sweep folder: %s (hydra.sweep.dir=PATH writes elsewhere)", sweep)
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep = Path(config.hydra.sweep.dir)
         try:
