@@ -69,3 +69,18 @@ def test_a_csv_without_folds_gets_as_many_as_its_rarer_class_allows(
     assert len(np.unique(pairs.folds)) == 3 and "3-fold accuracy instead of 10-fold" in caplog.text
     for k in range(3):
         assert pairs.labels[pairs.folds == k].any() and (~pairs.labels[pairs.folds == k]).any()
+
+
+def test_single_image_identities_never_leave_a_fold_without_genuine_pairs() -> None:
+    """6 identities with 3 photos and 14 with one: as many folds as identities that can give a
+    genuine pair, each with genuine and impostor pairs, whatever the seed (the split used to
+    count identities only and could leave a fold of single-image identities)."""
+    ids = np.r_[np.repeat(np.arange(6), 3), np.arange(6, 20)]
+    for seed in range(30):
+        p = kfold_pairs(ids, n_folds=10, seed=seed)
+        assert len(np.unique(p.folds)) == 6
+        for k in range(6):
+            m = p.folds == k
+            assert p.labels[m].any() and (~p.labels[m]).any(), (seed, k)
+    with pytest.raises(ValueError, match="1 of them with 2 or more images"):
+        kfold_pairs(np.r_[0, 0, np.arange(1, 10)], n_folds=10)

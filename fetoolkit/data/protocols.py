@@ -91,15 +91,24 @@ def kfold_pairs(identities: np.ndarray, n_folds: int = 10, seed: int = 0) -> Pai
         seed: seed of the subject shuffle and impostor sampling.
     """
     identities = np.asarray(identities)
-    subjects = np.unique(identities)
+    subjects, counts = np.unique(identities, return_counts=True)
+    multi = subjects[counts >= 2]  # identities that can give a genuine pair
     n_folds = fit_folds(
         n_folds,
-        len(subjects) // 2,
-        f"{len(subjects)} identities (a fold needs 2 for its impostor pairs)",
-        f"add identities (at least {2 * n_folds} for {n_folds} folds) or set dataset.n_folds=<k> to choose",
+        min(len(subjects) // 2, len(multi)),
+        f"{len(subjects)} identities, {len(multi)} of them with 2 or more images (a fold needs 2 identities for "
+        "its impostor pairs and one with 2 images for its genuine pairs)",
+        f"add identities (at least {2 * n_folds}, {n_folds} of them with 2+ images, for {n_folds} folds) or set "
+        "dataset.n_folds=<k> to choose",
     )
     rng = np.random.default_rng(seed)
-    groups = np.array_split(rng.permutation(subjects), n_folds)
+    if len(multi) == len(subjects):
+        groups = np.array_split(rng.permutation(subjects), n_folds)
+    else:  # single-image identities: every fold gets identities with 2+ images first, then the rest
+        parts_m = [list(g) for g in np.array_split(rng.permutation(multi), n_folds)]
+        for s in rng.permutation(subjects[counts < 2]):
+            min(parts_m, key=len).append(s)
+        groups = [np.asarray(g) for g in parts_m]
     parts: list[tuple[np.ndarray, ...]] = []
     for k, group in enumerate(groups):
         members = np.flatnonzero(np.isin(identities, group))
