@@ -272,7 +272,8 @@ def evaluate(
     else:  # the pairs compare templates: no per-image error-versus-reject
         qsum, erc, qualities = _template_quality(es), {}, {}
     t3 = time.perf_counter()
-    ident = _identification(data, emb, unit_ok, identification, embedder, pipeline, dcfg, cache, cache_crops)
+    boot = {"n_boot": stats.n_boot, "seed": stats.seed, "level": stats.level}
+    ident = _identification(data, emb, unit_ok, identification, embedder, pipeline, dcfg, cache, cache_crops, boot)
     t4 = time.perf_counter()
 
     summary: dict[str, Any] = {
@@ -358,10 +359,12 @@ def _identification(
     dcfg: AnyDetectorCfg,
     cache: EmbeddingCache | None,
     cache_crops: bool,
+    boot: dict[str, Any],
 ) -> Identification | None:
-    """1:N figures: IJB's own protocol when its files exist, else K images per subject when asked."""
+    """1:N figures: IJB's own protocol when its files exist, else K images per subject when asked;
+    ``boot``: the probe-subject bootstrap's ``n_boot``, ``seed``, ``level``."""
     if data.searches is not None:
-        return ijb_identification(emb, ok, data.searches)
+        return ijb_identification(emb, ok, data.searches, boot)
     if cfg.gallery_per_subject is None or data.identities is None:
         return None
     distractors = None
@@ -383,7 +386,7 @@ def _identification(
                 "identification.distractors: %d of %d images did not enrol and are left out", es_fail, len(paths)
             )
         distractors = des.normalized()[des.ok]
-    return subject_identification(emb, ok, data.identities, cfg, distractors)
+    return subject_identification(emb, ok, data.identities, cfg, distractors, boot)
 
 
 def _quality(

@@ -67,16 +67,19 @@ def _usable(templates: np.ndarray, subjects: np.ndarray, ok: np.ndarray, what: s
     return templates[keep], subjects[keep]
 
 
-def ijb_identification(feats: np.ndarray, ok: np.ndarray, searches: dict[str, Any]) -> Identification:
+def ijb_identification(
+    feats: np.ndarray, ok: np.ndarray, searches: dict[str, Any], boot: dict[str, Any] | None = None
+) -> Identification:
     """IJB 1:N: ``feats`` float32 ``[T, D]`` normalised template features, ``ok`` bool ``[T]``;
-    ``searches`` holds ``G1``, ``G2`` and ``probes`` (:class:`fetoolkit.data.ijb.Search`)."""
+    ``searches`` holds ``G1``, ``G2`` and ``probes`` (:class:`fetoolkit.data.ijb.Search`); ``boot``:
+    ``n_boot``, ``seed``, ``level`` of the probe-subject bootstrap intervals (None: none)."""
     probes = searches["probes"]
     pt, ps = _usable(probes.templates, probes.subjects, ok, "1:N probes")
     reports: dict[str, im.IdentificationReport] = {}
     summary: dict[str, Any] = {}
     for g in ("G1", "G2"):
         gt, gs = _usable(searches[g].templates, searches[g].subjects, ok, f"1:N gallery {g}")
-        rep = im.identification_report(feats[gt], gs, feats[pt], ps)
+        rep = im.identification_report(feats[gt], gs, feats[pt], ps, **(boot or {}))
         reports[g] = rep
         summary[g] = rep.to_dict()
     summary["mean"] = im.mean_report(reports)
@@ -106,7 +109,12 @@ def subject_split(identities: np.ndarray, ok: np.ndarray, k: int, seed: int) -> 
 
 
 def subject_identification(
-    emb: np.ndarray, ok: np.ndarray, identities: np.ndarray, cfg: IdentificationCfg, distractors: np.ndarray | None
+    emb: np.ndarray,
+    ok: np.ndarray,
+    identities: np.ndarray,
+    cfg: IdentificationCfg,
+    distractors: np.ndarray | None,
+    boot: dict[str, Any] | None = None,
 ) -> Identification:
     """Closed-set identification of an identity-labelled set (see the module docstring).
 
@@ -116,6 +124,7 @@ def subject_identification(
         identities: int64 ``[N]`` subject of each image.
         cfg: ``gallery_per_subject`` (required) and the seed.
         distractors: float32 ``[M, D]`` normalised distractor features, or None.
+        boot: ``n_boot``, ``seed``, ``level`` of the probe-subject bootstrap intervals (None: none).
     """
     assert cfg.gallery_per_subject is not None
     gallery_mask, subjects = subject_split(identities, ok, cfg.gallery_per_subject, cfg.seed)
@@ -130,7 +139,7 @@ def subject_identification(
             f"identification.gallery_per_subject={cfg.gallery_per_subject} enrols every image: no probe is left; "
             "enrol fewer images per subject"
         )
-    rep = im.identification_report(gallery, subjects, emb[probe], identities[probe])
+    rep = im.identification_report(gallery, subjects, emb[probe], identities[probe], **(boot or {}))
     summary: dict[str, Any] = {
         "gallery": rep.to_dict(),
         "gallery_per_subject": cfg.gallery_per_subject,

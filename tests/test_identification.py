@@ -376,3 +376,38 @@ def test_plots_write_png(tmp_path) -> None:
     d = plots.plot_dir({"hand": (r.dir_fpir, r.dir_tpir)}, tmp_path / "dir.png", title="DIR")
     for path in (c, d):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_subject_bootstrap_intervals_equal_materialised_resamples() -> None:
+    """Each resample's weighted rates equal the plain report on the searches repeated as drawn."""
+    from fetoolkit.metrics.identification import identification_report
+
+    rng = np.random.default_rng(5)
+    d = 16
+    g = rng.standard_normal((12, d)).astype(np.float32)
+    g /= np.linalg.norm(g, axis=1, keepdims=True)
+    gs = np.arange(12)
+    ps = np.r_[np.repeat(np.arange(12), 3), np.repeat(np.arange(100, 112), 3)]  # 3 searches per subject
+    p = np.concatenate([g[np.arange(12).repeat(3)], np.zeros((36, d), np.float32)])
+    p += 0.9 * rng.standard_normal(p.shape).astype(np.float32)
+    p /= np.linalg.norm(p, axis=1, keepdims=True)
+    n_boot = 40
+    rep = identification_report(g, gs, p, ps, fpirs=(0.1,), n_boot=n_boot, seed=11)
+    names, codes = np.unique(ps.astype(str), return_inverse=True)
+    draws = np.random.default_rng(11).integers(0, len(names), size=(n_boot, len(names)))
+    r1, tp = [], []
+    for row in draws:
+        counts = np.bincount(row, minlength=len(names))
+        reps = counts[codes]
+        m = identification_report(g, gs, np.repeat(p, reps, axis=0), np.repeat(ps, reps), fpirs=(0.1,))
+        r1.append(m.ranks[1])
+        tp.append(m.tpir_at_fpir["1e-1"].tpir)
+    want_r1 = np.quantile(np.array(r1), [0.025, 0.975])
+    tp_ok = np.array([x for x in tp if np.isfinite(x)])
+    want_tp = np.quantile(tp_ok, [0.025, 0.975])
+    assert rep.intervals["rank1"] == pytest.approx(tuple(want_r1), abs=1e-12)
+    assert rep.intervals["tpir_at_fpir/1e-1"] == pytest.approx(tuple(want_tp), abs=1e-12)
+    lo, hi = rep.intervals["rank1"]
+    assert lo <= rep.ranks[1] <= hi and hi - lo > 0.05
+    d_ = rep.to_dict()
+    assert d_["rank1_ci"] == pytest.approx(list(want_r1)) and "subjects" in d_["ci_method"]

@@ -103,3 +103,32 @@ def test_identification_needs_identities_and_a_gallery() -> None:
     cfg = compose_eval(["dataset=orl", "identification.distractors=/tmp"])
     with pytest.raises(ValueError, match="needs identification.gallery_per_subject"):
         run(cfg, None)
+
+
+def test_distractor_folder_through_the_eval(tmp_path: Path) -> None:
+    """identification.distractors=DIR: the wild photos detected, aligned and embedded by the run's
+    pipeline join the ORL gallery as subjects of their own."""
+    import shutil
+
+    from fetoolkit.data.wild import load_wild
+
+    folder = tmp_path / "distractors"
+    folder.mkdir()
+    for name, path in load_wild().items():
+        shutil.copy(path, folder / name)
+    cfg = compose_eval(
+        [
+            "model=arcface",
+            "dataset=orl",
+            "identification.gallery_per_subject=3",
+            f"identification.distractors={folder}",
+            "stats.n_boot=50",
+            "pipeline.progress=false",
+        ]
+    )
+    ident = run(cfg, tmp_path / "run")["identification"]
+    assert ident["distractors"]["n"] == 4 and list(ident["distractors"]["rank1"]) == ["4"]
+    assert ident["distractors"]["rank1"]["4"] <= ident["gallery"]["rank1"]
+    lo, hi = ident["gallery"]["rank1_ci"]
+    assert lo <= ident["gallery"]["rank1"] <= hi
+    assert "## 1:N identification" in (tmp_path / "run" / "summary.md").read_text()

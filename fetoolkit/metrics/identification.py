@@ -122,6 +122,10 @@ class IdentificationReport:
         reasons: figure -> why it could not be measured (``"ranks"``, ``"tpir_at_fpir"``, or a
             ``far_key``); empty when everything was measured.
         timing_s: seconds spent in the search and in the figures.
+        intervals: figure (``"rank1"``, ..., ``"tpir_at_fpir/1e-2"``) -> ``(low, high)`` percentile
+            interval of the probe-subject bootstrap (see :func:`identification_report`'s
+            ``n_boot``); empty without it.
+        n_boot: resamples of ``intervals`` (0: none).
     """
 
     n_gallery: int
@@ -135,6 +139,8 @@ class IdentificationReport:
     dir_thresholds: np.ndarray = field(default_factory=lambda: np.array([np.inf]))
     reasons: dict[str, str] = field(default_factory=dict)
     timing_s: dict[str, float] = field(default_factory=dict)
+    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
+    n_boot: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """The identification keys of ``results.json``: non-finite floats become None.
@@ -156,7 +162,19 @@ class IdentificationReport:
                 "reasons": dict(self.reasons),
             }
         )
+        if self.n_boot:
+            iv = self.intervals
+            d.update({f"rank{k}_ci": _json_ci(iv.get(f"rank{k}")) for k in self.ranks})
+            d["tpir_at_fpir_ci"] = {k: _json_ci(iv.get(f"tpir_at_fpir/{k}")) for k in t}
+            d["ci_method"] = (
+                f"{self.n_boot} resamples of the probes' subjects (with replacement; every search of a drawn "
+                "subject counts once per draw; the gallery is fixed), percentile interval"
+            )
         return d
+
+
+def _json_ci(ci: tuple[float, float] | None) -> list[float | None] | None:
+    return None if ci is None else [json_float(ci[0]), json_float(ci[1])]
 
 
 # --------------------------------------------------------------------------------------------
@@ -349,6 +367,9 @@ def identification_report(
     fpirs: Sequence[float] | None = None,
     max_rank: int = 100,
     batch: int = 4096,
+    n_boot: int = 0,
+    seed: int = 0,
+    level: float = 0.95,
 ) -> IdentificationReport:
     """Open-set identification figures of one gallery (see the module docstring for the terms).
 
@@ -364,6 +385,12 @@ def identification_report(
             reason.
         max_rank: length of the CMC (at least ``max(ranks)``; clipped to ``G``).
         batch: probes per faiss call.
+        n_boot: resamples of the probe-subject bootstrap for the intervals (0: none). Each
+            resample draws the probes' subjects with replacement; a search weighs how often its
+            subject was drawn; every rate (rank-k, and TPIR at FPIR with the threshold re-chosen
+            on the weighted non-mated searches) is recomputed with those weights. Searches of one
+            subject move together (the subjects, not the searches, are the independent units).
+        seed, level: the bootstrap's seed and coverage.
 
     Returns:
         An :class:`IdentificationReport`.
@@ -437,6 +464,13 @@ def identification_report(
             tp = float(tpir_at(np.asarray(th)))
             tpirs[key] = TpirAtFpir(f, tp, float(th), why, float(fpir_at(np.asarray(th))))
 
+    intervals: dict[str, tuple[float, float]] = {}
+    if n_boot and n_m:
+        nm_scores = scores[~mated, 0]
+        intervals = _subject_intervals(
+            ps, mated, rank, s_mate, nm_scores, rank_list, tpirs, n_boot=n_boot, seed=seed, level=level
+        )
+
     u = np.unique(top_nm)[::-1]
     dir_th = np.concatenate([[np.inf], u.astype(np.float64)])
     if n_n:
@@ -467,7 +501,78 @@ def identification_report(
         dir_thresholds=dir_th,
         reasons=reasons,
         timing_s={"checks": t1 - t0, "search": t2 - t1, "figures": t3 - t2},
+        intervals=intervals,
+        n_boot=int(n_boot) if n_m else 0,
     )
+
+
+def _subject_intervals(
+    probe_subjects: np.ndarray,
+    mated: np.ndarray,
+    rank: np.ndarray,
+    s_mate: np.ndarray,
+    nm_scores: np.ndarray,
+    ranks: Sequence[int],
+    tpirs: Mapping[str, TpirAtFpir],
+    *,
+    n_boot: int,
+    seed: int,
+    level: float,
+) -> dict[str, tuple[float, float]]:
+    """Probe-subject bootstrap intervals of the rank-k rates and of TPIR at each measured FPIR.
+
+    Args:
+        probe_subjects: ``[Q]`` subject of each search.
+        mated: bool ``[Q]``.
+        rank: int ``[n_mated]`` rank of each mated search's mate; ``s_mate`` float ``[n_mated]`` its score.
+        nm_scores: float ``[n_nonmated]`` top-1 score of each non-mated search.
+        ranks, tpirs: the figures to give intervals.
+
+    The weighted TPIR threshold follows the unweighted rule: with the non-mated top scores sorted
+    descending and ``W`` their total weight, the threshold is the score at which the cumulative
+    weight first reaches ``floor(W * f)`` (a resample with a quota below one is left out).
+    """
+    _, codes = np.unique(probe_subjects.astype(str), return_inverse=True)
+    n_s = int(codes.max()) + 1
+    cm, cn = codes[mated], codes[~mated]
+    order = np.argsort(-nm_scores, kind="stable")
+    desc, cn_desc = nm_scores[order], cn[order]
+    rng = np.random.default_rng(seed)
+    out: dict[str, list[np.ndarray]] = {f"rank{k}": [] for k in ranks}
+    measured = {k: v for k, v in tpirs.items() if v.reason is None and math.isfinite(v.tpir)}
+    out.update({f"tpir_at_fpir/{k}": [] for k in measured})
+    step = max(1, min(n_boot, (1 << 22) // max(len(probe_subjects), 1)))
+    for start in range(0, n_boot, step):
+        b = min(step, n_boot - start)
+        draws = rng.integers(0, n_s, size=(b, n_s))
+        counts = np.zeros((b, n_s), np.int64)
+        np.add.at(counts, (np.arange(b)[:, None], draws), 1)
+        wm = counts[:, cm]  # [b, n_mated]
+        total = wm.sum(axis=1).astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            for k in ranks:
+                out[f"rank{k}"].append((wm * (rank <= k)).sum(axis=1) / np.where(total > 0, total, np.nan))
+            if measured:
+                wn = counts[:, cn_desc]  # [b, n_nonmated], descending scores
+                cum = np.cumsum(wn, axis=1)
+                hit = rank == 1
+                for key, v in measured.items():
+                    quota = np.floor(cum[:, -1] * v.fpir + 1e-9).astype(np.int64)
+                    j = np.array([np.searchsorted(c, q, side="left") for c, q in zip(cum, quota)])
+                    th = desc[np.minimum(j, len(desc) - 1)]
+                    tp = (wm * (hit & (s_mate[None, :] >= th[:, None]))).sum(axis=1) / total
+                    out[f"tpir_at_fpir/{key}"].append(np.where((quota >= 1) & (total > 0), tp, np.nan))
+    alpha = (1.0 - level) / 2.0
+    intervals: dict[str, tuple[float, float]] = {}
+    for key, parts in out.items():
+        v = np.concatenate(parts)
+        v = v[np.isfinite(v)]
+        if v.size < 0.95 * n_boot:
+            intervals[key] = (math.nan, math.nan)
+        else:
+            lo, hi = np.quantile(v, [alpha, 1.0 - alpha])
+            intervals[key] = (float(lo), float(hi))
+    return intervals
 
 
 def mean_report(reports: Mapping[str, IdentificationReport]) -> dict[str, Any]:

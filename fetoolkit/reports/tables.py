@@ -250,7 +250,7 @@ def _identification_lines(ident: dict[str, Any] | None) -> list[str]:
     """The 1:N section of ``summary.md``: one row per gallery (and the mean)."""
     if not ident:
         return []
-    rows = {k: v for k, v in ident.items() if isinstance(v, dict) and "rank1" in v}
+    rows = {k: v for k, v in ident.items() if isinstance(v, dict) and k != "distractors" and "rank1" in v}
     keys = sorted({f for v in rows.values() for f in (v.get("tpir_at_fpir") or {})}, key=lambda k: -float(k))
     out = ["", "## 1:N identification", "", ident.get("protocol", ""), ""]
     out.append(
@@ -262,10 +262,10 @@ def _identification_lines(ident: dict[str, Any] | None) -> list[str]:
     for name, v in rows.items():
         tp = v.get("tpir_at_fpir") or {}
         counts = f"{v.get('n_mated', '-')} / {v.get('n_nonmated', '-')}"
+        tci = v.get("tpir_at_fpir_ci") or {}
         out.append(
-            f"| {name} | {counts} | {fmt(v.get('rank1'))} | {fmt(v.get('rank5'))} | {fmt(v.get('rank10'))} | "
-            + " | ".join(fmt(tp.get(k)) for k in keys)
-            + " |"
+            f"| {name} | {counts} | {fmt_ci(v.get('rank1'), v.get('rank1_ci'))} | {fmt(v.get('rank5'))} | "
+            f"{fmt(v.get('rank10'))} | " + " | ".join(fmt_ci(tp.get(k), tci.get(k)) for k in keys) + " |"
         )
     d = ident.get("distractors")
     if d:
@@ -330,7 +330,7 @@ def format_summary(s: dict[str, Any]) -> str:
             )
     ident = s.get("identification") or {}
     for name, v in ident.items():
-        if isinstance(v, dict) and v.get("rank1") is not None:
+        if isinstance(v, dict) and isinstance(v.get("rank1"), (int, float)):
             tp = v.get("tpir_at_fpir") or {}
             best = f", TPIR@FPIR={min(tp, key=float)} {pct(tp[min(tp, key=float)])}" if tp else ""
             rows.append((f"1:N {name}", f"rank-1 {pct(v['rank1'])}{best}"))
