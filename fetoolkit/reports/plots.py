@@ -8,9 +8,22 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
+
+
+def _finish(fig: Figure, ax: Any, path: str | Path, title: str, *, legend: str | None, which: str = "major") -> Path:
+    """Title, grid, legend (at ``legend``; None: none), tight layout, and the PNG written to ``path``."""
+    ax.set_title(title)
+    ax.grid(True, which=which, alpha=0.3)
+    if legend is not None:
+        ax.legend(loc=legend, fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    return path
 
 
 def plot_roc(
@@ -51,13 +64,7 @@ def plot_roc(
     ax.set_ylim(min(0.9, ax.get_ylim()[0]), 1.001)
     ax.set_xlabel("false accept rate (log)")
     ax.set_ylabel("true accept rate")
-    ax.set_title(title)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    return path
+    return _finish(fig, ax, path, title, legend="lower right", which="both")
 
 
 def _probit(p: np.ndarray) -> np.ndarray:
@@ -106,13 +113,7 @@ def plot_det(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: str | Pa
     ax.plot(lim, lim, ls=":", color="grey", lw=1, label="FAR = FRR")
     ax.set_xlabel("false accept rate (FAR)")
     ax.set_ylabel("false reject rate (FRR)")
-    ax.set_title(title)
-    ax.grid(True, alpha=0.3)
-    ax.legend(loc="upper right", fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    return path
+    return _finish(fig, ax, path, title, legend="upper right")
 
 
 def plot_score_hist(
@@ -178,13 +179,7 @@ def plot_erc(
     ax.set_xlabel("images rejected, lowest quality first (%)")
     ax.set_ylabel("FNMR at fixed threshold (%)")
     ax.set_ylim(bottom=0)
-    ax.set_title(title)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    return path
+    return _finish(fig, ax, path, title, legend="best")
 
 
 def plot_epc(alpha: np.ndarray, hter: np.ndarray, path: str | Path, *, title: str = "EPC") -> Path:
@@ -270,13 +265,7 @@ def plot_cmc(curves: Mapping[str, np.ndarray], path: str | Path, *, title: str =
     ax.set_xlim(1, longest)
     ax.set_ylabel("identification rate (mate within rank)")
     ax.set_ylim(top=1.001)
-    ax.set_title(title)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    return path
+    return _finish(fig, ax, path, title, legend="lower right", which="both")
 
 
 def plot_dir(
@@ -310,10 +299,4 @@ def plot_dir(
     ax.set_ylim(bottom=0, top=1.001)
     ax.set_xlabel("false positive identification rate (log)")
     ax.set_ylabel("true positive identification rate (rank 1)")
-    ax.set_title(title)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    return path
+    return _finish(fig, ax, path, title, legend="lower right", which="both")
