@@ -178,6 +178,13 @@ def test_compare_refuses_to_pair_runs_of_other_data_sets(sweep: Path, tmp_path: 
     assert [Path(r).name for r in paired["run"]] == ["2-arcface-fewer"] and not paired["paired"].any()
     assert "differs from the reference" in paired["note"].iloc[0]
     assert "differs from the reference" in md
+    # no ROC overlay mixes the two data sets unless asked
+    assert not (tmp_path / "cmp" / "roc_overlay.png").exists()
+    assert {p.name for p in (tmp_path / "cmp").glob("roc_overlay_*.png")} == {
+        "roc_overlay_lfw-like.png",
+        "roc_overlay_orl8.png",
+    }
+    assert collect([copy], tmp_path / "all", overlay_all=True)["roc"].is_file()
 
 
 def test_compare_cli(sweep: Path, tmp_path: Path) -> None:

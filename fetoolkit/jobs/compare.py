@@ -17,10 +17,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m fetoolkit.compare", description=_doc.split("\n\n")[0])
     ap.add_argument("roots", nargs="+", help="sweep or run folders holding results.json files")
     ap.add_argument("--out", default=None, help="output folder (default: the first root)")
+    ap.add_argument(
+        "--overlay-all", action="store_true", help="one ROC overlay even when the runs cover several data sets"
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        paths = collect(args.roots, args.out)
+        paths = collect(args.roots, args.out, overlay_all=args.overlay_all)
     except FileNotFoundError as e:
         log.error("%s", e)
         return 2

@@ -22,6 +22,7 @@ are in ``comparison_paired.csv`` too.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -44,12 +45,18 @@ def find_runs(roots: Sequence[str | Path]) -> list[Path]:
     return sorted(runs)
 
 
-def collect(roots: Sequence[str | Path], out_dir: str | Path | None = None) -> dict[str, Path]:
+def collect(
+    roots: Sequence[str | Path], out_dir: str | Path | None = None, *, overlay_all: bool = False
+) -> dict[str, Path]:
     """Write ``comparison.md``, ``comparison.csv`` and ``roc_overlay.png`` for the runs below ``roots``.
+
+    Runs of several data sets get one table and one ROC overlay each (``roc_overlay_<dataset>.png``)
+    unless ``overlay_all`` asks for one overlay of every run.
 
     Args:
         roots: sweep or run folders.
         out_dir: where to write (default: the first root).
+        overlay_all: overlay the ROC curves of different data sets in one plot anyway.
 
     Returns:
         ``{"markdown": path, "csv": path, "roc": path}``.
@@ -77,16 +84,19 @@ def collect(roots: Sequence[str | Path], out_dir: str | Path | None = None) -> d
     out = Path(out_dir) if out_dir is not None else Path(roots[0])
     out.mkdir(parents=True, exist_ok=True)
     results: list[tuple[str, dict[str, Any]]] = []
-    curves = {}
+    curves: dict[str, dict[str, tuple[Any, Any]]] = {}  # data set -> label -> (far, tar)
     for run, s in runs.items():
         name = str(run.relative_to(out)) if run.is_relative_to(out) else str(run)
         results.append((name, s))
         pairs = run / s.get("pairs_file", "pairs.parquet")
-        label = f"{s.get('model')} / {s.get('backend')} / {s.get('dataset')}: EER {s.get('eer', float('nan')):.4f}"
+        label = (
+            f"{s.get('model')} / {s.get('backend')} / {s.get('dataset')} ({Path(name).name}): "
+            f"EER {s.get('eer', float('nan')):.4f}"
+        )
         if pairs.is_file():
             scores, labels = tables.roc_scores(tables.read_pairs(pairs))
             c = vm.roc_curve(scores, labels)
-            curves[label] = (c.far, c.tar)
+            curves.setdefault(str(s.get("dataset")), {})[label] = (c.far, c.tar)
         else:
             log.warning("%s has no pair table (%s); it is left out of the ROC overlay", run, pairs.name)
     df = tables.comparison_frame(results)
@@ -126,8 +136,15 @@ def collect(roots: Sequence[str | Path], out_dir: str | Path | None = None) -> d
             lines += ["", *paired_markdown(rows)]
     pd.DataFrame(paired_rows, columns=list(PAIRED_COLUMNS)).to_csv(paths["paired_csv"], index=False)
     paths["markdown"].write_text("\n".join(lines) + "\n")
-    if curves:
-        plots.plot_roc(curves, paths["roc"], title=f"ROC, {len(curves)} runs")
+    if len(curves) == 1 or (curves and overlay_all):
+        every = {k: v for part in curves.values() for k, v in part.items()}
+        plots.plot_roc(every, paths["roc"], title=f"ROC, {len(every)} runs")
+    elif curves:  # one overlay per data set: curves of other pairs are not comparable point by point
+        del paths["roc"]
+        for dataset, part in sorted(curves.items()):
+            safe = re.sub(r"[^\w.-]+", "_", dataset)
+            paths[f"roc_{dataset}"] = out / f"roc_overlay_{safe}.png"
+            plots.plot_roc(part, paths[f"roc_{dataset}"], title=f"ROC on {dataset}, {len(part)} runs")
     log.info("compared %d runs: %s", len(df), ", ".join(str(p) for p in paths.values()))
     return paths
 
