@@ -87,3 +87,31 @@ def test_every_service_example_uses_a_route_the_app_has() -> None:
     routes = set(re.findall(r'"(/api/[\w-]+|/metrics)"', source)) | {"/openapi.json"}  # FastAPI's schema
     used = {u for line in COMMANDS if "curl" in line for u in re.findall(r"http://127\.0\.0\.1:8002(/[\w/.-]+)", line)}
     assert used and used <= routes, f"README curls routes the service lacks: {sorted(used - routes)}"
+
+
+def test_quick_commands_run_as_written(tmp_path: Path) -> None:
+    """The README's one-line jobs that need no outside data, run by bash as written in a folder holding
+    the files they name (a.jpg, b.jpg: two photos of one person; photos/: the four wild photos)."""
+    import shutil
+    import subprocess
+
+    import pandas as pd
+
+    from fetoolkit.data.wild import load_wild
+
+    wild = load_wild()
+    shutil.copy(wild["obama.jpg"], tmp_path / "a.jpg")
+    shutil.copy(wild["obama2.jpg"], tmp_path / "b.jpg")
+    (tmp_path / "photos").mkdir()
+    for name, src in wild.items():
+        shutil.copy(src, tmp_path / "photos" / name)
+    (tmp_path / ".venv").symlink_to(REPO / ".venv")
+    quick = [c for c in COMMANDS if re.search(r"python -m fetoolkit\.(verify|embed) ", c) and "outputs/" not in c]
+    assert len(quick) >= 2, quick
+    for line in quick:
+        proc = subprocess.run(["bash", "-c", line], capture_output=True, text=True, cwd=tmp_path, timeout=600)
+        assert proc.returncode == 0, (line, proc.stderr[-2000:])
+        if "fetoolkit.verify" in line:
+            assert "same person" in proc.stdout, proc.stdout
+    rows = pd.read_parquet(tmp_path / "faces.parquet")
+    assert set(rows["path"].map(lambda p: Path(p).name)) == set(wild) and len(rows) >= len(wild)

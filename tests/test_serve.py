@@ -872,3 +872,53 @@ def test_all_faces_are_capped_by_max_faces() -> None:
         assert faces[0].confidence >= faces[1].confidence
     finally:
         svc.close()
+
+
+def _readme_curls() -> list[str]:
+    """The README's curl examples (bash blocks; continuation lines joined, comments cut)."""
+    import re
+
+    text = (ROOT / "README.md").read_text()
+    out = []
+    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
+        for line in re.sub(r"\\\n\s*", " ", block).splitlines():
+            line = re.split(r"\s+#", line)[0].strip()
+            if "curl" in line and not line.startswith("#"):
+                out.append(line)
+    return out
+
+
+def test_readme_curl_examples_run_as_written(server: ServerProcess, tmp_path: Path) -> None:
+    """Every curl example of the README, run by bash as written (the port aside) in a folder holding
+    the files it names: photo.jpg, a.jpg, b.jpg (the wild photos) and group.jpg (the six-face photo)."""
+    import shutil
+    import subprocess
+
+    from fetoolkit.data.wild import GROUP_FACES, load_group_photo
+
+    wild = load_wild()
+    for name, src in (("photo.jpg", "obama.jpg"), ("a.jpg", "obama.jpg"), ("b.jpg", "obama2.jpg")):
+        shutil.copy(wild[src], tmp_path / name)
+    shutil.copy(load_group_photo(), tmp_path / "group.jpg")
+    curls = _readme_curls()
+    assert len(curls) >= 8
+    embeddings = []
+    for line in curls:
+        cmd = line.replace("http://127.0.0.1:8002", server.url)
+        proc = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+        assert proc.returncode == 0, (line, proc.stderr)
+        answer = json.loads(proc.stdout)
+        if "/api/health" in line:
+            assert answer["status"] == "healthy", answer
+            continue
+        assert answer["success"] is True, (line, answer)
+        if "all_faces=true" in line:
+            assert len(answer["faces"]) == GROUP_FACES, line
+        elif "/api/verify" in line:
+            v = answer["verification"]
+            assert v["threshold"] == 0.45 and v["threshold_source"] == "request" and v["is_same_person"], answer
+        else:
+            embeddings.append(np.asarray(answer["embedding"]["embedding"]))
+    # multipart, raw body, base64 JSON and the keyed request: the same photo, the same embedding
+    assert len(embeddings) >= 4
+    assert all(np.allclose(e, embeddings[0], atol=1e-6) for e in embeddings)
