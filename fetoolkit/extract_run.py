@@ -186,7 +186,11 @@ def extract(
         "after_startup": round(after, 3),
     }
     run["images_per_s"] = round(run["n_computed"] / max(wall, 1e-9), 3) if run["n_computed"] else None
-    run["images_per_s_after_startup"] = round(run["n_computed"] / after, 3) if run["n_computed"] else None
+    # once started: local, after every worker has its models; ray, after the first rows came back
+    steady = report.get("steady_images_per_s")
+    run["images_per_s_after_startup"] = (
+        steady if steady is not None else (round(run["n_computed"] / after, 3) if run["n_computed"] else None)
+    )
     run["n_failed"] = len(failures)
     run["engine_detail"] = report
     st.end_run(run)

@@ -320,6 +320,9 @@ def test_identification_gallery_from_a_store(faces, tmp_path) -> None:
     images, _ = image_list(None, str(distract))
     store = tmp_path / "gallery"
     extract(_spec(threads=None), images, str(store), shard_size=16, workers=1, progress=False)
+    from fetoolkit.cache import CacheCfg
+
+    cache = CacheCfg(dir=str(tmp_path / "cache")).open()  # the data set embedded once, for both runs
     out = {}
     for name, where in (("folder", distract), ("store", store)):
         ev = evaluate(
@@ -328,6 +331,7 @@ def test_identification_gallery_from_a_store(faces, tmp_path) -> None:
             pipeline=PipelineCfg(progress=False),
             stats=StatsCfg(n_boot=0),
             identification=IdentificationCfg(gallery_per_subject=2, distractors=str(where)),
+            cache=cache,
         )
         out[name] = ev.summary["identification"]
     assert out["store"]["distractors"]["n"] == out["folder"]["distractors"]["n"] == 10

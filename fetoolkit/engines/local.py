@@ -8,6 +8,8 @@ shard is listed only once its file is complete. Workers die with the parent (``P
 on Linux): a ``kill -9`` of the job leaves no process computing behind it.
 
 ``workers=1`` computes in this process (no start-up of a second one), with the same threads.
+A script that calls :func:`run_local` with more workers needs the usual ``if __name__ ==
+"__main__":`` guard (``spawn`` imports the parent's main module in every worker).
 """
 
 from __future__ import annotations

@@ -172,8 +172,8 @@ def run_ray(
     """Compute ``jobs`` (shard index, its images) on Ray; ``on_shard(record, meta)`` per shard written.
 
     Returns:
-        ``{"startup_s" (``ray_init_s`` + ``first_rows_s``), "ray_init_s", "first_rows_s", "address",
-        "cluster", "nodes", "embed_actors",
+        ``{"startup_s" (``ray_init_s`` + ``first_rows_s``), "ray_init_s", "first_rows_s",
+        "steady_images_per_s", "address", "cluster", "nodes", "embed_actors",
         "workers": {name: {"peak_rss_mb", "stages", "rows"}}}``.
     """
     import ray
@@ -195,7 +195,7 @@ def run_ray(
         ds = ds.map_batches(
             crop_batch,
             fn_kwargs={"spec": spec, "size": size},
-            batch_size=cfg.detect_batch,
+            batch_size=None,  # one block (about detect_batch images) per task: no bundling of small blocks
             batch_format="numpy",
             num_cpus=1,
         )
@@ -212,15 +212,21 @@ def run_ray(
         pending: dict[int, list[dict[str, Any]]] = {}
         stats: dict[str, dict[str, Any]] = {}
         t0 = time.perf_counter()
-        first_row_s = None
+        first_row_s, n_first, n_rows = None, 0, 0
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
             if first_row_s is None:
-                first_row_s = time.perf_counter() - t0
+                first_row_s, n_first = time.perf_counter() - t0, len(batch["index"])
+            n_rows += len(batch["index"])
+            log.debug("ray: %d rows back after %.1f s", n_rows, time.perf_counter() - t0)
             _worker_stats(batch, stats)
             for k, part in _split_by_shard(batch, shard_of).items():
                 pending.setdefault(k, []).append(part)
                 if sum(len(p["index"]) for p in pending[k]) == expected[k]:
                     _write(root, k, pending.pop(k), embed_dim, spec.flip, on_shard)
+        t_end = time.perf_counter() - t0
+        steady = None  # unmeasurable when every row came back in the first batch
+        if first_row_s is not None and n_rows > n_first and t_end > first_row_s:
+            steady = (n_rows - n_first) / (t_end - first_row_s)
         if pending:
             raise RuntimeError(f"Ray returned incomplete shards {sorted(pending)}: run the command again to resume")
         return {
@@ -229,6 +235,8 @@ def run_ray(
             "startup_s": round(init_s + (first_row_s or 0.0), 3),
             "ray_init_s": round(init_s, 3),
             "first_rows_s": None if first_row_s is None else round(first_row_s, 3),
+            # once started: the rows after the first batch over the time after it
+            "steady_images_per_s": None if steady is None else round(steady, 3),
             "address": cfg.address or "local",
             "cluster": {k: resources.get(k) for k in ("CPU", "GPU", "memory")},
             "nodes": len(ray.nodes()),
