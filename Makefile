@@ -6,7 +6,7 @@ PY     := $(BIN)/python
 STAMP  := $(VENV)/.installed
 PIP    := $(BIN)/pip install --disable-pip-version-check -q -c constraints.txt
 
-.PHONY: setup fetch eval lint test test-avx2 test-slow test-all bench bench-serve serve gate gate-update notebooks clean-venv help bench-metrics compare soak
+.PHONY: setup fetch eval lint test test-avx2 test-slow test-all bench bench-serve serve gate gate-update notebooks clean-venv help bench-metrics bench-extract compare soak
 
 help:
 	@echo "make eval       set up .venv, fetch weights + ORL, run python -m fetoolkit.eval model=arcface"
@@ -16,6 +16,7 @@ help:
 	@echo "make test-slow  run the slow tests too"
 	@echo "make bench      write bench.json (models) and bench_detect.json (detectors)"
 	@echo "make bench-metrics  time the metric functions on 10 million pairs, write bench_metrics.json"
+	@echo "make bench-extract  images/s of python -m fetoolkit.extract (local 1/2 workers, ray) on ORL and wild photos, write bench_extract.json"
 	@echo "make compare DIR=multirun/eval/...  collect a sweep into comparison.md/.csv + roc_overlay.png"
 	@echo "make gate       accuracy regression gate against eval/baselines (CI runs it after the tests)"
 	@echo "make gate-update REASON=\"...\"  rewrite the baselines, recording why"
@@ -66,6 +67,10 @@ bench: setup
 
 bench-metrics: setup
 	$(PY) -m fetoolkit.bench_metrics --pairs 10000000 --out bench_metrics.json
+
+# Each case runs python -m fetoolkit.extract in a fresh process into a temporary store (~3 minutes on 2 cores).
+bench-extract: setup
+	$(PY) -m fetoolkit.bench_extract --out bench_extract.json
 
 compare: setup
 	$(PY) -m fetoolkit.compare $(DIR)

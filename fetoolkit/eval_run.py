@@ -36,6 +36,7 @@ from fetoolkit.identify import IdentificationCfg
 from fetoolkit.models.factory import create_embedder
 from fetoolkit.reports.tables import format_summary
 from fetoolkit.score_eval import deployment_from_inputs, deployment_inputs, run_scores
+from fetoolkit.store_read import eval_embedded
 from fetoolkit.templates import TemplateCfg
 from fetoolkit.versions import library_versions
 
@@ -67,6 +68,12 @@ def run(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
     data = load_eval_data(cfg.dataset, seed=cfg.seed)
     cache_cfg: CacheCfg = section(cfg, "cache", CacheCfg)
     stats: StatsCfg = section(cfg, "stats", StatsCfg)
+    quality = section(cfg, "quality", QualityCfg)
+    embedded, source = None, {"store": None}
+    if cfg.get("store"):  # embeddings from an embedding store (python -m fetoolkit.extract), checked against cfg
+        embedded, source = eval_embedded(
+            cfg.store, data, embedder, pipeline_cfg(cfg), detector_cfg(cfg), quality, cfg.num_threads
+        )
     ev: Evaluation = evaluate(
         data,
         embedder,
@@ -76,17 +83,19 @@ def run(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
         cache=cache_cfg.open(),
         cache_crops=cache_cfg.crops,
         stats=stats,
-        quality=section(cfg, "quality", QualityCfg),
+        quality=quality,
         templates=TemplateCfg(
             normalize_images=bool(cfg.dataset.get("normalize_images", False)),
             faceness_weight=bool(cfg.dataset.get("faceness_weight", False)),
         ),
         identification=section(cfg, "identification", IdentificationCfg),
+        embedded=embedded,
     )
     summary = {
         "model": embedder.name,
         "backend": embedder.backend,
         **ev.summary,
+        "embeddings_source": source,
         "contract": embedder.contract.to_dict(),
         "weights_sha256": getattr(embedder, "weights_sha256", None),
         "runtime_sha256": getattr(embedder, "runtime_sha256", None),

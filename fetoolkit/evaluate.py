@@ -34,6 +34,8 @@ from fetoolkit.jsonutil import json_float
 from fetoolkit.metrics import quality as qm
 from fetoolkit.metrics import verification as vm
 from fetoolkit.pipeline import EmbeddedSet, PipelineCfg, detector_settings, embed_dataset
+from fetoolkit.store_identity import store_identity
+from fetoolkit.store_read import is_store, store_gallery
 from fetoolkit.templates import TemplateCfg, pair_dots, template_features, template_pair_scores
 from fetoolkit.types import Embedder
 
@@ -185,6 +187,7 @@ def evaluate(
     quality: QualityCfg | None = None,
     templates: TemplateCfg | None = None,
     identification: IdentificationCfg | None = None,
+    embedded: EmbeddedSet | None = None,
 ) -> Evaluation:
     """Detect, align, embed and score every pair of ``data``; compute the figures.
 
@@ -202,6 +205,8 @@ def evaluate(
         quality: quality settings.
         templates: the N / D flags of template features (IJB; F is ``pipeline.flip_test``).
         identification: 1:N settings (IJB's own 1:N files are used whenever they exist).
+        embedded: the data set's embeddings, read already (an embedding store,
+            :func:`fetoolkit.store_read.store_embedded`): nothing is detected or embedded.
     """
     if fte_policy not in FTE_POLICIES:
         raise ValueError(f"fte_policy must be one of {FTE_POLICIES}, got {fte_policy!r}")
@@ -215,7 +220,9 @@ def evaluate(
     flip_test = pipeline.flip_test if pipeline.flip_test is not None else data.templates is not None
     dcfg = detector_cfg or getattr(detector, "cfg", None) or DetectorCfg()  # the key follows the detector used
     det_settings = detector_settings(dcfg)
-    es = embed_dataset(
+    if embedded is not None and len(embedded.ok) != len(data.paths):
+        raise ValueError(f"embedded holds {len(embedded.ok)} images, the data set {len(data.paths)}")
+    es = embedded or embed_dataset(
         data.paths,
         embedder,
         pipeline,
@@ -368,7 +375,10 @@ def _identification(
     if cfg.gallery_per_subject is None or data.identities is None:
         return None
     distractors = None
-    if cfg.distractors:
+    if is_store(cfg.distractors):  # a gallery extracted already (python -m fetoolkit.extract images=...)
+        asked = store_identity(embedder, pipeline, dcfg, aligned=False, given_landmarks=False, flip=False, threads=None)
+        distractors = store_gallery(cfg.distractors, asked)
+    elif cfg.distractors:
         from fetoolkit.data.sources import list_images
 
         paths = list_images(cfg.distractors)

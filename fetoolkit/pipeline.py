@@ -314,6 +314,9 @@ class EmbeddedSet:
         key: the embedding cache key (None when the cache is off).
         degraded: int8 ``[N]`` index into :data:`DEGRADATIONS` of each degraded crop, -1 = untouched
             (see ``PipelineCfg.degrade``); None = all untouched.
+        unit: float32 ``[N, D]`` L2-normalised embeddings as an embedding store holds them
+            (:mod:`fetoolkit.store_read`), returned by :meth:`normalized` as they are, so that the
+            scores equal those of the run that made them; None: normalise ``raw``.
     """
 
     raw: np.ndarray
@@ -328,9 +331,12 @@ class EmbeddedSet:
     timing_s: dict[str, float] = field(default_factory=dict)
     key: str | None = None
     degraded: np.ndarray | None = None
+    unit: np.ndarray | None = None
 
     def normalized(self) -> np.ndarray:
         """float32 ``[N, D]`` L2-normalised embeddings (NaN rows where ``ok`` is False)."""
+        if self.unit is not None:
+            return self.unit
         n = np.linalg.norm(self.raw, axis=1, keepdims=True)
         with np.errstate(invalid="ignore", divide="ignore"):
             return (self.raw / np.maximum(n, 1e-12)).astype(np.float32)
