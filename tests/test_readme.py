@@ -20,7 +20,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from fetoolkit.cli_args import check_overrides
 
 REPO = Path(__file__).resolve().parents[1]
-HYDRA_JOBS = {"eval", "parity", "export", "serve"}
+HYDRA_JOBS = {"eval", "parity", "export", "serve", "extract"}
 
 
 def readme_commands() -> list[str]:
