@@ -188,6 +188,7 @@ def _kill_after(cmd: list[str], store: Path, n_shards: int, timeout: float = 240
     return len(json.loads((store / "manifest.json").read_text())["shards"])
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_store(faces, tmp_path) -> None:
     images, _ = image_list(None, str(faces))
     whole = tmp_path / "whole"

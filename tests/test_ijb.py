@@ -342,6 +342,7 @@ def _ablation(ijb_root: Path, out: Path, sweep: list[str]) -> pd.DataFrame:
     return pd.read_csv(out / "comparison.csv")
 
 
+@pytest.mark.slow
 def test_flip_ablation_sweep_is_one_paired_table(ijb_root: Path, tmp_path: Path) -> None:
     df = _ablation(ijb_root, tmp_path, ["pipeline.flip_test=true,false"])
     assert sorted(df["features"]) == ["template F", "template none"]

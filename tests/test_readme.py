@@ -89,6 +89,7 @@ def test_every_service_example_uses_a_route_the_app_has() -> None:
     assert used and used <= routes, f"README curls routes the service lacks: {sorted(used - routes)}"
 
 
+@pytest.mark.slow
 def test_quick_commands_run_as_written(tmp_path: Path) -> None:
     """The README's one-line jobs that need no outside data, run by bash as written in a folder holding
     the files they name (a.jpg, b.jpg: two photos of one person; photos/: the four wild photos)."""
