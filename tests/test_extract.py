@@ -209,6 +209,7 @@ def test_killed_run_resumes_to_the_same_store(faces, tmp_path) -> None:
     assert not list(store.glob("*.part"))
 
 
+@pytest.mark.slow
 def test_ray_engine_writes_the_same_rows(faces, store1, tmp_path) -> None:
     """A real local Ray cluster (2 CPUs): detection tasks, an embedding actor, the same shards."""
     from fetoolkit.engines.ray_engine import RayCfg
@@ -269,6 +270,7 @@ def assert_same_figures(normal: dict, from_store: dict) -> None:
     } <= compared
 
 
+@pytest.mark.slow
 def test_eval_from_store_gives_the_normal_figures(faces, tmp_path) -> None:
     """A store made with the eval's threads: the eval from it equals the normal eval, figure for figure."""
     common = [
