@@ -82,6 +82,13 @@ def _read_table(path: Path, n_cols: int, what: str, dtypes: dict[int, Any]) -> p
     """A space-separated table without header, every line ``n_cols`` fields of the given types."""
     if not path.is_file():
         raise IjbError(f"{path}: missing ({what}); dataset.root must hold meta/ and loose_crop/")
+    if all(dtypes.get(c, str) is int for c in range(n_cols)):  # the 15.6M-line pair list: parsed as integers
+        try:
+            fast = pd.read_csv(path, sep=r"\s+", header=None, dtype=np.int64, engine="c")
+            if fast.shape[1] == n_cols:
+                return fast
+        except (ValueError, TypeError, pd.errors.ParserError, pd.errors.EmptyDataError):
+            pass  # read again as text below, to name the bad line
     try:
         df = pd.read_csv(path, sep=r"\s+", header=None, dtype=str, engine="c", keep_default_na=False)
     except pd.errors.EmptyDataError:
