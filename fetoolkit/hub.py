@@ -17,7 +17,7 @@ import sys
 import tarfile
 import tempfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,20 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def hash_images(paths: Sequence[str | Path], images: Sequence[bytes] | None = None) -> list[str | None]:
+    """sha256 hex of each image's bytes (of ``images`` when given, else of the files); None for a
+    file that cannot be read (it fails to enrol later, where the error is recorded)."""
+    if images is not None:
+        return [hashlib.sha256(b).hexdigest() for b in images]
+    out: list[str | None] = []
+    for p in paths:
+        try:
+            out.append(sha256_file(p))
+        except OSError:
+            out.append(None)
+    return out
 
 
 def verify(path: Path, sha256: str | None, *, what: str, key_hint: str) -> None:

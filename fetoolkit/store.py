@@ -40,7 +40,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fetoolkit.hub import atomic_path, sha256_file
+from fetoolkit.hub import atomic_path, hash_images, sha256_file
 from fetoolkit.jsonutil import jsonable
 
 log = logging.getLogger(__name__)
@@ -85,20 +85,6 @@ class ImageList:
         if self.landmarks is not None:
             h.update(np.ascontiguousarray(self.landmarks, np.float32).tobytes())
         return h.hexdigest()
-
-
-def hash_images(paths: Sequence[str | Path], images: Sequence[bytes] | None = None) -> list[str | None]:
-    """sha256 hex of each image's bytes (of ``images`` when given, else of the files); None for a
-    file that cannot be read (its row records the error)."""
-    if images is not None:
-        return [hashlib.sha256(b).hexdigest() for b in images]
-    out: list[str | None] = []
-    for p in paths:
-        try:
-            out.append(sha256_file(p))
-        except OSError:
-            out.append(None)
-    return out
 
 
 def shard_plan(n: int, shard_size: int) -> list[tuple[int, int]]:

@@ -18,7 +18,7 @@ import numpy as np
 
 from fetoolkit.data.protocols import PairProtocol, all_pairs, kfold_pairs
 from fetoolkit.data.sources import IdentityDataset, load_identity_folder, load_orl
-from fetoolkit.hub import sha256_file
+from fetoolkit.hub import hash_images
 from fetoolkit.templates import Templates
 
 log = logging.getLogger(__name__)
@@ -73,21 +73,6 @@ class EvalData:
         return self.identities.astype(str).astype(object)
 
 
-def _sha256s(paths: Sequence[Path], images: Sequence[bytes] | None) -> list[str | None]:
-    """sha256 of each image's bytes (None for a file that cannot be read: it fails to enrol later)."""
-    import hashlib
-
-    if images is not None:
-        return [hashlib.sha256(b).hexdigest() for b in images]
-    out: list[str | None] = []
-    for path in paths:
-        try:
-            out.append(sha256_file(path))
-        except OSError:
-            out.append(None)
-    return out
-
-
 def _identity_duplicates(
     paths: Sequence[Path], hashes: Sequence[str | None], identities: np.ndarray, names: Sequence[str]
 ) -> list[dict[str, str]]:
@@ -117,7 +102,7 @@ def hygiene(ds: IdentityDataset) -> dict[str, list[dict[str, str]]]:
     of one photo) or twice in one (a genuine pair of one photo), and identities with one image
     (no genuine pair: impostor pairs only)."""
     names = ds.names or [str(i) for i in range(int(ds.identities.max()) + 1)]
-    duplicates = _identity_duplicates(ds.paths, _sha256s(ds.paths, None), ds.identities, names)
+    duplicates = _identity_duplicates(ds.paths, hash_images(ds.paths), ds.identities, names)
     counts = np.bincount(ds.identities)
     single = [
         {
@@ -143,7 +128,7 @@ def pair_hygiene(
     sides are the same photo (by sha256: a genuine pair of one photo scores 1 by construction; an
     impostor pair of one photo is a labelling error), and, where identities are known, the same file
     under two identities. ``{path, reason}`` records, as :func:`hygiene`."""
-    hashes = _sha256s(paths, images)
+    hashes = hash_images(paths, images)
     same = []
     for a, b, genuine in zip(pairs.idx_a.tolist(), pairs.idx_b.tolist(), pairs.labels.tolist()):
         if hashes[a] is not None and hashes[a] == hashes[b]:

@@ -59,6 +59,7 @@ import numpy as np
 
 from fetoolkit.jsonutil import json_float
 from fetoolkit.metrics._pairs import _far_quota, far_key
+from fetoolkit.metrics.subjects import interval_dropping
 
 log = logging.getLogger(__name__)
 
@@ -562,17 +563,7 @@ def _subject_intervals(
                     th = desc[np.minimum(j, len(desc) - 1)]
                     tp = (wm * (hit & (s_mate[None, :] >= th[:, None]))).sum(axis=1) / total
                     out[f"tpir_at_fpir/{key}"].append(np.where((quota >= 1) & (total > 0), tp, np.nan))
-    alpha = (1.0 - level) / 2.0
-    intervals: dict[str, tuple[float, float]] = {}
-    for key, parts in out.items():
-        v = np.concatenate(parts)
-        v = v[np.isfinite(v)]
-        if v.size < 0.95 * n_boot:
-            intervals[key] = (math.nan, math.nan)
-        else:
-            lo, hi = np.quantile(v, [alpha, 1.0 - alpha])
-            intervals[key] = (float(lo), float(hi))
-    return intervals
+    return {key: interval_dropping(np.concatenate(parts), level)[0] for key, parts in out.items()}
 
 
 def mean_report(reports: Mapping[str, IdentificationReport]) -> dict[str, Any]:

@@ -266,16 +266,6 @@ def _rates_at(p: _Sorted, threshold: float) -> tuple[float, float]:
     return float(fps) / p.n_impostor, 1.0 - float(tps) / p.n_genuine
 
 
-def _percentile_finite(stats: np.ndarray, level: float) -> tuple[float, float]:
-    """Percentile interval of the finite resampled thresholds (NaN: undefined resample, +inf: a
-    threshold that accepts nothing); NaN when more than 5% are not finite."""
-    ok = np.isfinite(stats)
-    if stats.size == 0 or (~ok).sum() > 0.05 * stats.size:
-        return float("nan"), float("nan")
-    lo, hi = np.quantile(stats[ok], [(1.0 - level) / 2.0, (1.0 + level) / 2.0])
-    return float(lo), float(hi)
-
-
 def verification_report(
     scores: np.ndarray,
     labels: np.ndarray,
@@ -388,7 +378,7 @@ def verification_report(
             return ci
 
         st = _boot_roc(p, n_boot, seed, None, boot_fars, subj=subj)
-        thr_ci = {k[4:]: _percentile_finite(v, level) for k, v in st.items() if k.startswith("thr/")}
+        thr_ci = {k[4:]: interval_dropping(v, level)[0] for k, v in st.items() if k.startswith("thr/")}
         eer_int = interval(st["eer"], "eer")
         tar_int = {far_key(x): interval(st[far_key(x)], f"tar_at_far/{far_key(x)}") for x in boot_fars}
         if kp is not None:
