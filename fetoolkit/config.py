@@ -30,3 +30,14 @@ def section(cfg: DictConfig, key: str, cls: type) -> Any:
     """``cls(**cfg[key])``, or ``cls()`` when the job's config has no such node."""
     node = cfg.get(key)
     return cls() if node is None else cls(**OmegaConf.to_container(node, resolve=True))  # type: ignore[arg-type]
+
+
+def hydra_choice(group: str) -> str | None:
+    """The option the command chose for a config group (``model=arcface`` -> ``"arcface"``), or None
+    outside a Hydra job (a config composed by hand)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    choice = HydraConfig.get().runtime.choices.get(group)
+    return str(choice) if choice is not None else None

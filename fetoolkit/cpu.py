@@ -17,6 +17,8 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -96,6 +98,26 @@ def torch_threads() -> int | None:
     """torch's intra-op thread count, or None when torch is not imported (nothing is asked of it)."""
     torch = sys.modules.get("torch")
     return None if torch is None else int(torch.get_num_threads())
+
+
+@contextmanager
+def one_torch_thread() -> Iterator[int]:
+    """torch at one intra-op thread inside the block, restored after; yields the count it had
+    (1 when torch is not imported).
+
+    Threads that make their first torch call inside the block (a pool started in it) take the
+    one-thread setting too: torch gives a new thread the process's count at its first op.
+    """
+    torch = sys.modules.get("torch")
+    if torch is None:
+        yield 1
+        return
+    before = int(torch.get_num_threads())
+    torch.set_num_threads(1)
+    try:
+        yield before
+    finally:
+        torch.set_num_threads(before)
 
 
 def thread_settings(onnxruntime_threads: int | None = None) -> dict[str, Any]:

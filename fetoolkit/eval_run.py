@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from fetoolkit import results
 from fetoolkit.cache import CacheCfg
-from fetoolkit.config import detector_cfg, pipeline_cfg, section
+from fetoolkit.config import detector_cfg, hydra_choice, pipeline_cfg, section
 from fetoolkit.cpu import machine_info
 from fetoolkit.data import load_eval_data
 from fetoolkit.data.scores import PairScores
@@ -34,6 +34,7 @@ from fetoolkit.deployment import Deployment
 from fetoolkit.evaluate import Evaluation, QualityCfg, StatsCfg, evaluate
 from fetoolkit.identify import IdentificationCfg
 from fetoolkit.models.factory import create_embedder
+from fetoolkit.models.registry import get_model_spec
 from fetoolkit.reports.tables import format_summary
 from fetoolkit.score_eval import deployment_from_inputs, deployment_inputs, run_scores
 from fetoolkit.store_read import eval_embedded
@@ -93,6 +94,7 @@ def run(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
     )
     summary = {
         "model": embedder.name,
+        "model_config": _model_config(embedder.name),
         "backend": embedder.backend,
         **ev.summary,
         "embeddings_source": source,
@@ -111,6 +113,16 @@ def run(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
         write_reports(ev, summary, out_dir, deploy)
     log.info("\n%s", format_summary(summary))
     return summary
+
+
+def _model_config(name: str) -> str | None:
+    """The name the command gave the model (``model=arcface``) when it names this run's record, else
+    None (a config composed by hand, or ``model.name=`` overriding the chosen config)."""
+    choice = hydra_choice("model")
+    try:
+        return choice if choice and get_model_spec(choice).name == name else None
+    except KeyError:
+        return None
 
 
 def evaluation_pairs(ev: Evaluation) -> PairScores:

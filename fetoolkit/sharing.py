@@ -105,6 +105,17 @@ def share_cores(folder: Path | None = None) -> int:
     return n
 
 
+def fair_share(threads: int) -> int:
+    """How many of ``threads`` a job should use for work whose result does not depend on the
+    count (detection: one image per thread): all of them alone, the cores divided by the jobs
+    running beside others (at least one)."""
+    jobs = len(running_jobs())
+    if jobs <= 1:
+        return max(1, threads)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(threads, cores // jobs))
+
+
 def running_as_job() -> bool:
     """Whether this process was started as a fetoolkit job (``python -m fetoolkit.X`` or
     ``python -m fetoolkit.jobs.X``), not a library user or a test runner that imports a job."""

@@ -17,6 +17,7 @@ import pytest
 from fetoolkit.cache import EmbeddingCache, content_digest
 from fetoolkit.data.sources import IdentityDataset
 from fetoolkit.models.factory import create_embedder
+from fetoolkit.models.registry import get_model_spec
 from fetoolkit.pipeline import PipelineCfg, crops_key, embed_dataset, embeddings_key
 from fetoolkit.types import InputContract
 
@@ -184,9 +185,10 @@ def test_content_digest() -> None:
     assert content_digest([Path("/no/such/file")]) == content_digest([Path("/no/such/other")])
 
 
-def test_keys_move_with_threads_and_isa(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A crop or embedding computed with other threads or another ISA is never read back as this one's:
-    MTCNN's crops differ by a grey level between torch thread counts (21 of 400 ORL crops)."""
+def test_crop_keys_move_with_the_isa_and_embedding_keys_with_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A crop or embedding computed on another ISA, or an embedding computed with other threads, is
+    never read back as this one's. Crops are detected at one intra-op thread per image whatever the
+    job's threads (``test_crops_do_not_depend_on_the_jobs_threads``), so threads are not in their key."""
     import torch
 
     from fetoolkit.detect.base import DetectorCfg
@@ -195,28 +197,53 @@ def test_keys_move_with_threads_and_isa(monkeypatch: pytest.MonkeyPatch) -> None
     det = detector_settings(DetectorCfg())
     before = torch.get_num_threads()
 
+    class TorchModel:
+        name, backend, contract = "m", "torch", get_model_spec("arcface").contract
+
     def key() -> str:
         return crops_key("c" * 64, PipelineCfg(), det, (112, 112), aligned=False)
 
     monkeypatch.delenv("FETOOLKIT_CPUID_MASK", raising=False)  # start from the hardware's flags
     try:
         torch.set_num_threads(1)
-        one = key()
+        one, emb_one = key(), embeddings_key("c", TorchModel(), PipelineCfg(), False)
         assert key() == one  # deterministic for the same settings
         torch.set_num_threads(2)
-        assert key() != one
+        assert key() == one
+        assert embeddings_key("c", TorchModel(), PipelineCfg(), False) != emb_one
         torch.set_num_threads(1)
         monkeypatch.setenv("FETOOLKIT_CPUID_MASK", "avx2")  # the kernels an AVX2-only CPU runs
         if "avx512f" in open("/proc/cpuinfo").read():
             assert key() != one
         monkeypatch.delenv("FETOOLKIT_CPUID_MASK")
         assert key() == one
-        # Aligned inputs run no detector: threads do not enter their key.
-        aligned = crops_key("c" * 64, PipelineCfg(), det, (112, 112), aligned=True)
-        torch.set_num_threads(2)
-        assert crops_key("c" * 64, PipelineCfg(), det, (112, 112), aligned=True) == aligned
     finally:
         torch.set_num_threads(before)
+
+
+def test_crops_do_not_depend_on_the_jobs_threads(orl: IdentityDataset) -> None:
+    """MTCNN run with two torch threads moves some landmarks in their last bits (and some crops by a
+    grey level); crop_images detects each image at one thread, so a job's thread count (and the
+    images it detects at once) leaves every crop and landmark bit-identical."""
+    import torch
+
+    from fetoolkit.detect.mtcnn import MTCNNDetector
+    from fetoolkit.pipeline import crop_images
+
+    paths = list(orl.paths)[:60]
+    det, cfg = MTCNNDetector(), PipelineCfg(progress=False)
+    before = torch.get_num_threads()
+    try:
+        runs = []
+        for threads in (2, 1):
+            torch.set_num_threads(threads)
+            runs.append(crop_images(paths, det, cfg))
+            assert torch.get_num_threads() == threads  # restored after
+    finally:
+        torch.set_num_threads(before)
+    assert runs[0].ok.all() and runs[1].ok.all()
+    assert np.array_equal(runs[0].landmarks, runs[1].landmarks)
+    assert np.array_equal(runs[0].faces, runs[1].faces)
 
 
 def test_entries_carry_their_key_and_checksum(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -73,6 +73,9 @@ def test_cli_writes_results_and_plot(cli_run: tuple[Path, str]) -> None:
     assert (out / "roc.png").stat().st_size > 10_000
     assert "10-fold accuracy" in log and "EER" in log
     assert res["model"] == "arcface_mbf.sirius" and res["backend"] == "torch" and res["dataset"] == "orl"
+    # the tables name the model as the command did, beside the registry name
+    assert res["model_config"] == "arcface"
+    assert (out / "summary.md").read_text().startswith("# arcface (arcface_mbf.sirius) (torch) on orl")
     assert res["schema_version"] == 2 and res["complete"] is True
     assert set(res["tar_at_far"]) == {"1e-1", "1e-2", "1e-3"}
     for key in ("accuracy_mean", "auc", "eer", "best_threshold"):

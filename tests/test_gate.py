@@ -107,13 +107,17 @@ def committed_baseline() -> dict:
     return b
 
 
+@pytest.mark.slow  # .ci/run runs `make gate` itself right after the default suite
 def test_unchanged_pipeline_passes(committed_baseline: dict, tmp_path: Path) -> None:
     proc = run_gate(tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     assert "FAIL" not in proc.stdout and "accuracy_mean" in proc.stdout
 
 
-@pytest.mark.parametrize("perturb,moved", [("no_align", "accuracy_mean"), ("bgr", "wild photos")])
+@pytest.mark.parametrize(
+    "perturb,moved",
+    [("no_align", "accuracy_mean"), pytest.param("bgr", "wild photos", marks=pytest.mark.slow)],  # one in the default run
+)
 def test_perturbation_fails_with_table(committed_baseline: dict, tmp_path: Path, perturb: str, moved: str) -> None:
     proc = run_gate(tmp_path, f"+perturb={perturb}")
     assert proc.returncode == 1, proc.stdout + proc.stderr[-3000:]

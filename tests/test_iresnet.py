@@ -184,7 +184,7 @@ def test_forward_shape_and_input_check() -> None:
 # ----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("depth", _depth_params((18, 34, 50, 100)))
+@pytest.mark.parametrize("depth", _depth_params((18, 34, 50)))  # 100, 200: make test-slow
 def test_pth_checkpoint_embeds_identically(depth: int, cases, tmp_path_factory) -> None:
     case = _case(cases, tmp_path_factory, depth)
     state = load_pth_state_dict(case.pth)
@@ -271,7 +271,7 @@ def _bn_count(path: Path) -> int:
     return sum(n.op_type == "BatchNormalization" for n in onnx.load(str(path)).graph.node)
 
 
-@pytest.mark.parametrize("depth", _depth_params((18, 100)))
+@pytest.mark.parametrize("depth", _depth_params((18,)))  # the same blocks, deeper: make test-slow
 def test_onnx_export_embeds_identically(depth: int, cases, tmp_path_factory) -> None:
     case = _onnx_case(cases, tmp_path_factory, depth)
     proto = onnx.load(str(case.onnx_path))

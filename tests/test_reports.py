@@ -196,7 +196,7 @@ def test_compare_cli(sweep: Path, tmp_path: Path) -> None:
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "| arcface_mbf.sirius | onnx |" in proc.stdout
+    assert "| arcface_mbf.sirius | onnx |" in proc.stdout  # runs made by run(cfg), not by a command
     assert {p.name for p in tmp_path.iterdir()} >= {"comparison.md", "comparison.csv", "roc_overlay.png"}
     bad = subprocess.run(
         [sys.executable, "-m", "fetoolkit.compare", str(tmp_path / "empty_nothing")],
@@ -247,9 +247,9 @@ def test_hydra_multirun_two_models_two_backends(orl_subset: Path, tmp_path: Path
     assert proc.returncode == 0, proc.stderr[-4000:]
     df = pd.read_csv(tmp_path / "comparison.csv")
     assert sorted(zip(df["model"], df["backend"])) == [
-        ("arcface_mbf.sirius", "onnx"),
-        ("arcface_mbf.sirius", "torch"),
-        ("mobilefacenet512", "onnx"),
+        ("arcface (arcface_mbf.sirius)", "onnx"),  # the command's model=arcface beside the registry name
+        ("arcface (arcface_mbf.sirius)", "torch"),
+        ("mobilefacenet512", "onnx"),  # model.name= overrode the chosen config: the registry name alone
         ("mobilefacenet512", "torch"),
     ]
     assert (tmp_path / "comparison.md").is_file() and _png(tmp_path / "roc_overlay.png").std() > 20

@@ -46,6 +46,7 @@ def _probe(tmp: Path, **extra: str) -> tuple[int, str]:
 
 
 def test_alone_a_job_keeps_spinning_beside_another_it_sleeps(tmp_path: Path, holder) -> None:
+    (tmp_path / "empty").mkdir()  # (a TMPDIR that does not exist falls back to /tmp, where real jobs sit)
     assert _probe(tmp_path / "empty") == (1, "-")  # no other job: OpenMP's default (fastest alone)
     assert _probe(tmp_path) == (2, "PASSIVE")
     assert _probe(tmp_path, OMP_WAIT_POLICY="ACTIVE") == (2, "ACTIVE")  # the user's word wins
@@ -93,3 +94,15 @@ def test_user_threads_follow_omp_num_threads_and_affinity(monkeypatch: pytest.Mo
     monkeypatch.delenv("OMP_NUM_THREADS")
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
     assert user_threads() is None  # the whole machine: onnxruntime's own default
+
+
+def test_detection_threads_are_shared_out_beside_another_job(tmp_path: Path, holder) -> None:
+    """Work whose result does not depend on the thread count (detection, one image per thread)
+    takes the cores divided by the jobs running: all of them alone, half beside one other job."""
+    probe = "import os; from fetoolkit.sharing import fair_share as f, take_seat; take_seat(); print(f(os.cpu_count()))"
+    cores = os.cpu_count() or 1
+    (tmp_path / "empty").mkdir()
+    for tmp, jobs in ((tmp_path / "empty", 1), (tmp_path, 2)):
+        out = subprocess.run([sys.executable, "-c", probe], env=_env(tmp), capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        assert int(out.stdout) == max(1, cores // jobs), (jobs, out.stdout)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from contextlib import nullcontext
 from importlib import resources
 
 import numpy as np
@@ -24,7 +25,8 @@ log = logging.getLogger(__name__)
 class MTCNNDetector:
     """MTCNN returning every face with its box, score and 5 landmarks.
 
-    Thread-safe: one lock guards the torch nets (the service shares one instance).
+    Thread-safe: calls at one torch intra-op thread run concurrently; calls with more threads take
+    turns behind one lock (the service shares one instance).
     """
 
     def __init__(self, cfg: DetectorCfg | None = None) -> None:
@@ -53,7 +55,9 @@ class MTCNNDetector:
 
         check_image(image)
         c = self.cfg
-        with self._lock, torch.no_grad():
+        # Calls at one intra-op thread run at once (crop_images detects several images so); a call
+        # with more threads starts its own OpenMP team, so those take turns.
+        with self._lock if torch.get_num_threads() > 1 else nullcontext(), torch.no_grad():
             boxes, points = detect_face(
                 image[None],
                 c.min_face_size,

@@ -30,6 +30,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from fetoolkit.reports.tables import model_label
 from fetoolkit.results import ResultsError, load_results
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,7 @@ def collect(
         results.append((name, s))
         pairs = run / s.get("pairs_file", "pairs.parquet")
         label = (
-            f"{s.get('model')} / {s.get('backend')} / {s.get('dataset')} ({Path(name).name}): "
+            f"{model_label(s)} / {s.get('backend')} / {s.get('dataset')} ({Path(name).name}): "
             f"EER {s.get('eer', float('nan')):.4f}"
         )
         if pairs.is_file():

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from fetoolkit.deployment import Deployment
-from fetoolkit.reports.tables import fmt, fmt_ci
+from fetoolkit.reports.tables import fmt, fmt_ci, model_label
 
 REPORT_MD = "report.md"
 REPORT_HTML = "report.html"
@@ -217,7 +217,7 @@ def _figures(s: dict[str, Any]) -> list[Block]:
 
 
 def _provenance(s: dict[str, Any]) -> list[Block]:
-    items = [f"system: `{s['model']}` ({s['backend']})"]
+    items = [f"system: `{model_label(s)}` ({s['backend']})"]
     if s.get("weights_sha256"):
         items.append(f"weights sha256: `{s['weights_sha256']}`")
     items.append(f"data: {s['dataset']}")
@@ -278,7 +278,7 @@ def _slug(name: str) -> str:
 
 def report_blocks(s: dict[str, Any]) -> list[Block]:
     """The report of one ``results.json`` summary that has an ``operating_point``."""
-    title = f"Deployment report: {s['model']} ({s['backend']}) on {s['dataset']}"
+    title = f"Deployment report: {model_label(s)} ({s['backend']}) on {s['dataset']}"
     return [
         Block("h1", title),
         *_operating(s),

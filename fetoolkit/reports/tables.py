@@ -133,7 +133,7 @@ def markdown_summary(s: dict[str, Any]) -> str:
     """The Markdown report of one ``results.json`` summary."""
     ci = s.get("tar_at_far_ci") or {}
     st = s.get("stats", {})
-    lines = [f"# {s['model']} ({s['backend']}) on {s['dataset']}", ""]
+    lines = [f"# {model_label(s)} ({s['backend']}) on {s['dataset']}", ""]
     if "n_images" in s:
         lines.append(
             f"- images: {s['n_images']}, failed to enrol: {s['fte']} (policy `{s.get('fte_policy')}`), "
@@ -291,7 +291,7 @@ def format_summary(s: dict[str, Any]) -> str:
         else f"{s['dataset']}: {s.get('n_comparisons')} comparisons"
     )
     rows = [
-        ("model / backend", f"{s['model']} / {s['backend']}"),
+        ("model / backend", f"{model_label(s)} / {s['backend']}"),
         ("dataset", what),
         ("pairs (ROC)", f"{s['n_genuine']} genuine, {s['n_impostor']} impostor"),
     ]
@@ -379,7 +379,7 @@ def comparison_frame(results: Sequence[tuple[str, dict[str, Any]]]) -> pd.DataFr
         t3 = ci.get("1e-3")
         rows.append(
             {
-                "model": s.get("model"),
+                "model": model_label(s),
                 "backend": s.get("backend"),
                 "dataset": s.get("dataset"),
                 "features": _features(s.get("comparison")),
@@ -416,6 +416,13 @@ def _rank1(ident: dict[str, Any] | None) -> float | None:
         return None
     head = ident.get("mean") or ident.get("gallery") or {}
     return head.get("rank1")
+
+
+def model_label(s: dict[str, Any]) -> str:
+    """A run's model as the command named it and as the registry does: ``arcface (arcface_mbf.sirius)``
+    when they differ, else the registry name."""
+    name, chosen = s.get("model"), s.get("model_config")
+    return f"{chosen} ({name})" if chosen and name and chosen != name else str(name)
 
 
 def _ci_str(ci: Sequence[Any] | None) -> str:
