@@ -114,9 +114,9 @@ def test_unchanged_pipeline_passes(committed_baseline: dict, tmp_path: Path) -> 
     assert "FAIL" not in proc.stdout and "accuracy_mean" in proc.stdout
 
 
-@pytest.mark.parametrize(
+@pytest.mark.parametrize(  # one perturbation in the default run, both in make test-slow
     "perturb,moved",
-    [("no_align", "accuracy_mean"), pytest.param("bgr", "wild photos", marks=pytest.mark.slow)],  # one in the default run
+    [("no_align", "accuracy_mean"), pytest.param("bgr", "wild photos", marks=pytest.mark.slow)],
 )
 def test_perturbation_fails_with_table(committed_baseline: dict, tmp_path: Path, perturb: str, moved: str) -> None:
     proc = run_gate(tmp_path, f"+perturb={perturb}")
