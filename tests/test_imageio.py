@@ -75,3 +75,57 @@ def test_decompression_bomb_refused() -> None:
 def test_missing_file(tmp_path) -> None:
     with pytest.raises(FileNotFoundError, match="nope.jpg"):
         read_image(tmp_path / "nope.jpg")
+
+
+def _jpeg_variants() -> dict[str, bytes]:
+    """A real photo re-saved every way a camera or a library writes a plain JPEG."""
+    from fetoolkit.data.wild import load_wild
+
+    photo = Image.open(load_wild()["obama.jpg"]).convert("RGB").crop((0, 0, 901, 1011))  # odd sizes
+    out = {}
+    for sub in (0, 1, 2):  # 4:4:4, 4:2:2, 4:2:0
+        for progressive in (False, True):
+            b = io.BytesIO()
+            photo.save(b, "JPEG", quality=90, subsampling=sub, progressive=progressive)
+            out[f"subsampling {sub}, progressive {progressive}"] = b.getvalue()
+    for name, kwargs, img in (
+        ("grey", {}, photo.convert("L")),
+        ("restart markers", {"restart_marker_blocks": 4}, photo),
+    ):
+        b = io.BytesIO()
+        img.save(b, "JPEG", quality=90, **kwargs)
+        out[name] = b.getvalue()
+    for name, path in load_wild().items():
+        out[name] = path.read_bytes()
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(_jpeg_variants()))
+def test_fast_jpeg_decode_gives_pillows_pixels(name: str) -> None:
+    """Plain JPEGs are decoded by OpenCV (about twice as fast here); the pixels are Pillow's own."""
+    from fetoolkit.imageio import _decode_jpeg_fast
+
+    data = _jpeg_variants()[name]
+    img = Image.open(io.BytesIO(data))
+    assert _decode_jpeg_fast(data, img) is not None  # the fast path is the one taken
+    assert np.array_equal(decode_image(data), np.asarray(img.convert("RGB")))
+
+
+def test_jpegs_the_fast_path_leaves_to_pillow() -> None:
+    """Rotated (EXIF), CMYK and cut-short JPEGs are Pillow's: it rotates, converts and refuses them."""
+    from fetoolkit.imageio import _decode_jpeg_fast
+
+    photo = Image.new("RGB", (40, 30), (200, 10, 10))
+    rotated = io.BytesIO()
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    photo.save(rotated, "JPEG", exif=exif)
+    cmyk = io.BytesIO()
+    photo.convert("CMYK").save(cmyk, "JPEG")
+    plain = io.BytesIO()
+    photo.save(plain, "JPEG")
+    for data in (rotated.getvalue(), cmyk.getvalue(), plain.getvalue()[:-10]):
+        assert _decode_jpeg_fast(data, Image.open(io.BytesIO(data))) is None
+    assert decode_image(rotated.getvalue()).shape == (40, 30, 3)  # rotated by Pillow
+    with pytest.raises(ImageDecodeError):
+        decode_image(plain.getvalue()[:-10])
