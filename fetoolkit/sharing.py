@@ -13,10 +13,12 @@ job sleeps-when-idle only when it starts beside another fetoolkit job:
 * a job that finds another seat taken sets ``OMP_WAIT_POLICY=PASSIVE`` for itself, before torch
   (and its OpenMP runtime) is loaded, unless the user set the variable.
 
-The thread *counts* are not changed: MTCNN's crops move by a grey level with torch's thread count,
-so a count chosen by who else is running would make a figure depend on it. Users who want fewer
-threads say so (``num_threads=``, ``OMP_NUM_THREADS``), and :func:`user_threads` passes that
-word on to onnxruntime too, which does not read ``OMP_NUM_THREADS`` itself.
+Detection runs one image per thread at one intra-op thread each (``pipeline.crop_images``), so a
+crop does not depend on the thread count: :func:`fair_share` gives a job beside others its share
+of the cores for it. The embedding step's thread count is not changed behind the user's back (it
+moves an embedding's last bits): users who want fewer threads say so (``num_threads=``,
+``OMP_NUM_THREADS``), and :func:`user_threads` passes that word on to onnxruntime too, which does
+not read ``OMP_NUM_THREADS`` itself.
 """
 
 from __future__ import annotations
