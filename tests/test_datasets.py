@@ -413,3 +413,24 @@ def test_bin_declaring_a_huge_array_is_refused_naming_the_file(tmp_path: Path) -
     with pytest.raises(BinFileError, match="refusing an array of 1e\\+12 bytes") as err:
         read_bin(path)
     assert str(path) in str(err.value)
+
+
+@pytest.mark.slow
+def test_bin_export_aligns_with_the_detector_asked_for(tmp_path: Path) -> None:
+    """``data.export --bin F --detector yunet``: the .bin holds YuNet's crops, and evaluates like
+    ``dataset=orl detector=yunet`` (the crops are re-encoded as JPEG, so within 0.01)."""
+    from fetoolkit.data.export import main
+
+    assert main(["--bin", str(tmp_path / "y.bin"), "--detector", "yunet"]) == 0
+    yunet = run(
+        compose_eval(["model=arcface", "dataset=orl", "detector=yunet", "pipeline.progress=false"]), tmp_path / "a"
+    )
+    res = run(
+        compose_eval(["model=arcface", "dataset=bin", f"dataset.path={tmp_path / 'y.bin'}", "pipeline.progress=false"]),
+        tmp_path / "b",
+    )
+    _close_to_orl(res, yunet)
+    mtcnn = run(compose_eval(["model=arcface", "dataset=orl", "pipeline.progress=false"]), tmp_path / "c")
+    assert abs(res["eer"] - yunet["eer"]) < abs(res["eer"] - mtcnn["eer"]), (res["eer"], yunet["eer"], mtcnn["eer"])
+    with pytest.raises(SystemExit):
+        main(["--bin", str(tmp_path / "z.bin"), "--detector", "no-such-detector"])

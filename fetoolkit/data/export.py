@@ -7,7 +7,8 @@ writes ORL (its 10 subject-disjoint k-fold sets, the same pairs ``dataset=orl`` 
 * ``out/orl_lfw/lfw/<Name>/<Name>_<NNNN>.jpg`` (full images, JPEG) and ``out/orl_lfw/pairs.txt``
   (header ``10 180``): evaluate with ``dataset=lfw dataset.root=out/orl_lfw/lfw
   dataset.pairs=out/orl_lfw/pairs.txt``;
-* ``out/orl_aligned.bin``: MTCNN + 5-point aligned 112x112 crops, JPEG-encoded, two consecutive
+* ``out/orl_aligned.bin``: 5-point aligned 112x112 crops (MTCNN, or ``--detector yunet|retinaface``),
+  JPEG-encoded, two consecutive
   images per pair, 10 folds of consecutive pairs: evaluate with ``dataset=bin
   dataset.path=out/orl_aligned.bin``.
 
@@ -165,12 +166,15 @@ def export_scores(source: Path, out: Path, *, columns: int = 4, folds: str | Non
 def main(argv: Sequence[str] | None = None) -> int:
     from fetoolkit.cache import EmbeddingCache
     from fetoolkit.data import from_identities, load_orl
-    from fetoolkit.detect.mtcnn import DetectorCfg, MTCNNDetector
+    from fetoolkit.detect.registry import build_detector, detector_cfg_for, list_detectors
     from fetoolkit.pipeline import PipelineCfg, cached_crops, detector_settings
 
     ap = argparse.ArgumentParser(prog="python -m fetoolkit.data.export", description=__doc__.split("\n\n")[0])
     ap.add_argument("--lfw", type=Path, help="write ORL as an LFW tree + pairs.txt into this folder")
     ap.add_argument("--bin", type=Path, help="write ORL's aligned crops as this .bin")
+    ap.add_argument(
+        "--detector", default="mtcnn", choices=list_detectors(), help="the detector that aligns the --bin crops"
+    )
     ap.add_argument("--seed", type=int, default=0, help="seed of the k-fold protocol (dataset=orl uses seed=0)")
     ap.add_argument("--scores", type=Path, help="an eval run folder (or its pairs.parquet) to write as --bob")
     ap.add_argument("--bob", type=Path, help="the bob score file to write from --scores")
@@ -197,11 +201,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         root, pairs = write_lfw_tree(orl.paths, orl.identities, orl.names, data.kfold, args.lfw)
         log.info("wrote %s and %s", root, pairs)
     if args.bin:
-        dcfg = DetectorCfg()
+        dcfg = detector_cfg_for(args.detector)
         crops, state = cached_crops(
             orl.paths,
             PipelineCfg(),
-            detector=lambda: MTCNNDetector(dcfg),
+            detector=lambda: build_detector(dcfg, num_threads=1, backend="torch"),  # as the eval job builds it
             cache=EmbeddingCache(),
             detector_settings=detector_settings(dcfg),
         )
