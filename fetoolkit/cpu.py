@@ -103,14 +103,16 @@ def torch_threads() -> int | None:
 @contextmanager
 def one_torch_thread() -> Iterator[int]:
     """torch at one intra-op thread inside the block, restored after; yields the count it had
-    (1 when torch is not imported).
+    (when torch is not imported: the user's thread count, else the usable cores).
 
     Threads that make their first torch call inside the block (a pool started in it) take the
     one-thread setting too: torch gives a new thread the process's count at its first op.
     """
     torch = sys.modules.get("torch")
     if torch is None:
-        yield 1
+        yield user_threads() or (
+            len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        )
         return
     before = int(torch.get_num_threads())
     torch.set_num_threads(1)
