@@ -79,7 +79,15 @@ def load_rfw(
             pairs = root / "txts" / g / f"{g}_pairs.txt"
             if not pairs.is_file():
                 raise FileNotFoundError(f"{pairs} not found (RFW layout: txts/<G>/<G>_pairs.txt)")
-            s = load_lfw(root / "data" / g, _with_header(pairs, Path(tmp)), ext=ext)
+            read = _with_header(pairs, Path(tmp))
+            try:
+                s = load_lfw(root / "data" / g, read, ext=ext)
+            except PairsFileError as e:
+                if read == pairs:
+                    raise
+                # name the user's file, not the headed copy read in its place
+                note = f"{pairs} (no header: read as {RFW_SETS} sets, line numbers + 1)"
+                raise PairsFileError(str(e).replace(str(read), note)) from None
             off, id_off = len(paths), len(names)
             paths += s.paths
             ids.append(s.identities + id_off)

@@ -360,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     files = sorted(args.baselines.glob("*.json"))
     if not files:
         parser.error(f"no baselines in {args.baselines}")
-    out_root = args.out or REPO / "outputs" / "gate" / dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    out_root = args.out or Path("outputs") / "gate" / dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     baselines: dict[Path, dict[str, Any]] = {}
     for path in files:  # every baseline is checked before any eval runs
         try:
