@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from fetoolkit.backends.common import batches
 from fetoolkit.cache import EmbeddingCache, content_digest, decode_failures, digest, encode_failures
-from fetoolkit.cpu import compute_signature, one_torch_thread, torch_threads
+from fetoolkit.cpu import compute_signature, one_torch_thread
 from fetoolkit.detect.align import ARCFACE_TEMPLATE, align, resize_whole
 from fetoolkit.detect.base import DetectorCfg, FaceDetector, SelectPolicy, select_face
 from fetoolkit.detect.single_shot import SingleShotCfg
@@ -292,14 +292,25 @@ def embed_crops(crops: np.ndarray, embedder: Embedder, cfg: PipelineCfg, *, raw:
         crops = np.ascontiguousarray(crops[..., ::-1])
     fn = embedder.embed_raw if raw else embedder.embed
     out = np.empty((len(crops), embedder.contract.embed_dim), np.float32)
-    for s in tqdm(
-        batches(len(crops), cfg.batch_size),
-        desc=f"embed ({embedder.backend})",
-        unit="batch",
-        disable=not cfg.progress,
-        leave=False,
-    ):
+    slices = list(batches(len(crops), cfg.batch_size))
+
+    def one(s: slice) -> None:
         out[s] = fn(crops[s])
+
+    bar = tqdm(
+        total=len(slices), desc=f"embed ({embedder.backend})", unit="batch", disable=not cfg.progress, leave=False
+    )
+    if embedder.backend != "torch":  # onnxruntime: its own intra-op threads per call
+        with bar:
+            for s in slices:
+                one(s)
+                bar.update()
+        return out
+    # torch: each batch at one intra-op thread, several batches at once (as for detection), so an
+    # embedding does not depend on the job's thread count and no OpenMP team spins beside other jobs
+    with one_torch_thread() as threads, ThreadPoolExecutor(max(1, min(fair_share(threads), len(slices)))) as pool, bar:
+        for _ in pool.map(one, slices):
+            bar.update()
     return out
 
 
@@ -439,8 +450,9 @@ def embeddings_key(crops: str, embedder: Embedder, cfg: PipelineCfg, flip: bool)
             "flip": flip,
             "degrade": cfg.degrade,
             "lib": v.get("onnxruntime") if embedder.backend == "onnx" else v.get("torch"),
+            # torch batches run at one intra-op thread each (embed_crops), whatever the job's threads
             "compute": compute_signature(
-                getattr(embedder, "num_threads", None) if embedder.backend == "onnx" else torch_threads()
+                getattr(embedder, "num_threads", None) if embedder.backend == "onnx" else "one per batch"
             ),
         }
     )

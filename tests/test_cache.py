@@ -185,10 +185,12 @@ def test_content_digest() -> None:
     assert content_digest([Path("/no/such/file")]) == content_digest([Path("/no/such/other")])
 
 
-def test_crop_keys_move_with_the_isa_and_embedding_keys_with_threads(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A crop or embedding computed on another ISA, or an embedding computed with other threads, is
-    never read back as this one's. Crops are detected at one intra-op thread per image whatever the
-    job's threads (``test_crops_do_not_depend_on_the_jobs_threads``), so threads are not in their key."""
+def test_keys_move_with_the_isa_and_onnxruntime_threads_not_torch_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A crop or embedding computed on another ISA, or an onnxruntime embedding computed with other
+    intra-op threads, is never read back as this one's. Crops are detected, and torch embeddings
+    computed, at one intra-op thread per image / batch whatever the job's threads
+    (``test_crops_do_not_depend_on_the_jobs_threads``, ``test_torch_embeddings_do_not_depend_on_the_jobs_threads``),
+    so torch's thread count is in neither key."""
     import torch
 
     from fetoolkit.detect.base import DetectorCfg
@@ -196,29 +198,55 @@ def test_crop_keys_move_with_the_isa_and_embedding_keys_with_threads(monkeypatch
 
     det = detector_settings(DetectorCfg())
     before = torch.get_num_threads()
+    contract = get_model_spec("arcface").contract
 
-    class TorchModel:
-        name, backend, contract = "m", "torch", get_model_spec("arcface").contract
+    class Model:
+        def __init__(self, backend: str, num_threads: int | None = None) -> None:
+            self.name, self.backend, self.contract, self.num_threads = "m", backend, contract, num_threads
 
     def key() -> str:
         return crops_key("c" * 64, PipelineCfg(), det, (112, 112), aligned=False)
 
+    def ekey(m: Model) -> str:
+        return embeddings_key("c", m, PipelineCfg(), False)
+
     monkeypatch.delenv("FETOOLKIT_CPUID_MASK", raising=False)  # start from the hardware's flags
     try:
         torch.set_num_threads(1)
-        one, emb_one = key(), embeddings_key("c", TorchModel(), PipelineCfg(), False)
+        one, emb_one = key(), ekey(Model("torch"))
         assert key() == one  # deterministic for the same settings
         torch.set_num_threads(2)
-        assert key() == one
-        assert embeddings_key("c", TorchModel(), PipelineCfg(), False) != emb_one
+        assert key() == one and ekey(Model("torch")) == emb_one
+        assert ekey(Model("onnx", 1)) != ekey(Model("onnx", 2))
         torch.set_num_threads(1)
         monkeypatch.setenv("FETOOLKIT_CPUID_MASK", "avx2")  # the kernels an AVX2-only CPU runs
         if "avx512f" in open("/proc/cpuinfo").read():
-            assert key() != one
+            assert key() != one and ekey(Model("torch")) != emb_one
         monkeypatch.delenv("FETOOLKIT_CPUID_MASK")
         assert key() == one
     finally:
         torch.set_num_threads(before)
+
+
+def test_torch_embeddings_do_not_depend_on_the_jobs_threads(aligned_faces: np.ndarray) -> None:
+    """A torch model run with two intra-op threads moves an embedding's last bits; embed_crops runs
+    every batch at one thread (several batches at once), so any thread count gives the same bits."""
+    import torch
+
+    from fetoolkit.pipeline import embed_crops
+
+    e = create_embedder("arcface", backend="torch")
+    cfg = PipelineCfg(progress=False, batch_size=16)
+    before = torch.get_num_threads()
+    try:
+        runs = []
+        for threads in (2, 1):
+            torch.set_num_threads(threads)
+            runs.append(embed_crops(aligned_faces[:96], e, cfg, raw=True))
+            assert torch.get_num_threads() == threads  # restored after
+    finally:
+        torch.set_num_threads(before)
+    assert np.isfinite(runs[0]).all() and np.array_equal(runs[0], runs[1])
 
 
 def test_crops_do_not_depend_on_the_jobs_threads(orl: IdentityDataset) -> None:
