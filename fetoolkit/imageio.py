@@ -168,7 +168,10 @@ def _decode_jpeg_fast(data: bytes, img: Image.Image) -> np.ndarray | None:
         return None
     if img.getexif().get(0x0112, 1) != 1:
         return None
-    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    try:
+        bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    except cv2.error:  # whatever OpenCV cannot decode, Pillow decodes or refuses with its own message
+        return None
     if bgr is None or bgr.shape[:2] != (img.height, img.width):
         return None
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
