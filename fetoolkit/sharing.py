@@ -13,12 +13,12 @@ job sleeps-when-idle only when it starts beside another fetoolkit job:
 * a job that finds another seat taken sets ``OMP_WAIT_POLICY=PASSIVE`` for itself, before torch
   (and its OpenMP runtime) is loaded, unless the user set the variable.
 
-Detection runs one image per thread at one intra-op thread each (``pipeline.crop_images``), so a
-crop does not depend on the thread count: :func:`fair_share` gives a job beside others its share
-of the cores for it. The embedding step's thread count is not changed behind the user's back (it
-moves an embedding's last bits): users who want fewer threads say so (``num_threads=``,
-``OMP_NUM_THREADS``), and :func:`user_threads` passes that word on to onnxruntime too, which does
-not read ``OMP_NUM_THREADS`` itself.
+Detection runs one image per thread, and torch embedding one batch per thread, each at one
+intra-op thread (``pipeline.crop_images``, ``pipeline.embed_crops``), so neither a crop nor a torch
+embedding depends on the thread count: :func:`fair_share` gives a job beside others its share of
+the cores for them. onnxruntime embeddings keep their intra-op count (it moves their last bits):
+users who want fewer threads say so (``num_threads=``, ``OMP_NUM_THREADS``), and
+:func:`user_threads` passes that word on to onnxruntime, which does not read ``OMP_NUM_THREADS``.
 """
 
 from __future__ import annotations
