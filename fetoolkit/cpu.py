@@ -23,7 +23,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from fetoolkit.sharing import running_jobs, user_threads
+from fetoolkit.sharing import running_jobs, usable_cores, user_threads
 
 #: ISA flags reported with every figure (``/proc/cpuinfo`` names).
 ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile", "amx_int8", "avx512_bf16")
@@ -110,9 +110,7 @@ def one_torch_thread() -> Iterator[int]:
     """
     torch = sys.modules.get("torch")
     if torch is None:
-        yield user_threads() or (
-            len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        )
+        yield user_threads() or usable_cores()
         return
     before = int(torch.get_num_threads())
     torch.set_num_threads(1)

@@ -9,7 +9,6 @@ written, and appends this run (what it computed, how long it took, on what) to t
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import time
 from typing import Any
@@ -22,6 +21,7 @@ from fetoolkit.cpu import machine_info
 from fetoolkit.engines.local import run_local
 from fetoolkit.engines.ray_engine import RayCfg, run_ray
 from fetoolkit.extraction import EmbedWorker, ExtractSpec, image_list, items_of
+from fetoolkit.sharing import usable_cores
 from fetoolkit.store import ImageList, open_store
 from fetoolkit.store_identity import store_identity
 from fetoolkit.versions import library_versions
@@ -33,7 +33,7 @@ ENGINES = ("local", "ray")
 
 def default_workers() -> int:
     """One worker per core this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return usable_cores()
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -171,6 +172,14 @@ def crop_image(
     return c.face, c.score, c.n_faces, c.landmarks
 
 
+@contextmanager
+def one_thread_pool(tasks: int) -> Iterator[ThreadPoolExecutor]:
+    """A pool whose threads run torch at one intra-op thread each, as many as the job's threads
+    (its share of the cores beside other jobs, ``sharing.fair_share``) and at most ``tasks``."""
+    with one_torch_thread() as threads, ThreadPoolExecutor(max(1, min(fair_share(threads), tasks))) as pool:
+        yield pool
+
+
 def crop_images(
     paths: Sequence[Path],
     detector: FaceDetector | None,
@@ -223,7 +232,7 @@ def crop_images(
     # Every image is detected at one intra-op thread, several images at once: a crop's grey levels
     # then do not depend on the job's thread count, and no OpenMP team spins between tiny layers.
     bar = tqdm(total=n, desc=desc, unit="img", disable=not cfg.progress, leave=False)
-    with one_torch_thread() as threads, ThreadPoolExecutor(max(1, min(fair_share(threads), n))) as pool, bar:
+    with one_thread_pool(n) as pool, bar:
         for i, r in enumerate(r for s in range(0, n, 256) for r in pool.map(one, range(s, min(n, s + 256)))):
             bar.update()
             if isinstance(r, Exception):
@@ -308,7 +317,7 @@ def embed_crops(crops: np.ndarray, embedder: Embedder, cfg: PipelineCfg, *, raw:
         return out
     # torch: each batch at one intra-op thread, several batches at once (as for detection), so an
     # embedding does not depend on the job's thread count and no OpenMP team spins beside other jobs
-    with one_torch_thread() as threads, ThreadPoolExecutor(max(1, min(fair_share(threads), len(slices)))) as pool, bar:
+    with one_thread_pool(len(slices)) as pool, bar:
         for _ in pool.map(one, slices):
             bar.update()
     return out

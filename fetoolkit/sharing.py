@@ -107,6 +107,13 @@ def share_cores(folder: Path | None = None) -> int:
     return n
 
 
+def usable_cores() -> int:
+    """CPUs this process may run on (its affinity mask, e.g. ``taskset`` or a container's cpuset)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
 def fair_share(threads: int) -> int:
     """How many of ``threads`` a job should use for work whose result does not depend on the
     count (detection: one image per thread): all of them alone, the cores divided by the jobs
@@ -114,8 +121,7 @@ def fair_share(threads: int) -> int:
     jobs = len(running_jobs())
     if jobs <= 1:
         return max(1, threads)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(threads, cores // jobs))
+    return max(1, min(threads, usable_cores() // jobs))
 
 
 def running_as_job() -> bool:

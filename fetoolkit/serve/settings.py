@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from fetoolkit.detect.base import SelectPolicy
 from fetoolkit.detect.registry import AnyDetectorCfg, detector_cfg_for
 from fetoolkit.pipeline import PipelineCfg
+from fetoolkit.sharing import usable_cores
 
 log = logging.getLogger(__name__)
 
@@ -315,10 +316,7 @@ def api_keys_from_env(environ: Mapping[str, str]) -> list[str]:
 
 def available_cores() -> int:
     """CPUs this process may run on (its affinity mask, e.g. a container's cpuset)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
+    return usable_cores()
 
 
 def _opt_int(v: Any) -> int | None:
