@@ -29,7 +29,7 @@ def run(cfg: DictConfig) -> None:
     from fetoolkit.serve.protocol import guarded_protocol
 
     settings = ServeSettings.from_cfg(cfg)
-    tune_malloc(settings.malloc_arena_max, settings.malloc_mmap_threshold)
+    tune_malloc(settings.malloc_arena_max, settings.malloc_mmap_threshold, settings.malloc_trim_threshold)
     logging.getLogger().setLevel(settings.log_level.upper())
     logging.getLogger("fetoolkit").setLevel(settings.log_level.upper())
     # Pillow logs image metadata (EXIF tags, chunk names) at debug level: never in this log.

@@ -83,6 +83,7 @@ class ServeSettings:
         warmup: run the model and the detector once before serving.
         malloc_arena_max: glibc ``M_ARENA_MAX`` (see ``fetoolkit.serve.memory``); ``None``: glibc's default.
         malloc_mmap_threshold: glibc ``M_MMAP_THRESHOLD`` in bytes; ``None``: glibc's (adaptive) default.
+        malloc_trim_threshold: glibc ``M_TRIM_THRESHOLD`` in bytes; ``None``: glibc's default.
         body_timeout_s: a request body must arrive within this (else 408 ``TIMEOUT``); a request
             counts against ``max_concurrent_requests`` only once its body is in.
         request_timeout_s: an answer not ready this long after the body arrived is 504 ``TIMEOUT``
@@ -127,7 +128,8 @@ class ServeSettings:
     torch_threads: int | None = 1
     warmup: bool = True
     malloc_arena_max: int | None = 2
-    malloc_mmap_threshold: int | None = 1 << 20
+    malloc_mmap_threshold: int | None = 32 << 20
+    malloc_trim_threshold: int | None = 64 << 20
     body_timeout_s: float = 5.0
     request_timeout_s: float = 30.0
     header_timeout_s: float = 5.0
@@ -239,6 +241,7 @@ class ServeSettings:
             warmup=bool(inf.get("warmup", True)),
             malloc_arena_max=_opt_int(c.get("memory", {}).get("malloc_arena_max")),
             malloc_mmap_threshold=_opt_int(c.get("memory", {}).get("malloc_mmap_threshold")),
+            malloc_trim_threshold=_opt_int(c.get("memory", {}).get("malloc_trim_threshold")),
             body_timeout_s=float(srv.get("body_timeout_s", 5.0)),
             request_timeout_s=float(srv.get("request_timeout_s", 30.0)),
             header_timeout_s=float(srv.get("header_timeout_s", 5.0)),
