@@ -50,6 +50,9 @@ def tune_malloc(arena_max: int | None, mmap_threshold: int | None, trim_threshol
     ok = all(mallopt(param, int(value)) == 1 for param, value in settings.items() if value is not None)
     if not ok:
         log.warning(
-            "mallopt refused arena_max=%s mmap_threshold=%s trim_threshold=%s", arena_max, mmap_threshold, trim_threshold
+            "mallopt refused arena_max=%s mmap_threshold=%s trim_threshold=%s",
+            arena_max,
+            mmap_threshold,
+            trim_threshold,
         )
     return ok
