@@ -47,7 +47,8 @@ def tune_malloc(arena_max: int | None, mmap_threshold: int | None, trim_threshol
     except (OSError, AttributeError):
         log.info("not glibc: malloc settings left alone")
         return False
-    ok = all(mallopt(param, int(value)) == 1 for param, value in settings.items() if value is not None)
+    # every setting is applied, even after one is refused
+    ok = all([mallopt(param, int(value)) == 1 for param, value in settings.items() if value is not None])
     if not ok:
         log.warning(
             "mallopt refused arena_max=%s mmap_threshold=%s trim_threshold=%s",
