@@ -31,6 +31,7 @@ from fetoolkit.models.registry import get_model_spec
 from fetoolkit.serve import process as serve_process
 from fetoolkit.serve.batcher import MicroBatcher
 from fetoolkit.serve.errors import ErrorType, ImageDecodeFailed
+from fetoolkit.serve.loadgen import proc_minor_faults
 from fetoolkit.serve.process import HOST, ServerProcess
 from fetoolkit.serve.schemas import BatchResponse, ErrorResponse, ExtractResponse, HealthResponse, VerifyResponse
 from fetoolkit.serve.service import decode_base64
@@ -263,31 +264,32 @@ def test_multipart_and_raw_uploads_give_the_base64_embedding(client: httpx.Clien
         assert bad.status_code in (415, 422) and bad.json()["error_type"] == "INVALID_INPUT", bad.text[:300]
 
 
-def _minor_faults(pid: int) -> int:
-    """Minor page faults of a process so far, all its threads (``/proc/PID/stat`` field 10)."""
-    with open(f"/proc/{pid}/stat") as f:
-        return int(f.read().rsplit(")", 1)[1].split()[7])
-
-
 def test_full_photos_reuse_their_buffers(server: ServerProcess, client: httpx.Client) -> None:
     """Once warm, a full photo's buffers (decoded pixels, YuNet's tensors) come from memory the
     server already holds (``configs/serve.yaml`` ``memory``): counted as minor page faults, not
-    timed. Measured per request on the 3.3 MP photo: ~170 with the shipped thresholds, ~13,300
-    with a 1 MiB mmap threshold and glibc's trim (every buffer faulted in anew; p50 59 ms vs 25)."""
+    timed. Per request on the 3.3 MP photo, over windows of 3 requests: 0-5 in most windows with
+    the shipped thresholds, about 13,300-15,000 in every window with a 1 MiB mmap threshold and
+    glibc's trim (every buffer faulted in anew; p50 59 ms vs 25). Now and then one request of a
+    window still faults in its buffers (a window then averages 1,300-2,700; the cause is not known),
+    so the best of three windows is checked: the old setting fails it in every window."""
     jpg = load_wild()["obama3.jpg"].read_bytes()
 
     def post() -> None:
         r = client.post("/api/extract-embedding", content=jpg, headers={"Content-Type": "image/jpeg"})
         assert r.status_code == 200, r.text[:300]
 
-    for _ in range(4):
-        post()
-    before = _minor_faults(server.pid)
-    n = 6
-    for _ in range(n):
-        post()
-    per_request = (_minor_faults(server.pid) - before) / n
-    assert per_request < 1500, f"{per_request:.0f} minor page faults per 3.3 MP photo: buffers are not reused"
+    # Warm every worker thread and detector: two requests at a time (the fixture admits two), then
+    # one at a time. A thread's arena that never held the photo faults it in once.
+    with ThreadPoolExecutor(2) as pool:
+        for _ in range(4):
+            list(pool.map(lambda _: post(), range(2)))
+    per_request = []
+    for _ in range(3):
+        before = proc_minor_faults(server.pid)
+        for _ in range(3):
+            post()
+        per_request.append((proc_minor_faults(server.pid) - before) / 3)
+    assert min(per_request) < 1500, f"minor page faults per 3.3 MP photo, 3 windows: {per_request}: buffers not reused"
 
 
 def test_verify_decides_at_the_configured_threshold(client: httpx.Client, wild_b64: dict[str, str]) -> None:

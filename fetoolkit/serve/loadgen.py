@@ -49,6 +49,12 @@ def proc_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def proc_minor_faults(pid: int) -> int:
+    """Minor page faults of a process so far, all its threads (``/proc/PID/stat``)."""
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[7])
+
+
 def system_busy_cpu_s() -> float:
     """CPU seconds all processes of the machine have used so far (``/proc/stat``: all but idle and iowait)."""
     with open("/proc/stat") as f:

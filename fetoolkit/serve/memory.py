@@ -13,9 +13,10 @@ held a large image. The service caps the arenas (``M_ARENA_MAX``) and fixes both
 Both matter for speed. A full photo allocates tens of MB per request: the decoded pixels (a
 3.3 MP photo is 10 MB) and, with onnxruntime's arena off (``onnx_arena``), YuNet's intermediate
 tensors at 640 px. With a 1 MiB mmap threshold each of them was a fresh ``mmap`` whose pages the
-kernel zeroes and faults in on every request: 4,500 minor page faults per 3.3 MP photo, and
-detection at 33 ms instead of 11 ms (decode 17 ms instead of 11; AMD EPYC, one thread). With the
-two thresholds above, none after the first requests (``tests/test_serve_memory.py``).
+kernel zeroes and faults in on every request: about 13,300 minor page faults per 3.3 MP photo in
+the server, and detection at 33 ms instead of 11 ms (decode 17 ms instead of 11; AMD EPYC, one
+thread). With the two thresholds above, about 170 once warm
+(``tests/test_serve.py::test_full_photos_reuse_their_buffers`` counts them).
 """
 
 from __future__ import annotations
