@@ -15,7 +15,7 @@ Both matter for speed. A full photo allocates tens of MB per request: the decode
 tensors at 640 px. With a 1 MiB mmap threshold each of them was a fresh ``mmap`` whose pages the
 kernel zeroes and faults in on every request: about 13,300 minor page faults per 3.3 MP photo in
 the server, and detection at 33 ms instead of 11 ms (decode 17 ms instead of 11; AMD EPYC, one
-thread). With the two thresholds above, about 170 once warm
+thread). With the two thresholds above, 0-5 per request in most windows once warm
 (``tests/test_serve.py::test_full_photos_reuse_their_buffers`` counts them).
 """
 
