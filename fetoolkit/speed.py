@@ -23,7 +23,8 @@ from fetoolkit.backends.onnx_graph import data_inputs
 
 log = logging.getLogger(__name__)
 
-SPLIT_PRELU_SUFFIXES = ("_split_lin", "_split_pre")  # node names split_prelus gives its two Convs
+# node names of the 1x1 depthwise Convs that write a PReLU: split_prelus's two, one_pass_prelus's one
+PRELU_CONV_SUFFIXES = ("_split_lin", "_split_pre", "_onepass_pre")
 
 
 # --------------------------------------------------------------------------------------------
@@ -82,7 +83,7 @@ def _dims(vi: Any) -> list[int | str]:
 def count_macs(model: onnx.ModelProto) -> dict[str, int]:
     """Multiply-adds per face of every Conv/ConvInteger/QLinearConv and Gemm/MatMul.
 
-    The 1x1 depthwise Convs of a split PReLU (``fetoolkit.backends.quantize.split_prelus``) are
+    The 1x1 depthwise Convs of a split or one-pass PReLU (``fetoolkit.backends.prelu``) are
     the activation, counted as no more than the ``Mul`` nodes of the other PReLU forms: not at all.
 
     The data input's batch axis is set to 1 and ONNX shape inference gives every output shape.
@@ -103,7 +104,7 @@ def count_macs(model: onnx.ModelProto) -> dict[str, int]:
         shapes[vi.name] = _dims(vi)
     conv = gemm = 0
     for node in m.graph.node:
-        if node.op_type in ("Conv", "ConvInteger", "QLinearConv") and node.name.endswith(SPLIT_PRELU_SUFFIXES):
+        if node.op_type in ("Conv", "ConvInteger", "QLinearConv") and node.name.endswith(PRELU_CONV_SUFFIXES):
             continue  # a PReLU written as 1x1 depthwise Convs (export's split form): elementwise, not the model's
         if node.op_type in ("Conv", "ConvInteger", "QLinearConv"):
             w_name = node.input[3] if node.op_type == "QLinearConv" else node.input[1]

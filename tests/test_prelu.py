@@ -14,7 +14,16 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from fetoolkit.backends.onnx_graph import graph_maps
-from fetoolkit.backends.prelu import GraphLookup, match_decomposed, match_split, rewrite_prelus, split_prelus
+from fetoolkit.backends.prelu import (
+    GraphLookup,
+    match_decomposed,
+    match_split,
+    one_pass_forms,
+    one_pass_prelus,
+    rewrite_prelus,
+    split_prelu_inputs,
+    split_prelus,
+)
 from fetoolkit.models.onnx_reader import OnnxGraph
 
 # Both signs, 0 (ReLU), 1 (identity) and > 1 (the split form needs a sign there).
@@ -111,3 +120,57 @@ def test_decomposed_with_a_second_reader_is_not_a_prelu() -> None:
     relu = next(n for n in model.graph.node if n.op_type == "Relu")
     model.graph.node.append(helper.make_node("Identity", [relu.output[0]], ["relu_copy"]))  # a second reader
     assert all(match_decomposed(add, look) is None for look in _lookups(model))
+
+
+def test_one_pass_forms_follow_the_slope() -> None:
+    """A slope near 0 keeps the negative side (the positive side would scale its input's rounding
+    by ``(1 - a)/a``); a large ``|a|`` takes the positive side (on the negative side ``y' = y``
+    would span ``1/|a|`` of the result's range). Same ranges on both sides of ``y``."""
+    ones = np.ones(len(SLOPES))
+    positive = one_pass_forms(SLOPES, ones, ones)
+    assert positive.tolist() == [True, False, False, False, False, True, True]
+    # a slope of exactly 0 cannot be the positive side (k = 0 would erase y)
+    assert not one_pass_forms(np.zeros(3), np.ones(3), np.ones(3)).any()
+    # a channel that never goes negative on the calibration faces: the negative side costs nothing
+    assert not one_pass_forms(np.array([-9.4]), np.ones(1), np.zeros(1)).any()
+
+
+@pytest.mark.parametrize("sides", ["negative", "chosen"])
+def test_one_pass_computes_prelu(sides: str) -> None:
+    """From the split form: one 1x1 depthwise Conv, its Relu and the Add per PReLU, the sign
+    (and on the positive side the slope) folded into the Conv writing ``y``; same output."""
+    model = _prelu_graph(with_t_output=False)
+    want = _run(model, X)
+    assert split_prelus(model) == 1
+    assert split_prelu_inputs(model) == ["y"]
+    ranges = None if sides == "negative" else {"y": (np.ones(len(SLOPES)), np.ones(len(SLOPES)))}
+    assert one_pass_prelus(model, ranges) == 1
+    ops = [n.op_type for n in model.graph.node]
+    assert sorted(ops) == ["Add", "Conv", "Conv", "Conv", "Relu"], ops
+    onnx.checker.check_model(model)
+    np.testing.assert_allclose(_run(model, X)[0], want[0], rtol=1e-4, atol=1e-4)
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    w = next(v for k, v in inits.items() if k.endswith("_onepass_w")).reshape(-1)
+    positive = np.zeros(len(SLOPES), bool) if ranges is None else one_pass_forms(SLOPES, *ranges["y"])
+    want_w = np.where(positive, (1 - SLOPES) / np.where(positive, SLOPES, 1), SLOPES - 1)
+    np.testing.assert_allclose(w, want_w, rtol=1e-6)
+
+
+def test_one_pass_keeps_a_prelu_whose_input_has_another_reader() -> None:
+    model = _prelu_graph(with_t_output=False)
+    split_prelus(model)
+    model.graph.node.append(helper.make_node("Identity", ["y"], ["y_copy"]))  # a second reader of y
+    model.graph.output.append(helper.make_tensor_value_info("y_copy", TensorProto.FLOAT, None))
+    assert one_pass_prelus(model) == 0
+    assert [n.op_type for n in model.graph.node].count("Conv") == 4  # still split
+
+
+def test_one_pass_needs_a_conv_to_fold_into() -> None:
+    """A slope > 1 needs ``k = -1`` folded into the producer: not possible from a graph input."""
+    model = _prelu_graph(with_t_output=False)
+    split_prelus(model)
+    g = model.graph
+    conv = next(n for n in g.node if n.name == "conv")
+    g.node.remove(conv)
+    g.input.append(helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", len(SLOPES), 6, 6]))
+    assert one_pass_prelus(model) == 0

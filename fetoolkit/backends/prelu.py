@@ -11,6 +11,9 @@ per-channel slope ``a`` (float32 ``[C, 1, 1]`` or ``[1, C, 1, 1]``), written as
 * split: ``Add(Conv1x1dw(y, s*a), Relu(Conv1x1dw(y, s*(1-a))))`` (``split_prelus``: the default
   fp32 export form and the int8 recipe's first pass), ``s = -1`` on the channels with
   ``a > 1`` and folded into the input channels of the Convs reading the result.
+* one-pass: ``Add(y', Relu(Conv1x1dw(y', w)))`` with ``y' = k*y`` folded into the Conv that
+  writes ``y`` (``one_pass_prelus``, from the split form: the int8 recipe's form), per channel
+  ``k = s, w = a - 1`` or ``k = s*a, w = (1 - a)/a``.
 
 The matchers (``match_decomposed``, ``match_split``) read a graph through a ``GraphLookup``
 (producer, consumers and constant value of a tensor), so the int8 pass's dict maps and the
@@ -20,7 +23,7 @@ reads the decomposed and split forms back as PReLUs.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -42,7 +45,10 @@ __all__ = [
     "SplitPrelu",
     "match_decomposed",
     "match_split",
+    "one_pass_forms",
+    "one_pass_prelus",
     "rewrite_prelus",
+    "split_prelu_inputs",
     "split_prelus",
 ]
 
@@ -382,3 +388,143 @@ def split_prelus(model: onnx.ModelProto) -> int:
     toposort(g)
     remove_unused_initializers(model)
     return count
+
+
+# --------------------------------------------------------------------------------------------
+# Writing the one-pass form
+# --------------------------------------------------------------------------------------------
+
+
+def split_prelu_inputs(model: onnx.ModelProto) -> list[str]:
+    """The input tensor ``y`` of every split PReLU in ``model`` (what ``one_pass_prelus`` reads ranges of)."""
+    g = model.graph
+    consts = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+    producer, consumers = graph_maps(list(g.node))
+    lookup = GraphLookup(producer.get, lambda t: consumers.get(t, []), consts.get)
+    found = (match_split(n, lookup) for n in g.node)
+    return [f.nodes[0].input[0] for f in found if f is not None]
+
+
+def one_pass_forms(slope: np.ndarray, positive: np.ndarray, negative: np.ndarray) -> np.ndarray:
+    """Per channel, True where the positive-side one-pass form quantises better than the negative-side one.
+
+    ``slope``: ``a`` [C]; ``positive`` / ``negative``: the largest ``relu(y)`` / ``relu(-y)``
+    per channel on the calibration faces [C]. A rough int8 error model of one channel,
+    relative to the range of the result ``T``: every tensor of the PReLU is quantised with one
+    step of its largest range ``M`` (the channel equalisation makes them share it), four
+    roundings plus the Relu branch's weight ``|w|`` times the rounding of its input:
+    ``(3 + |w|) * M / range(T)``; ``w = a - 1`` (negative side) or ``(1 - a) / a`` (positive
+    side, the input ``a*y`` then spans only ``|a|`` of ``y``'s range).
+    """
+    a = slope.astype(np.float64)
+    p, n = positive.astype(np.float64), negative.astype(np.float64)
+    t = np.maximum(p, np.abs(a) * n) + 1e-30
+    err_neg = (3 + np.abs(a - 1)) * np.maximum.reduce([p, n, np.abs(a - 1) * n, t]) / t
+    safe = np.abs(a) > 1e-3
+    w_pos = np.abs(1 - a) / np.where(safe, np.abs(a), 1.0)
+    err_pos = (3 + w_pos) * np.maximum.reduce([np.abs(a) * np.maximum(p, n), np.abs(1 - a) * p, t]) / t
+    return safe & (err_pos < err_neg)
+
+
+def _scale_output_channels(
+    conv: onnx.NodeProto, k: np.ndarray, g: GraphLookup
+) -> list[tuple[str, np.ndarray]] | None:
+    """New ``(name, value)`` of ``conv``'s weight (and bias) with output channel ``c`` times ``k[c]``.
+
+    ``None`` when that is not safe: not a Conv with constant weights of ``len(k)`` output
+    channels, or a weight or bias also read by another node.
+    """
+    if conv.op_type != "Conv" or len(conv.input) < 2:
+        return None
+    edits = []
+    for i, name in enumerate(conv.input[1:3], start=1):  # the weight, then the bias if any
+        if not name:
+            continue
+        value = g.const(name)
+        if value is None or len(g.consumers(name)) != 1 or value.ndim != (4 if i == 1 else 1):
+            return None
+        if value.shape[0] != len(k):
+            return None
+        shape = (-1,) + (1,) * (value.ndim - 1)
+        edits.append((name, (value.astype(np.float64) * k.reshape(shape)).astype(np.float32)))
+    return edits
+
+
+def one_pass_prelus(
+    model: onnx.ModelProto, ranges: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None
+) -> int:
+    """Rewrite each split PReLU as ``T = y' + Relu(Conv1x1dw(y', w))``, ``y' = k*y``; returns how many.
+
+    The split form ``s*T = Conv1x1dw(y, s*a) + Relu(Conv1x1dw(y, s*(1-a)))`` reads its input
+    ``y`` [N, C, H, W] twice, the one-pass form once: one 1x1 depthwise Conv (Relu fused) and
+    the Add, a third fewer passes over the tensor (outside the dense Convs, those passes are
+    most of an int8 MobileFaceNet's time). With ``s`` as in the split form (``-1`` where
+    ``a > 1``), each channel takes one of two forms, both giving the split form's ``s*T``:
+
+    * negative side: ``k = s``, ``w = a - 1``: ``y > 0`` gives ``y + 0``, ``y < 0`` gives
+      ``y + (a-1) y = a y`` (for ``s = 1``; ``s = -1`` mirrors it);
+    * positive side: ``k = s*a``, ``w = (1 - a) / a``: ``s*(a y + (1-a) relu(y))``.
+
+    ``ranges`` maps ``y``'s name to its largest ``relu(y)`` and ``relu(-y)`` per channel (float
+    ``[C]`` each, from calibration faces); ``one_pass_forms`` picks the form per channel from
+    them. Without an entry every channel takes the negative side. ``k`` is folded into the output
+    channels of the Conv writing ``y``; a split PReLU whose ``y`` has another reader, or whose
+    producer cannot take ``k`` (not a Conv, shared weights), is left split. The new nodes and
+    weight (float32 ``[C, 1, 1, 1]``) are named ``<T>_onepass_*``. In place.
+    """
+    g = model.graph
+    inits = {i.name: i for i in g.initializer}
+    consts = {k: numpy_helper.to_array(v) for k, v in inits.items()}
+    nodes_now = list(g.node)
+    producer, consumers = graph_maps(nodes_now)
+    lookup = GraphLookup(producer.get, lambda t: consumers.get(t, []), consts.get)
+    outputs = {o.name for o in g.output}
+    replaced: dict[int, list[onnx.NodeProto]] = {}
+    dropped: set[int] = set()
+    new_inits: list[onnx.TensorProto] = []
+    for add in nodes_now:
+        found = match_split(add, lookup)
+        if found is None:
+            continue
+        lin, pre, relu = found.nodes
+        y = lin.input[0]
+        src = producer.get(y)
+        if src is None or y in outputs or len(consumers.get(y, [])) != 2:
+            continue
+        a = found.slope.astype(np.float64)
+        positive = one_pass_forms(a, *ranges[y]) if ranges and y in ranges else np.zeros(len(a), bool)
+        k = found.sign * np.where(positive, a, 1.0)
+        w = np.where(positive, (1.0 - a) / np.where(positive, a, 1.0), a - 1.0)
+        edits: list[tuple[str, np.ndarray]] = []
+        if (k != 1).any():
+            scaled = _scale_output_channels(src, k, lookup)
+            if scaled is None:
+                continue
+            edits = scaled
+        for name, value in edits:
+            consts[name] = value
+            inits[name].CopyFrom(numpy_helper.from_array(value, name))
+        t = add.output[0]
+        w_name = f"{t}_onepass_w"
+        new_inits.append(numpy_helper.from_array(w.astype(np.float32).reshape(-1, 1, 1, 1), w_name))
+        dw: dict[str, Any] = {"group": len(a), "kernel_shape": [1, 1]}
+        replaced[id(add)] = [
+            helper.make_node("Conv", [y, w_name], [f"{t}_onepass_pre"], name=f"{t}_onepass_pre", **dw),
+            helper.make_node("Relu", [f"{t}_onepass_pre"], [f"{t}_onepass_relu"], name=f"{t}_onepass_relu"),
+            helper.make_node("Add", [y, f"{t}_onepass_relu"], [t], name=f"{t}_onepass_add"),
+        ]
+        dropped.update(id(n) for n in (lin, pre, relu, add))
+    if not replaced:
+        return 0
+    kept: list[onnx.NodeProto] = []
+    for node in nodes_now:
+        if id(node) in dropped:
+            kept.extend(replaced.get(id(node), []))
+        else:
+            kept.append(node)
+    del g.node[:]
+    g.node.extend(kept)
+    g.initializer.extend(new_inits)
+    toposort(g)
+    remove_unused_initializers(model)
+    return len(replaced)

@@ -72,7 +72,7 @@ from fetoolkit.backends.onnx_graph import (
     set_metadata,
     toposort,
 )
-from fetoolkit.backends.prelu import split_prelus
+from fetoolkit.backends.prelu import one_pass_prelus, split_prelu_inputs, split_prelus
 from fetoolkit.cpu import machine_info
 from fetoolkit.hub import atomic_path
 
@@ -143,6 +143,21 @@ def _quiet_root_logger(level: int = logging.WARNING) -> Iterator[None]:
 _HOMOGENEOUS = ("Relu", "PRelu", "LeakyRelu", "Mul", "Add")
 
 
+def _is_scale_conv(node: onnx.NodeProto, consts: dict[str, np.ndarray]) -> bool:
+    """True for a bias-free, unpadded, stride-1 1x1 depthwise Conv: ``y[:, c] = w_c * x[:, c]``."""
+    if node.op_type != "Conv" or len(node.input) != 2 or node.input[1] not in consts:
+        return False
+    w = consts[node.input[1]]
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    return (
+        w.ndim == 4
+        and w.shape[1:] == (1, 1, 1)
+        and int(attrs.get("group", 1)) == w.shape[0]
+        and not any(int(v) for v in attrs.get("pads", []))
+        and all(int(v) == 1 for v in (*attrs.get("strides", []), *attrs.get("dilations", [])))
+    )
+
+
 def _regions(model: onnx.ModelProto, consts: dict[str, np.ndarray]) -> list[dict[str, Any]]:
     """Tensors that flow from Convs to Convs through positively homogeneous per-channel ops.
 
@@ -198,6 +213,10 @@ def _regions(model: onnx.ModelProto, consts: dict[str, np.ndarray]) -> list[dict
                     if i not in tensors:
                         tensors.add(i)
                         stack.append(i)
+        if ok:  # a bias-free 1x1 depthwise Conv reading a region tensor is a per-channel Mul inside it
+            for p in [p for p in producers if p.input[0] in tensors and _is_scale_conv(p, consts)]:
+                producers.remove(p)
+                inner.append(p)
         if not ok or not producers:
             continue
         inner_ids = {id(n) for n in inner}
@@ -207,13 +226,13 @@ def _regions(model: onnx.ModelProto, consts: dict[str, np.ndarray]) -> list[dict
     return regions
 
 
-def _channel_ranges(
+def _channel_extremes(
     model: onnx.ModelProto, x: np.ndarray, tensors: Sequence[str], batch_size: int = 8
-) -> dict[str, np.ndarray]:
-    """Per-channel ``max |value|`` of NCHW ``tensors`` over the faces ``x`` (onnxruntime, fp32).
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per-channel ``(max relu(v), max relu(-v))`` of NCHW ``tensors`` over the faces ``x`` (onnxruntime, fp32).
 
-    The reductions run inside the graph (``Abs`` + ``ReduceMax`` over all axes but 1), so only
-    ``[C]`` vectors come out, whatever the model's size.
+    The reductions run inside the graph (``ReduceMax`` of ``v`` and of ``-v`` over all axes but
+    1), so only ``[C]`` vectors come out, whatever the model's size. float64 ``[C]`` each, >= 0.
     """
     import onnxruntime as ort
 
@@ -225,22 +244,31 @@ def _channel_ranges(
     if opset >= 18:
         g.initializer.append(numpy_helper.from_array(np.array([0, 2, 3], np.int64), "_eq_axes"))
     for k, t in enumerate(tensors):
-        g.node.append(helper.make_node("Abs", [t], [f"_eq_abs{k}"]))
-        if opset >= 18:
-            g.node.append(helper.make_node("ReduceMax", [f"_eq_abs{k}", "_eq_axes"], [f"_eq_max{k}"], keepdims=0))
-        else:
-            g.node.append(helper.make_node("ReduceMax", [f"_eq_abs{k}"], [f"_eq_max{k}"], axes=[0, 2, 3], keepdims=0))
-        g.output.append(helper.make_tensor_value_info(f"_eq_max{k}", onnx.TensorProto.FLOAT, None))
+        g.node.append(helper.make_node("Neg", [t], [f"_eq_neg{k}"]))
+        for v, out in ((t, f"_eq_max{k}"), (f"_eq_neg{k}", f"_eq_min{k}")):
+            if opset >= 18:
+                g.node.append(helper.make_node("ReduceMax", [v, "_eq_axes"], [out], keepdims=0))
+            else:
+                g.node.append(helper.make_node("ReduceMax", [v], [out], axes=[0, 2, 3], keepdims=0))
+            g.output.append(helper.make_tensor_value_info(out, onnx.TensorProto.FLOAT, None))
     so = ort.SessionOptions()
     so.log_severity_level = 3
     sess = ort.InferenceSession(probe.SerializeToString(), so, providers=["CPUExecutionProvider"])
     name = _input_name(model)
-    out = {t: np.zeros(0) for t in tensors}
+    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for i in range(0, len(x), batch_size):
-        for t, v in zip(tensors, sess.run(None, {name: x[i : i + batch_size]})):
-            m = np.asarray(v, np.float64).reshape(-1)
-            out[t] = m if out[t].size == 0 else np.maximum(out[t], m)
+        values = sess.run(None, {name: x[i : i + batch_size]})
+        for k, t in enumerate(tensors):
+            pos, neg = (np.maximum(np.asarray(v, np.float64).reshape(-1), 0.0) for v in values[2 * k : 2 * k + 2])
+            if t in out:
+                pos, neg = np.maximum(out[t][0], pos), np.maximum(out[t][1], neg)
+            out[t] = (pos, neg)
     return out
+
+
+def _channel_ranges(model: onnx.ModelProto, x: np.ndarray, tensors: Sequence[str]) -> dict[str, np.ndarray]:
+    """Per-channel ``max |value|`` of NCHW ``tensors`` over the faces ``x``: float64 ``[C]`` each."""
+    return {t: np.maximum(pos, neg) for t, (pos, neg) in _channel_extremes(model, x, tensors).items()}
 
 
 def equalize_channels(model: onnx.ModelProto, calibration: np.ndarray) -> int:
@@ -331,6 +359,7 @@ def quantize_int8(
     batch_size: int = 8,
     nodes_to_exclude: Sequence[str] = (),
     split_prelu: bool = True,
+    one_pass: bool = True,
     equalize: bool = True,
     weight_bits: WeightBits = 7,
 ) -> Path:
@@ -384,11 +413,14 @@ def quantize_int8(
     graph = onnx.ModelProto()
     graph.CopyFrom(source)
     n_split_here = split_prelus(graph) if split_prelu else 0
-    # PReLUs in split form, whether split here or already by the fp32 export (its default form)
-    n_split = sum(1 for n in graph.graph.node if n.op_type == "Add" and n.name.endswith("_split_add"))
+    n_one_pass = 0
+    if one_pass:  # the form of each channel chosen from its ranges on the calibration faces
+        n_one_pass = one_pass_prelus(graph, _channel_extremes(graph, calibration, split_prelu_inputs(graph)))
+    # PReLUs in split or one-pass form, whether rewritten here or by the fp32 export (split is its default)
+    n_split = sum(1 for n in graph.graph.node if n.op_type == "Add" and n.name.endswith(("_split_add", "_onepass_add")))
     n_equalized = equalize_channels(graph, calibration) if equalize else 0
-    if n_split_here or n_equalized:
-        _check_same_outputs(source, graph, calibration[:32], "split_prelus/equalize_channels")
+    if n_split_here or n_one_pass or n_equalized:
+        _check_same_outputs(source, graph, calibration[:32], "split_prelus/one_pass_prelus/equalize_channels")
     reader = _FaceBatches(_input_name(source), calibration, batch_size)
     dst.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dst.parent, prefix=".quant-") as tmp:
@@ -421,6 +453,7 @@ def quantize_int8(
         "weights": "int8",
         "nodes_excluded": list(nodes_to_exclude),
         "prelus_split": n_split,
+        "prelus_one_pass": n_one_pass,
         "regions_equalized": n_equalized,
         "weight_bits": weight_bits,
         "kernels": WEIGHT_BITS_TARGET[weight_bits],
