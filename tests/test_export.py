@@ -262,15 +262,20 @@ def test_int8_on_both_kernel_families(
             assert cosines(native, avx2).min() >= 0.9999
 
 
+@pytest.mark.parametrize("one_pass", [True, False])
 def test_int8_graph_runs_all_int8_in_onnxruntime(
-    arcface_export: tuple[Path, dict], aligned_faces: np.ndarray, tmp_path: Path
+    arcface_export: tuple[Path, dict], aligned_faces: np.ndarray, tmp_path: Path, one_pass: bool
 ) -> None:
     """The speed guard: after onnxruntime's fusions the int8 sirius graph is QLinearConv and
     QLinearAdd only (no QLinearMul, no float op between a Dequantize and a Quantize): the
     elementwise PReLU passes that made int8 slower than fp32 on two threads are gone."""
     contract = get_model_spec("arcface").contract
     dst = quantize_int8(
-        arcface_export[0], tmp_path / "a.int8.onnx", contract.preprocess(aligned_faces[::4]), describe="10 test faces"
+        arcface_export[0],
+        tmp_path / "a.int8.onnx",
+        contract.preprocess(aligned_faces[::4]),
+        describe="10 test faces",
+        one_pass=one_pass,
     )
     so = ort.SessionOptions()
     so.optimized_model_filepath = str(tmp_path / "optimized.onnx")
@@ -279,8 +284,9 @@ def test_int8_graph_runs_all_int8_in_onnxruntime(
     ops = count_ops(onnx.load(str(tmp_path / "optimized.onnx")))
     assert set(ops) <= {"QLinearConv", "QLinearAdd", "QuantizeLinear", "DequantizeLinear", "Transpose", "Flatten"}, ops
     assert ops["QuantizeLinear"] == 1 and ops["DequantizeLinear"] == 1, ops  # the graph input and output only
-    # 52 model Convs, one 1x1 depthwise Conv per one-pass PReLU; an Add per PReLU and per residual
-    assert ops["QLinearConv"] == 52 + 33 and ops["QLinearAdd"] == 33 + 12, ops
+    # 52 model Convs, one 1x1 depthwise Conv per one-pass PReLU (two per split one); an Add per
+    # PReLU and per residual
+    assert ops["QLinearConv"] == 52 + (1 if one_pass else 2) * 33 and ops["QLinearAdd"] == 33 + 12, ops
 
 
 def _prelu_graph(slopes: np.ndarray, *, native: bool, sink: str, rng: np.random.Generator) -> onnx.ModelProto:
@@ -416,6 +422,15 @@ def test_int8_without_faces_is_refused(tmp_path: Path) -> None:
         export_variant("arcface", weights=None, out=tmp_path / "x.onnx", precision="int8")
     with pytest.raises(ValueError, match="precision must be one of"):
         export_variant("arcface", weights=None, out=tmp_path / "x.onnx", precision="int4")
+    with pytest.raises(ValueError, match="int8_prelu must be"):
+        export_variant(
+            "arcface",
+            weights=None,
+            out=tmp_path / "x.onnx",
+            precision="int8",
+            calibration=np.zeros((1, 3, 112, 112), np.float32),
+            int8_prelu="fused",
+        )
 
 
 @pytest.mark.slow

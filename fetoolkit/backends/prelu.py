@@ -426,9 +426,7 @@ def one_pass_forms(slope: np.ndarray, positive: np.ndarray, negative: np.ndarray
     return safe & (err_pos < err_neg)
 
 
-def _scale_output_channels(
-    conv: onnx.NodeProto, k: np.ndarray, g: GraphLookup
-) -> list[tuple[str, np.ndarray]] | None:
+def _scale_output_channels(conv: onnx.NodeProto, k: np.ndarray, g: GraphLookup) -> list[tuple[str, np.ndarray]] | None:
     """New ``(name, value)`` of ``conv``'s weight (and bias) with output channel ``c`` times ``k[c]``.
 
     ``None`` when that is not safe: not a Conv with constant weights of ``len(k)`` output
@@ -450,9 +448,7 @@ def _scale_output_channels(
     return edits
 
 
-def one_pass_prelus(
-    model: onnx.ModelProto, ranges: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None
-) -> int:
+def one_pass_prelus(model: onnx.ModelProto, ranges: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None) -> int:
     """Rewrite each split PReLU as ``T = y' + Relu(Conv1x1dw(y', w))``, ``y' = k*y``; returns how many.
 
     The split form ``s*T = Conv1x1dw(y, s*a) + Relu(Conv1x1dw(y, s*(1-a)))`` reads its input

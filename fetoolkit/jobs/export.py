@@ -105,6 +105,7 @@ def run(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
         calibration_describe=describe,
         calibration_method=cfg.calibration.method,
         weight_bits=int(cfg.quantize.weight_bits),
+        int8_prelu=str(cfg.quantize.prelu),
     )
     summary: dict[str, Any] = {"model": spec.name, "precision": precision, **describe_file(out)}
     batch_dim = next(iter(summary["inputs"].values()))[0]
@@ -116,7 +117,7 @@ def run(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
             "faces": describe,
             "n_faces": int(len(calib)),
             "method": cfg.calibration.method,
-            **{k: recipe[k] for k in ("weight_bits", "kernels", "quantized_on")},
+            **{k: recipe[k] for k in ("weight_bits", "kernels", "quantized_on", "prelus_split", "prelus_one_pass")},
         }
 
     if cfg.measure:

@@ -171,6 +171,7 @@ def run(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
             calibration=calib,
             calibration_describe=describe,
             weight_bits=int(cfg.quantize.weight_bits),
+            int8_prelu=str(cfg.quantize.prelu),
         )
     onnx_emb = OnnxEmbedder(onnx_path, num_threads=cfg.num_threads, batch_size=cfg.pipeline.batch_size)
     file_precision = _precision_of(onnx_path)

@@ -26,6 +26,7 @@ def export_variant(
     calibration_describe: str = "",
     calibration_method: str = "minmax",
     weight_bits: int = 7,
+    int8_prelu: str = "one_pass",
 ) -> Path:
     """Export registry model ``name`` (weights: the record's default or ``weights``) to ``out``.
 
@@ -41,6 +42,7 @@ def export_variant(
         calibration_describe: int8 only: which faces those are (recorded in the file).
         calibration_method: int8 only: ``minmax``, ``entropy`` or ``percentile``.
         weight_bits: int8 only: 7 (every x86-64 CPU) or 8 (VNNI CPUs only); see ``quantize_int8``.
+        int8_prelu: int8 only: the PReLU form, ``one_pass`` (faster) or ``split``; see ``quantize_int8``.
 
     Returns:
         ``out``.
@@ -49,6 +51,8 @@ def export_variant(
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if precision == "int8" and calibration is None:
         raise ValueError("int8 needs calibration faces (real aligned faces, preprocessed)")
+    if int8_prelu not in ("one_pass", "split"):
+        raise ValueError(f"int8_prelu must be one_pass or split, got {int8_prelu!r}")
     spec = get_model_spec(name)
     path, sha = resolve_weights(spec, weights)
     module = load_module(spec, path, sha)
@@ -75,6 +79,7 @@ def export_variant(
                 describe=calibration_describe,
                 method=calibration_method,
                 weight_bits=weight_bits,
+                one_pass=int8_prelu == "one_pass",
             )
     record_derived(out, sha, made_by)  # size + sha256 of the file and of its weights, beside it
     return out
