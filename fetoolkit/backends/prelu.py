@@ -13,7 +13,8 @@ per-channel slope ``a`` (float32 ``[C, 1, 1]`` or ``[1, C, 1, 1]``), written as
   ``a > 1`` and folded into the input channels of the Convs reading the result.
 * one-pass: ``Add(y', Relu(Conv1x1dw(y', w)))`` with ``y' = k*y`` folded into the Conv that
   writes ``y`` (``one_pass_prelus``, from the split form: the int8 recipe's form), per channel
-  ``k = s, w = a - 1`` or ``k = s*a, w = (1 - a)/a``.
+  ``k = s, w = a - 1`` or ``k = s*a, w = (1 - a)/a``. Written only inside int8 files, so the
+  importer does not read it back.
 
 The matchers (``match_decomposed``, ``match_split``) read a graph through a ``GraphLookup``
 (producer, consumers and constant value of a tensor), so the int8 pass's dict maps and the
