@@ -178,15 +178,18 @@ def extract(
     finally:
         bar.close()
     wall = time.perf_counter() - t0
-    after = max(wall - float(report.get("startup_s") or 0.0), 1e-9)
+    fixed = float(report.get("startup_s") or 0.0) + float(report.get("teardown_s") or 0.0)
+    after = max(wall - fixed, 1e-9)
     run["timing_s"] = {
         "total": round(time.perf_counter() - t_start, 3),
         "engine": round(wall, 3),
         "startup": report.get("startup_s"),
+        "teardown": report.get("teardown_s"),
         "after_startup": round(after, 3),
     }
     run["images_per_s"] = round(run["n_computed"] / max(wall, 1e-9), 3) if run["n_computed"] else None
-    # once started: local, after every worker has its models; ray, after the first rows came back
+    # once started: local, after every worker has its models and until the last shard is recorded
+    # (the workers' exit is teardown); ray, after the first rows came back
     steady = report.get("steady_images_per_s")
     run["images_per_s_after_startup"] = (
         steady if steady is not None else (round(run["n_computed"] / after, 3) if run["n_computed"] else None)

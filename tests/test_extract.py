@@ -126,6 +126,28 @@ def test_two_workers_write_the_same_rows(faces, store1, tmp_path) -> None:
     # same threads, same shards, same batches: the rows are the same to the bit
     np.testing.assert_array_equal(_emb(a), _emb(b))
     np.testing.assert_array_equal(_emb(a, "embedding_flip"), _emb(b, "embedding_flip"))
+    # the rate after start-up leaves out the workers' start (models loaded) and their exit
+    ts = s["run"]["timing_s"]
+    assert ts["startup"] > 0 and ts["teardown"] > 0
+    assert ts["after_startup"] == pytest.approx(ts["engine"] - ts["startup"] - ts["teardown"], abs=2e-3)
+    assert s["run"]["images_per_s_after_startup"] == pytest.approx(41 / ts["after_startup"], rel=1e-2)
+    one = store1[1]["run"]["timing_s"]  # in this process: nothing to tear down
+    assert one["teardown"] == 0.0 and one["after_startup"] == pytest.approx(one["engine"] - one["startup"], abs=2e-3)
+
+
+def test_cropper_builds_its_detector_at_start_up_only_when_needed() -> None:
+    from dataclasses import replace
+
+    from fetoolkit.extraction import Cropper
+
+    cropper = Cropper(_spec(), (112, 112))
+    cropper.prepare(landmarks_given=True)
+    assert cropper._detector is None
+    cropper.prepare(landmarks_given=False)
+    assert isinstance(cropper._detector, MTCNNDetector)
+    aligned = Cropper(replace(_spec(), aligned=True), (112, 112))
+    aligned.prepare(landmarks_given=False)
+    assert aligned._detector is None
 
 
 def test_rerun_computes_nothing_and_refuses_other_settings(faces, store1, tmp_path) -> None:

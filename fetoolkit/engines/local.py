@@ -68,8 +68,9 @@ def _shard(
     }
 
 
-def _worker_main(spec: ExtractSpec, root: str, tasks: Any, results: Any) -> None:
-    """A worker process: build the models, then compute shards until the ``None`` sentinel."""
+def _worker_main(spec: ExtractSpec, root: str, tasks: Any, results: Any, landmarks_given: bool) -> None:
+    """A worker process: build the models (the detector unless the images come with landmarks),
+    then compute shards until the ``None`` sentinel."""
     _die_with_parent()
     name = worker_name()
     try:
@@ -77,6 +78,7 @@ def _worker_main(spec: ExtractSpec, root: str, tasks: Any, results: Any) -> None
         set_threads(spec.threads)
         embedder = EmbedWorker(spec)
         cropper = Cropper(spec, embedder.size)
+        cropper.prepare(landmarks_given)
         results.put(("ready", name, time.perf_counter() - t0))
         while (task := tasks.get()) is not None:
             k, items = task
@@ -107,7 +109,9 @@ def run_local(
         embedder: a ready model for the in-process case.
 
     Returns:
-        ``{"startup_s", "workers": {name: {"peak_rss_mb", "shards", "compute_s", "startup_s"}}}``.
+        ``{"startup_s", "teardown_s", "workers": {name: {"peak_rss_mb", "shards", "compute_s",
+        "startup_s"}}}``: start-up until every worker has its models, teardown from the last shard
+        recorded until every worker process has exited (0 in this process).
 
     Raises:
         RuntimeError: a worker failed (its traceback in the message) or died.
@@ -121,8 +125,10 @@ def run_local(
     ctx = mp.get_context("spawn")
     tasks, results = ctx.Queue(), ctx.Queue()
     t0 = time.perf_counter()
+    landmarks_given = all(items.landmarks is not None for _, items in jobs)
     procs = [
-        ctx.Process(target=_worker_main, args=(spec, str(root), tasks, results), daemon=True) for _ in range(workers)
+        ctx.Process(target=_worker_main, args=(spec, str(root), tasks, results, landmarks_given), daemon=True)
+        for _ in range(workers)
     ]
     for p in procs:
         p.start()
@@ -140,7 +146,7 @@ def run_local(
             tasks.put(job)
         for _ in procs:
             tasks.put(None)
-        done, exited = 0, 0
+        done, exited, last = 0, 0, time.perf_counter()
         while done < len(jobs) or exited < workers:
             msg = _next(results, procs)
             if msg[0] == "error":
@@ -153,17 +159,19 @@ def run_local(
                 s["compute_s"] = round(s["compute_s"] + meta["compute_s"], 3)
                 s["peak_rss_mb"] = round(meta["peak_rss_mb"], 1)
                 on_shard(rec, meta)
+                last = time.perf_counter()
             elif msg[0] == "exit":
                 exited += 1
                 stats[msg[1]]["peak_rss_mb"] = round(msg[2], 1)
         for p in procs:
             p.join(timeout=10)
+        teardown = time.perf_counter() - last
     finally:
         for p in procs:
             if p.is_alive():
                 p.kill()
                 p.join(timeout=5)
-    return {"startup_s": round(startup, 3), "workers": stats}
+    return {"startup_s": round(startup, 3), "teardown_s": round(teardown, 3), "workers": stats}
 
 
 def _next(results: Any, procs: Sequence[Any]) -> tuple[Any, ...]:
@@ -197,6 +205,7 @@ def _run_inline(
         set_threads(spec.threads)
         embedder = embedder or EmbedWorker(spec)
         cropper = Cropper(spec, embedder.size)
+        cropper.prepare(all(items.landmarks is not None for _, items in jobs))
         name = worker_name()
         startup = time.perf_counter() - t0
         s = stats[name] = {"startup_s": round(startup, 3), "shards": 0, "compute_s": 0.0}
@@ -208,4 +217,4 @@ def _run_inline(
         s["peak_rss_mb"] = round(peak_rss_mb(), 1)
     finally:
         torch.set_num_threads(before)
-    return {"startup_s": round(startup, 3), "workers": stats}
+    return {"startup_s": round(startup, 3), "teardown_s": 0.0, "workers": stats}
