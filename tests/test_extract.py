@@ -244,12 +244,44 @@ def test_ray_engine_writes_the_same_rows(faces, store1, tmp_path) -> None:
     assert d["ray_init_s"] > 0 and d["address"] == "local" and d["cluster"]["CPU"] == 2
     stages = {st for w in d["workers"].values() for st in w["stages"]}
     assert stages == {"crop", "embed"}
+    assert d["embed_actors"] == 2 and d["embed_num_gpus"] == 0  # one embedding actor per CPU, no GPU
     a, b = _rows(store1[0]), _rows(tmp_path / "ray")
     assert sorted(p.name for p in (tmp_path / "ray").glob("shard-*")) == sorted(
         p.name for p in store1[0].glob("shard-*")
     )
     assert _min_cos(a, b) >= 0.99999
     assert a.failure.equals(b.failure)
+
+
+@pytest.mark.slow
+def test_ray_engine_asks_one_gpu_per_actor_on_a_gpu_cluster(faces, store1, tmp_path) -> None:
+    """A running cluster that declares a GPU (``ray.init(num_gpus=1)``; this machine has none, so
+    Ray schedules on the declared resource and the model stays on the CPU): the job joins it, runs
+    one embedding actor holding that GPU, leaves the cluster running, and writes the same rows."""
+    import ray
+
+    from fetoolkit.engines.ray_engine import RayCfg
+
+    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        images, _ = image_list(None, str(faces))
+        s = extract(
+            _spec(),
+            images,
+            str(tmp_path / "gpu"),
+            shard_size=8,
+            engine="ray",
+            workers=2,
+            ray_cfg=RayCfg(),
+            progress=False,
+        )
+        d = s["run"]["engine_detail"]
+        assert d["ray_init_s"] == 0 and d["cluster"]["GPU"] == 1
+        assert d["embed_actors"] == 1 and d["embed_num_gpus"] == 1.0
+        assert ray.is_initialized()  # a cluster the job joined is not the job's to stop
+    finally:
+        ray.shutdown()
+    assert _min_cos(_rows(store1[0]), _rows(tmp_path / "gpu")) >= 0.99999
 
 
 def compose_eval(overrides: list[str]):
