@@ -293,6 +293,30 @@ def _prelu_terms(
     return found.y, a.astype(np.float64), b.astype(np.float64), [*found.nodes, node]
 
 
+def _splice(
+    model: onnx.ModelProto,
+    nodes: list[onnx.NodeProto],
+    dropped: set[int],
+    replaced: dict[int, list[onnx.NodeProto]],
+    new_inits: list[onnx.TensorProto],
+) -> None:
+    """Rewrite ``model``'s nodes in place: each node of ``nodes`` whose id is in ``dropped`` goes, and
+    the nodes ``replaced`` holds for its id (if any) take its place; ``new_inits`` are appended, the
+    graph is sorted again and initializers nothing reads any more are removed."""
+    kept: list[onnx.NodeProto] = []
+    for node in nodes:
+        if id(node) in dropped:
+            kept.extend(replaced.get(id(node), []))
+        else:
+            kept.append(node)
+    g = model.graph
+    del g.node[:]
+    g.node.extend(kept)
+    g.initializer.extend(new_inits)
+    toposort(g)
+    remove_unused_initializers(model)
+
+
 def split_prelus(model: onnx.ModelProto) -> int:
     """Rewrite every PReLU ``T = a*y + b*relu(y)`` after a Conv as ``Conv1x1dw(y, s*a) + Relu(Conv1x1dw(y, s*b))``.
 
@@ -375,19 +399,8 @@ def split_prelus(model: onnx.ModelProto) -> int:
         ]
         dropped.update(id(n) for n in nodes)
         count += 1
-    if not count:
-        return 0
-    kept: list[onnx.NodeProto] = []
-    for node in nodes_now:
-        if id(node) in dropped:
-            kept.extend(replaced.get(id(node), []))
-        else:
-            kept.append(node)
-    del g.node[:]
-    g.node.extend(kept)
-    g.initializer.extend(new_inits)
-    toposort(g)
-    remove_unused_initializers(model)
+    if count:
+        _splice(model, nodes_now, dropped, replaced, new_inits)
     return count
 
 
@@ -511,17 +524,6 @@ def one_pass_prelus(model: onnx.ModelProto, ranges: Mapping[str, tuple[np.ndarra
             helper.make_node("Add", [y, f"{t}_onepass_relu"], [t], name=f"{t}_onepass_add"),
         ]
         dropped.update(id(n) for n in (lin, pre, relu, add))
-    if not replaced:
-        return 0
-    kept: list[onnx.NodeProto] = []
-    for node in nodes_now:
-        if id(node) in dropped:
-            kept.extend(replaced.get(id(node), []))
-        else:
-            kept.append(node)
-    del g.node[:]
-    g.node.extend(kept)
-    g.initializer.extend(new_inits)
-    toposort(g)
-    remove_unused_initializers(model)
+    if replaced:
+        _splice(model, nodes_now, dropped, replaced, new_inits)
     return len(replaced)
