@@ -42,17 +42,21 @@ def proc_status(pid: int) -> dict[str, int]:
     return out
 
 
+def _proc_stat(pid: int) -> list[str]:
+    """The fields of ``/proc/PID/stat`` after the command name (field 3, the state, is index 0)."""
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()
+
+
 def proc_cpu_s(pid: int) -> float:
     """User + system CPU seconds of a process, all its threads (``/proc/PID/stat``)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
+    fields = _proc_stat(pid)
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def proc_minor_faults(pid: int) -> int:
     """Minor page faults of a process so far, all its threads (``/proc/PID/stat``)."""
-    with open(f"/proc/{pid}/stat") as f:
-        return int(f.read().rsplit(")", 1)[1].split()[7])
+    return int(_proc_stat(pid)[7])
 
 
 def system_busy_cpu_s() -> float:
