@@ -356,7 +356,7 @@ def run_bench(settings: BenchSettings, work: Path, faces: Faces | None = None) -
                     r["fraction_of_peak"] = r["gflops"] / local_peak
                     results.append(r)
                     log.info(
-                        "%-16s %-11s %-6s t%d b%-3d %8.2f faces/s %6.1f%% of peak (%.0f GFLOP/s beside it)",
+                        "%-16s %-11s %-6s t%d b%-3d %8.2f faces/s %6.1f%% of the sgemm run beside it (%.0f GFLOP/s)",
                         name,
                         v.engine,
                         v.label,
