@@ -293,6 +293,15 @@ def _prelu_terms(
     return found.y, a.astype(np.float64), b.astype(np.float64), [*found.nodes, node]
 
 
+def _graph_lookup(
+    nodes: list[onnx.NodeProto], consts: dict[str, np.ndarray]
+) -> tuple[dict[str, onnx.NodeProto], dict[str, list[onnx.NodeProto]], GraphLookup]:
+    """The producer and consumer maps of ``nodes`` (one list, compared by identity) and a
+    ``GraphLookup`` over them and ``consts`` (initializer name -> value)."""
+    producer, consumers = graph_maps(nodes)
+    return producer, consumers, GraphLookup(producer.get, lambda t: consumers.get(t, []), consts.get)
+
+
 def _splice(
     model: onnx.ModelProto,
     nodes: list[onnx.NodeProto],
@@ -330,8 +339,7 @@ def split_prelus(model: onnx.ModelProto) -> int:
     inits = {i.name: i for i in g.initializer}
     consts = {k: numpy_helper.to_array(v) for k, v in inits.items()}
     nodes_now = list(g.node)  # the passes compare nodes by identity: one list for the whole pass
-    producer, consumers = graph_maps(nodes_now)
-    lookup = GraphLookup(producer.get, lambda t: consumers.get(t, []), consts.get)
+    producer, consumers, lookup = _graph_lookup(nodes_now, consts)
     outputs = {o.name for o in g.output}
     replaced: dict[int, list[onnx.NodeProto]] = {}  # id of the PReLU's last node -> the nodes replacing it
     dropped: set[int] = set()
@@ -412,10 +420,9 @@ def split_prelus(model: onnx.ModelProto) -> int:
 def split_prelu_inputs(model: onnx.ModelProto) -> list[str]:
     """The input tensor ``y`` of every split PReLU in ``model`` (what ``one_pass_prelus`` reads ranges of)."""
     g = model.graph
-    consts = {i.name: numpy_helper.to_array(i) for i in g.initializer}
-    producer, consumers = graph_maps(list(g.node))
-    lookup = GraphLookup(producer.get, lambda t: consumers.get(t, []), consts.get)
-    found = (match_split(n, lookup) for n in g.node)
+    nodes = list(g.node)
+    _, _, lookup = _graph_lookup(nodes, {i.name: numpy_helper.to_array(i) for i in g.initializer})
+    found = (match_split(n, lookup) for n in nodes)
     return [f.nodes[0].input[0] for f in found if f is not None]
 
 
@@ -486,8 +493,7 @@ def one_pass_prelus(model: onnx.ModelProto, ranges: Mapping[str, tuple[np.ndarra
     inits = {i.name: i for i in g.initializer}
     consts = {k: numpy_helper.to_array(v) for k, v in inits.items()}
     nodes_now = list(g.node)
-    producer, consumers = graph_maps(nodes_now)
-    lookup = GraphLookup(producer.get, lambda t: consumers.get(t, []), consts.get)
+    producer, consumers, lookup = _graph_lookup(nodes_now, consts)
     outputs = {o.name for o in g.output}
     replaced: dict[int, list[onnx.NodeProto]] = {}
     dropped: set[int] = set()
