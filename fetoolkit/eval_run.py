@@ -7,7 +7,9 @@ Writes into the Hydra run directory:
 * ``pairs.parquet`` -- one row per pair (scores, labels, folds, dropped pairs marked);
 * ``summary.md`` -- the Markdown report;
 * ``roc.png`` (log-FAR axis), ``det.png``, ``scores.png`` (genuine/impostor histograms with the
-  thresholds), ``erc.png`` (error versus reject of every quality score).
+  thresholds), ``erc.png`` (error versus reject of every quality score);
+* ``profile.json`` -- the decision profile (calibration map, thresholds, what it is valid for;
+  :mod:`fetoolkit.decision.profile`), ``reliability.png`` and ``tippett.png`` (the calibration's).
 
 A sweep (``-m model=arcface,mobilefacenet512 backend=torch,onnx``) is collected into
 ``comparison.md``, ``comparison.csv`` and ``roc_overlay.png`` in the sweep folder by the
@@ -30,11 +32,14 @@ from fetoolkit.config import detector_cfg, hydra_choice, pipeline_cfg, section
 from fetoolkit.cpu import machine_info
 from fetoolkit.data import load_eval_data
 from fetoolkit.data.scores import PairScores
+from fetoolkit.decision.calibrate import Calibrated, CalibrationCfg, calibrate_pairs
+from fetoolkit.decision.profile import PROFILE_FILE, crop_settings, run_profile
 from fetoolkit.deployment import Deployment
 from fetoolkit.evaluate import Evaluation, QualityCfg, StatsCfg, evaluate
 from fetoolkit.identify import IdentificationCfg
 from fetoolkit.models.factory import create_embedder
 from fetoolkit.models.registry import get_model_spec
+from fetoolkit.pipeline import detector_settings
 from fetoolkit.reports.tables import format_summary
 from fetoolkit.score_eval import deployment_from_inputs, deployment_inputs, run_scores
 from fetoolkit.store_read import eval_embedded
@@ -106,11 +111,20 @@ def run(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
         "versions": library_versions(),
         "machine": machine_info(cfg.num_threads),
     }
-    deploy = deployment_from_inputs(inputs, evaluation_pairs(ev), stats)
+    pairs = evaluation_pairs(ev)
+    deploy = deployment_from_inputs(inputs, pairs, stats)
     summary.update(deploy.summary)
+    cal = calibrate_pairs(pairs, section(cfg, "calibration", CalibrationCfg), stats, inputs.dev)
+    summary["calibration"] = None if cal is None else cal.summary()
+    profile = None
+    if cal is not None:
+        det = None if ev.data.aligned or ev.data.landmarks is not None else detector_settings(detector_cfg(cfg))
+        crops = crop_settings(det, {**summary["pipeline"], "flip_test": summary["comparison"]["flip_test"]})
+        profile = run_profile(summary, pairs, crops)
+        summary["profile"] = {"file": PROFILE_FILE, "profile_id": profile["profile_id"]}
     if out_dir is not None:
         summary["pairs_file"] = PAIRS_FILE
-        write_reports(ev, summary, out_dir, deploy)
+        write_reports(ev, summary, out_dir, deploy, cal, profile)
     log.info("\n%s", format_summary(summary))
     return summary
 
@@ -140,23 +154,40 @@ def evaluation_pairs(ev: Evaluation) -> PairScores:
     return PairScores(ev.roc_scores, p.labels, sa, sb, names[p.idx_a], names[p.idx_b], groups)
 
 
-def write_reports(ev: Evaluation, summary: dict[str, Any], out_dir: Path, deploy: Deployment | None = None) -> None:
-    """results.json, the pair table, summary.md, the plots and the deployment report, written whole
-    (see :func:`fetoolkit.results.write_staged`)."""
+def write_reports(
+    ev: Evaluation,
+    summary: dict[str, Any],
+    out_dir: Path,
+    deploy: Deployment | None = None,
+    cal: Calibrated | None = None,
+    profile: dict[str, Any] | None = None,
+) -> None:
+    """results.json, the pair table, summary.md, the plots, the deployment report and the decision
+    profile, written whole (see :func:`fetoolkit.results.write_staged`)."""
+    from fetoolkit.decision.profile import write_profile
+    from fetoolkit.reports import calibration as calibration_report
     from fetoolkit.reports import deployment as deployment_report
 
     def files(stage: Path) -> None:
-        _write_reports(ev, summary, stage)
+        _write_reports(ev, summary, stage, cal)
         if deploy is not None:
             deployment_report.write(summary, deploy, stage)
+        if cal is not None:
+            calibration_report.write_plots(cal, ev.roc_pairs.labels, stage, f"{summary['model']} on {ev.data.name}")
+        if profile is not None:
+            write_profile(stage / PROFILE_FILE, profile)
 
     results.write_staged(out_dir, summary, files)
 
 
-def _write_reports(ev: Evaluation, summary: dict[str, Any], out_dir: Path) -> None:
+def _write_reports(ev: Evaluation, summary: dict[str, Any], out_dir: Path, cal: Calibrated | None = None) -> None:
+    from fetoolkit.reports import calibration as calibration_report
     from fetoolkit.reports import plots, tables
 
-    tables.write_pairs(tables.pairs_frame(ev), out_dir / summary.get("pairs_file", PAIRS_FILE))
+    frame = tables.pairs_frame(ev)
+    if cal is not None:
+        frame = calibration_report.with_llr(frame, cal, roc_protocols=("roc", "roc+kfold"))
+    tables.write_pairs(frame, out_dir / summary.get("pairs_file", PAIRS_FILE))
     (out_dir / "summary.md").write_text(tables.markdown_summary(summary))
     name = f"{summary['model']} ({summary['backend']})"
     where = f"{ev.data.name}: {ev.roc_pairs.n_genuine} genuine / {ev.roc_pairs.n_impostor} impostor pairs"

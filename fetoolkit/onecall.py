@@ -65,8 +65,16 @@ class Verification:
         score: cosine similarity of the two faces' embeddings, in [-1, 1].
         same: ``score >= threshold``.
         threshold: the decision threshold used.
-        threshold_source: where it came from (given, a run and its FAR, or the model's default).
+        threshold_source: where it came from (given, a run and its FAR, a profile and its FMR, or the
+            model's default).
         face1, face2: the two faces compared.
+        llr: with a decision profile: natural-log likelihood ratio of "same identity" (> 0 favours
+            it); else None.
+        p_same: with a profile: probability of "same identity" at ``prior``; else None.
+        prior: the prior of ``p_same`` (the profile's unless given); None without a profile.
+        profile_id: the profile's id; None without one.
+        warnings: what the profile does not vouch for here (a different backend; differences run
+            anyway with ``allow_profile_mismatch``).
     """
 
     score: float
@@ -75,6 +83,11 @@ class Verification:
     threshold_source: str
     face1: Face
     face2: Face
+    llr: float | None = None
+    p_same: float | None = None
+    prior: float | None = None
+    profile_id: str | None = None
+    warnings: tuple[str, ...] = ()
 
 
 _BUILD_LOCK = threading.Lock()  # one build per model at a time (a first use may convert or export)
@@ -200,6 +213,17 @@ def embed(
     ]
 
 
+def _profile_crops(detector: str, select: str, aligned: bool) -> dict[str, Any]:
+    """The crop settings of :func:`embed` with these arguments (:func:`fetoolkit.decision.profile.crop_settings`)."""
+    from fetoolkit.decision.profile import crop_settings
+    from fetoolkit.detect.registry import detector_cfg_for
+    from fetoolkit.pipeline import detector_settings
+
+    if aligned:
+        return crop_settings(None, {"align": False, "select": select})
+    return crop_settings(detector_settings(detector_cfg_for(detector)), {"align": True, "select": select})
+
+
 def verify(
     image1: ImageLike,
     image2: ImageLike,
@@ -207,28 +231,65 @@ def verify(
     threshold: float | None = None,
     run: str | os.PathLike[str] | None = None,
     far: float = 1e-3,
-    model: str = "arcface",
-    detector: str = "yunet",
-    backend: str = "torch",
+    profile: str | os.PathLike[str] | None = None,
+    fmr: float = 1e-3,
+    prior: float | None = None,
+    allow_profile_mismatch: bool = False,
+    model: str | None = None,
+    detector: str | None = None,
+    backend: str | None = None,
     weights: str | None = None,
     aligned: bool = False,
 ) -> Verification:
     """Are the faces of two images the same person?
 
-    The threshold is ``threshold`` when given; else the one an eval run chose at ``far``
-    (``run``: its folder, see :func:`load_run`); else the model's default (its registry record's
-    ``verify_threshold``, measured on ORL). Other arguments as :func:`embed`.
+    The decision threshold is, in this order: ``threshold`` when given; a decision profile's
+    threshold at ``fmr`` (``profile``: an eval run's ``profile.json`` or its folder), which also
+    gives the calibrated ``llr`` and ``p_same``; an eval run's threshold at ``far`` (``run``: its
+    folder, see :func:`load_run`); the model's default (its registry record's ``verify_threshold``,
+    measured on ORL). With a profile, ``model``, ``detector`` and ``backend`` default to the
+    profile's, and a profile made for another model, weights, detector or pipeline setting is
+    refused (``allow_profile_mismatch=True`` runs it anyway and says so in ``warnings``).
+    Otherwise they default to ``arcface``, ``yunet`` and ``torch``. Other arguments as :func:`embed`.
 
     Raises:
         NoFaceError: an image holds no face.
-        ValueError: no threshold is known for the model (pass ``threshold=`` or ``run=``).
+        ValueError: no threshold is known for the model (pass ``threshold=``, ``profile=`` or
+            ``run=``); more than one of them given; the profile has no threshold at ``fmr``.
+        fetoolkit.decision.profile.ProfileMismatch: the profile was made for another set-up.
+        fetoolkit.decision.profile.ProfileError: the profile file is missing or damaged.
     """
     from fetoolkit.models.registry import get_model_spec
 
+    if sum(x is not None for x in (threshold, run, profile)) > 1:
+        raise ValueError("give one of threshold=, profile= (its threshold at fmr=) or run= (its threshold at far=)")
+    prof = None
+    if profile is not None:
+        from fetoolkit.decision.profile import load_profile
+
+        prof = load_profile(profile)
+        det = (prof.crops or {}).get("detector") or {}
+        model = model or prof.model["name"]
+        detector = detector or det.get("detector") or "yunet"
+        backend = backend or prof.model.get("backend") or "torch"
+    model, detector, backend = model or "arcface", detector or "yunet", backend or "torch"
     spec = get_model_spec(model)
-    if threshold is not None and run is not None:
-        raise ValueError("give threshold= or run= (a run's threshold at far=), not both")
-    if threshold is not None:
+    warnings: tuple[str, ...] = ()
+    if prof is not None:
+        emb = _embedder(model, backend, weights)
+        warnings = prof.check(
+            model=spec.name,
+            weights_sha256=getattr(emb, "weights_sha256", None),
+            crops=_profile_crops(detector, "most_confident", aligned),
+            backend=backend,
+            allow_mismatch=allow_profile_mismatch,
+        )
+        entry = prof.threshold(fmr)
+        t, source = (
+            float(entry["threshold"]),
+            f"profile {prof.profile_id} ({prof.path}): FMR {fmr:g} on {prof.data['data'].get('name')}",
+        )
+    elif threshold is not None:
         t, source = float(threshold), "given"
         if not -1.0 <= t <= 1.0:
             raise ValueError(f"threshold is a cosine, in [-1, 1]; got {t}")
@@ -241,15 +302,20 @@ def verify(
         if spec.verify_threshold is None or weights is not None:
             why = "for other weights than the record's" if weights is not None else f"for {spec.name}"
             raise ValueError(
-                f"no default threshold is known {why}: pass threshold=<cosine>, or run=<an eval run of this "
-                f"model> (python -m fetoolkit.eval model={model} ...) and far=<target FAR>"
+                f"no default threshold is known {why}: pass threshold=<cosine>, profile=<an eval run's profile.json> "
+                f"or run=<an eval run of this model> (python -m fetoolkit.eval model={model} ...) and far=<target FAR>"
             )
         t, source = spec.verify_threshold, f"the default of {spec.name} ({spec.verify_threshold_note})"
     kw: dict[str, Any] = {"model": model, "detector": detector, "backend": backend, "weights": weights}
     f1 = embed(image1, aligned=aligned, **kw)[0]
     f2 = embed(image2, aligned=aligned, **kw)[0]
     score = float(np.clip(f1.embedding @ f2.embedding, -1.0, 1.0))
-    return Verification(score, score >= t, t, source, f1, f2)
+    if prof is None:
+        return Verification(score, score >= t, t, source, f1, f2)
+    d = prof.decide(score, fmr=fmr, prior=prior, warnings=warnings)
+    for w in warnings:
+        log.warning("%s", w)
+    return Verification(score, d.same, t, source, f1, f2, d.llr, d.p_same, d.prior, d.profile_id, d.warnings)
 
 
 # --------------------------------------------------------------------------------------------

@@ -27,6 +27,8 @@ from fetoolkit.config import section
 from fetoolkit.cpu import machine_info
 from fetoolkit.data.groups import GroupTable, load_groups
 from fetoolkit.data.scores import PairScores, ScoreSet, load_scores
+from fetoolkit.decision.calibrate import Calibrated, CalibrationCfg, calibrate_pairs
+from fetoolkit.decision.profile import PROFILE_FILE, run_profile
 from fetoolkit.deployment import Deployment, GroupReportCfg, ThresholdCfg, deployment
 from fetoolkit.figures import Figures, StatsCfg, verification_figures
 from fetoolkit.versions import library_versions
@@ -169,21 +171,43 @@ def run_scores(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
         "versions": library_versions(),
         "machine": machine_info(None),
     }
+    cal = calibrate_pairs(main.roc, section(cfg, "calibration", CalibrationCfg), stats, inputs.dev)
+    summary["calibration"] = None if cal is None else cal.summary()
+    profile = None
+    if cal is not None:  # a score file names no detector or pipeline: the profile says so (crops null)
+        profile = run_profile(summary, main.roc, None)
+        summary["profile"] = {"file": PROFILE_FILE, "profile_id": profile["profile_id"]}
     if out_dir is not None:
         summary["pairs_file"] = PAIRS_FILE
-        _write(main, fig, deploy, summary, out_dir)
+        _write(main, fig, deploy, summary, out_dir, cal, profile)
     from fetoolkit.reports.tables import format_summary
 
     log.info("\n%s", format_summary(summary))
     return summary
 
 
-def _write(main: ScoreSet, fig: Figures, deploy: Deployment, summary: dict[str, Any], out_dir: Path) -> None:
+def _write(
+    main: ScoreSet,
+    fig: Figures,
+    deploy: Deployment,
+    summary: dict[str, Any],
+    out_dir: Path,
+    cal: Calibrated | None,
+    profile: dict[str, Any] | None,
+) -> None:
+    from fetoolkit.decision.profile import write_profile
+    from fetoolkit.reports import calibration as calibration_report
     from fetoolkit.reports import deployment as deployment_report
     from fetoolkit.reports import plots, tables
 
     def files(stage: Path) -> None:
-        tables.write_pairs(pair_table(main), stage / PAIRS_FILE)
+        table = pair_table(main)
+        if cal is not None:
+            table = calibration_report.with_llr(table, cal, roc_protocols=("roc", "roc+kfold"))
+            calibration_report.write_plots(cal, main.roc.labels, stage, str(summary["model"]))
+        if profile is not None:
+            write_profile(stage / PROFILE_FILE, profile)
+        tables.write_pairs(table, stage / PAIRS_FILE)
         (stage / "summary.md").write_text(tables.markdown_summary(summary))
         where = f"{summary['dataset']}: {summary['n_genuine']} genuine / {summary['n_impostor']} impostor comparisons"
         name = summary["model"]

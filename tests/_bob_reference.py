@@ -4,6 +4,7 @@ tests compare against."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -47,3 +48,38 @@ def bob_minimizing_threshold(neg: np.ndarray, pos: np.ndarray, cost: Callable[[f
         top = neg[-1] if i < len(neg) else pos[-1]
         best_thr = np.nextafter(top, top + 1)
     return float(best_thr)
+
+
+def bob_cllr(neg: np.ndarray, pos: np.ndarray) -> float:
+    """bob.measure's ``calibration.cllr`` as published: a loop of ``log2(1 + exp(-pos))`` and
+    ``log2(1 + exp(neg))``, each class averaged, the two halves averaged."""
+    sum_pos = sum(math.log(1.0 + math.exp(-float(p)), 2.0) for p in pos)
+    sum_neg = sum(math.log(1.0 + math.exp(float(n)), 2.0) for n in neg)
+    return (sum_pos / len(pos) + sum_neg / len(neg)) / 2.0
+
+
+def bob_min_cllr(neg: np.ndarray, pos: np.ndarray) -> float:
+    """bob.measure's ``calibration.min_cllr`` as published, step by step: the merged sorted scores
+    as an "ideal" 0/1 sequence (a negative before a positive of the same score), PAV of it
+    (unweighted), the posterior log odds less the log prior odds ``log(P / N)``, then :func:`bob_cllr`.
+    bob.measure 6's Python lost its ``pavx``; scikit-learn's ``IsotonicRegression`` stands in for it
+    (an independent PAV)."""
+    from sklearn.isotonic import IsotonicRegression
+
+    neg, pos = sorted(neg), sorted(pos)
+    n_neg, n_pos = len(neg), len(pos)
+    ideal = np.zeros(n_neg + n_pos)
+    neg_idx, pos_idx = [], []
+    n = p = 0
+    for i in range(n_neg + n_pos):
+        if p < n_pos and (n == n_neg or neg[n] > pos[p]):
+            pos_idx.append(i)
+            p += 1
+            ideal[i] = 1
+        else:
+            neg_idx.append(i)
+            n += 1
+    ghat = IsotonicRegression().fit_transform(np.arange(ideal.size), ideal)
+    with np.errstate(divide="ignore"):
+        llrs = np.log(ghat) - np.log(1.0 - ghat) - math.log(n_pos / n_neg)
+    return bob_cllr(llrs[neg_idx], llrs[pos_idx])

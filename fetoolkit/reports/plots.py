@@ -300,3 +300,49 @@ def plot_dir(
     ax.set_xlabel("false positive identification rate (log)")
     ax.set_ylabel("true positive identification rate (rank 1)")
     return _finish(fig, ax, path, title, legend="lower right", which="both")
+
+
+def plot_reliability(
+    mean_p: np.ndarray, frac_genuine: np.ndarray, count: np.ndarray, n_bins: int, path: str | Path, *, title: str
+) -> Path:
+    """Reliability diagram of ``p_same``: per non-empty bin, the fraction of genuine pairs against the
+    mean predicted probability (the diagonal is perfect calibration), with each bin's pair count.
+
+    Args:
+        mean_p, frac_genuine, count: float ``[K]`` per non-empty bin (see
+            :class:`fetoolkit.metrics.calibration.Reliability`).
+        n_bins: equal-width bins over [0, 1].
+        path: PNG to write.
+    """
+    fig = Figure(figsize=(6, 6), dpi=120)
+    ax, hist = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    ax.plot([0, 1], [0, 1], color="grey", ls="--", lw=1, label="perfectly calibrated")
+    ax.plot(mean_p, frac_genuine, "o-", label="p_same")
+    for x, y, n in zip(mean_p, frac_genuine, count):
+        ax.annotate(f"{n:.0f}", (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7)
+    ax.set_ylabel("fraction of genuine pairs")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(-0.02, 1.02)
+    hist.bar(np.asarray(mean_p), np.asarray(count), width=0.8 / n_bins, log=True)
+    hist.set_xlabel("predicted p_same (bin mean)")
+    hist.set_ylabel("pairs")
+    hist.grid(True, alpha=0.3)
+    return _finish(fig, ax, path, title, legend="upper left")
+
+
+def plot_tippett(t: np.ndarray, genuine: np.ndarray, impostor: np.ndarray, path: str | Path, *, title: str) -> Path:
+    """Tippett plot: the fraction of genuine and of impostor pairs whose LLR exceeds each value.
+
+    Args:
+        t: float ``[T]`` LLR grid (natural log); genuine, impostor: float ``[T]`` fractions above it.
+        path: PNG to write.
+    """
+    fig = Figure(figsize=(6, 4.5), dpi=120)
+    ax = fig.subplots()
+    ax.plot(t, genuine, label="genuine pairs: LLR > x")
+    ax.plot(t, impostor, label="impostor pairs: LLR > x")
+    ax.axvline(0.0, color="grey", ls=":", lw=1)
+    ax.set_xlabel("log-likelihood ratio x (natural log)")
+    ax.set_ylabel("fraction of pairs")
+    ax.set_ylim(-0.02, 1.02)
+    return _finish(fig, ax, path, title, legend="center left")
