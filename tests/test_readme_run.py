@@ -103,6 +103,10 @@ EXCLUDED: dict[str, str] = {
     "see the no_align row",
     "make notebooks": "runs in the checkout; the same jupyter-execute of every notebook is "
     "tests/test_notebooks.py::test_executes, and the notebook command below runs here",
+    "PROFILE_PATH=outputs/eval/RUN/profile.json .venv/bin/python -m fetoolkit.serve model=arcface": (
+        "tests/test_serve_profile.py starts the real service with PROFILE_PATH on a profile of the README's "
+        "detector=yunet backend=onnx ORL eval (the service's detector and backend) and checks /api/verify's llr"
+    ),
     "docker build -t fetoolkit-serve .": "no Docker engine here: `docker ps` -> Cannot connect to the Docker daemon",
     "docker run --rm -p 8002:8002 fetoolkit-serve": "no Docker engine (and no image built)",
     "docker run --rm -p 8002:8002 -e MAX_CONCURRENT_REQUESTS=32 fetoolkit-serve inference.workers=4": (
@@ -529,10 +533,13 @@ EVAL_COMMANDS = [
     ".venv/bin/python -m fetoolkit.eval model=arcface dataset=orl groups=groups.csv",
     ".venv/bin/python -m fetoolkit.eval model=arcface dataset=rfw dataset.root=/data/RFW",
     ".venv/bin/python -m fetoolkit.eval model=arcface dataset=orl detector=yunet",
+    ".venv/bin/python -m fetoolkit.eval model=arcface dataset=orl detector=yunet backend=onnx",
+    ".venv/bin/python -m fetoolkit.eval model=arcface dataset=orl calibration.method=isotonic calibration.prior=0.5",
 ]
 COMPARE = ".venv/bin/python -m fetoolkit.compare multirun/eval/<date>/<time>"
 BOB_EXPORT = ".venv/bin/python -m fetoolkit.data.export --scores outputs/eval/RUN --bob orl.txt"
 VERIFY_RUN = ".venv/bin/python -m fetoolkit.verify a.jpg b.jpg run=outputs/eval/... far=1e-3 json=true"
+VERIFY_PROFILE = ".venv/bin/python -m fetoolkit.verify a.jpg b.jpg profile=outputs/eval/.../profile.json fmr=1e-3"
 NOTEBOOK = (
     "RUN_DIR=$PWD/outputs/eval/<date>/<time>-arcface_mbf.sirius-torch-orl "
     "SECOND_RUN=$PWD/outputs/eval/<date>/<time>-arcface_mbf.sirius-torch-folder  "
@@ -569,6 +576,7 @@ EXECUTED = [
     COMPARE,
     BOB_EXPORT,
     VERIFY_RUN,
+    VERIFY_PROFILE,
     NOTEBOOK,
     *EXPORT_COMMANDS,
     *EXTRACT_COMMANDS,
@@ -631,6 +639,8 @@ def test_readme_eval_commands_run_as_written(ws: Workspace) -> None:
     assert len([x for x in lines if x.strip()]) == 1800 + 78000 and len(lines[0].split()) == 4
     answer = json.loads(ws.run(VERIFY_RUN).proc.stdout)
     assert answer["same_person"] is True, answer
+    said = ws.run(VERIFY_PROFILE).proc.stdout
+    assert "same person" in said and "log-likelihood ratio" in said and "p(same person)" in said, said
     ws.run(NOTEBOOK, timeout=900)
     executed = json.loads((ws.root / "threshold_tuning.ipynb").read_text())
     images = sum(1 for c in executed["cells"] for o in c.get("outputs", []) if "image/png" in o.get("data", {}))

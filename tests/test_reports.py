@@ -89,8 +89,12 @@ def test_pair_table_reproduces_the_figures(sweep: Path) -> None:
     df = pd.read_parquet(d / "pairs.parquet")
     assert set(df["protocol"].astype(str)) == {"roc", "kfold"}
     assert list(df.columns) == [
-        "protocol", "idx_a", "idx_b", "path_a", "path_b", "label", "fold", "score", "enrolled", "subject_a", "subject_b"
+        "protocol", "idx_a", "idx_b", "path_a", "path_b", "label", "fold", "score", "enrolled",
+        "subject_a", "subject_b", "llr", "p_same",
     ]  # fmt: skip
+    # the calibrated columns: on the ROC pairs only (out-of-fold LLRs), NaN on the k-fold rows
+    assert df.loc[df["protocol"] == "roc", "llr"].notna().all()
+    assert df.loc[df["protocol"] == "kfold", "llr"].isna().all()
     assert (df["subject_a"] == df["path_a"].map(lambda p: Path(p).parent.name)).all()
     assert ((df["subject_a"] == df["subject_b"]) == df["label"]).all()
     roc = df[df["protocol"] == "roc"]

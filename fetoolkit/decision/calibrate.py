@@ -125,7 +125,8 @@ class Calibrated:
             out["ci_method"] = self.ci_method
             out["ci_note"] = (
                 f"percentile bootstrap ({self.n_boot} resamples) by {self.ci_method}, the LLRs held fixed: "
-                "how the figures move with the subjects measured, not with the fit"
+                "how the figures move with the subjects measured, not with the fit. ECE is biased upwards in "
+                "resamples (repeated subjects leave bins purer or emptier), so its interval can sit above the estimate"
             )
             if self.ci_dropped:
                 out["dropped_resamples"] = dict(self.ci_dropped)

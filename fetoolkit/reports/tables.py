@@ -22,7 +22,8 @@ def pairs_frame(ev: Evaluation) -> pd.DataFrame:
     True = genuine), ``fold`` (int64), ``score`` (float64 cosine; NaN when the pair was dropped),
     ``enrolled`` (bool: both images enrolled); ``subject_a``, ``subject_b`` (str) when identities are
     known; ``group1``, ``group2`` when the layout gives each image a group (RFW). The table is itself a
-    score file for ``dataset=scores``.
+    score file for ``dataset=scores``. The eval run adds ``llr`` and ``p_same`` (calibrated, on the
+    scored ROC rows; :func:`fetoolkit.reports.calibration.with_llr`).
     """
     data = ev.data
     emb = ev.embeddings
@@ -186,6 +187,7 @@ def markdown_summary(s: dict[str, Any]) -> str:
         extra = f" (threshold {fmt(thr[k])})" if k in thr else f" ({(s.get('tar_at_far_reasons') or {}).get(k, '')})"
         lines.append(f"| TAR @ FAR={k} | {fmt_ci(v, ci.get(k))}{extra} |")
     lines += _identification_lines(s.get("identification"))
+    lines += _calibration_lines(s.get("calibration"), s.get("profile"))
     q = s.get("quality") or {}
     if q:
         n = q.get("norms") or {}
@@ -274,6 +276,34 @@ def _identification_lines(ident: dict[str, Any] | None) -> list[str]:
     return out
 
 
+def _calibration_lines(c: dict[str, Any] | None, profile: dict[str, Any] | None) -> list[str]:
+    """The Markdown report's calibration section (empty without a calibration)."""
+    if not c:
+        return []
+    out = [
+        "",
+        "## Calibration: what a score means",
+        "",
+        f"Scores mapped to log-likelihood ratios by {c['method']} ({c['method_rule']}); {c['fit_on']}. "
+        f"p_same at prior {c['prior']:.4g} ({c['prior_source']}).",
+        "",
+        "| figure | value [95% interval] |",
+        "|---|---|",
+    ]
+    for key, label in (
+        ("cllr", "Cllr (bits)"),
+        ("cllr_min", "Cllr_min (bits)"),
+        ("ece", "ECE of p_same"),
+        ("brier", "Brier score"),
+        ("log_loss", "log loss"),
+    ):
+        out.append(f"| {label} | {fmt_ci(c[key], c.get(key + '_ci'))} |")
+    if profile:
+        pid = profile["profile_id"]
+        out += ["", f"Decision profile: `{profile['file']}` (id `{pid}`); see reliability.png, tippett.png."]
+    return out
+
+
 def format_summary(s: dict[str, Any]) -> str:
     """A short fixed-width table of the headline figures of a ``results.json`` summary (the console's)."""
 
@@ -334,6 +364,16 @@ def format_summary(s: dict[str, Any]) -> str:
             tp = v.get("tpir_at_fpir") or {}
             best = f", TPIR@FPIR={min(tp, key=float)} {pct(tp[min(tp, key=float)])}" if tp else ""
             rows.append((f"1:N {name}", f"rank-1 {pct(v['rank1'])}{best}"))
+    c = s.get("calibration")
+    if c:
+        where = "dev" if str(c["fit_on"]).startswith("dev") else "out-of-fold"
+        rows.append(
+            (
+                "calibration (LLR)",
+                f"{c['method']} ({where}): Cllr {pct(c['cllr'])}{ci(c.get('cllr_ci'))}, Cllr_min {pct(c['cllr_min'])}, "
+                f"ECE {pct(c['ece'])} at prior {c['prior']:.3g}",
+            )
+        )
     q = s.get("quality") or {}
     if q.get("erc"):
         rows.append(("ERC best quality score", f"{q['erc']['best']} (default: {q['default']})"))
