@@ -12,19 +12,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from hydra import compose, initialize_config_dir
 
 import fetoolkit
 from fetoolkit.data.wild import load_wild
 from fetoolkit.decision.profile import ProfileError, ProfileMismatch, load_profile
 from fetoolkit.eval_run import run
-
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-
-
-def _compose(overrides: list[str]):
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        return compose("eval", overrides=overrides)
+from tests.test_eval import compose_eval as _compose
 
 
 @pytest.fixture(scope="module")

@@ -57,16 +57,28 @@ RIDGE = 1e-9
 _LOG2 = math.log(2.0)
 
 
-def _check(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
-    s = np.asarray(scores, np.float64)
+def _arrays(
+    values: np.ndarray, labels: np.ndarray, weights: np.ndarray | None, what: str, *, both_classes: bool
+) -> tuple[np.ndarray, ...]:
+    """(float64 values, bool labels, float64 weights) checked to be 1-D of one length, with weight on
+    both classes (``both_classes``) or on some pair."""
+    v = np.asarray(values, np.float64)
     y = np.asarray(labels, bool)
-    if s.ndim != 1 or s.shape != y.shape:
-        raise ValueError(f"scores and labels must be 1-D of one length, got {s.shape} and {y.shape}")
+    w = np.ones_like(v) if weights is None else np.asarray(weights, np.float64)
+    if v.shape != y.shape or w.shape != y.shape or v.ndim != 1:
+        raise ValueError(f"{what}, labels and weights must be 1-D of one length, got {v.shape}, {y.shape}, {w.shape}")
+    if both_classes and (w[y].sum() <= 0 or w[~y].sum() <= 0):
+        raise ValueError("the measure needs genuine and impostor pairs (both classes with positive weight)")
+    if w.sum() <= 0:
+        raise ValueError("no pair with positive weight")
+    return v, y, w
+
+
+def _check(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+    """:func:`_arrays` of scores, which must be finite."""
+    s, y, w = _arrays(scores, labels, weights, "scores", both_classes=False)
     if not np.isfinite(s).all():
         raise ValueError(f"{int((~np.isfinite(s)).sum())} non-finite scores: calibration needs finite scores")
-    w = np.ones_like(s) if weights is None else np.asarray(weights, np.float64)
-    if w.shape != s.shape:
-        raise ValueError(f"weights must be [P] like the scores, got {w.shape}")
     return s, y, w
 
 
@@ -291,22 +303,11 @@ def llr_to_p(llr: np.ndarray | float, prior: float) -> np.ndarray:
 
 def cllr(llr: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None) -> float:
     """Bruemmer and du Preez's Cllr in bits: ``(mean_gen log2(1 + e^-llr) + mean_imp log2(1 + e^llr)) / 2``."""
-    v, y, w = _check_llr(llr, labels, weights)
+    v, y, w = _arrays(llr, labels, weights, "llr", both_classes=True)
     cost = np.where(y, np.logaddexp(0.0, -v), np.logaddexp(0.0, v)) / _LOG2
     wc = np.zeros_like(cost)
     np.multiply(w, cost, out=wc, where=w > 0)  # a pair of weight 0 costs nothing, even at an infinite LLR
     return float(0.5 * (wc[y].sum() / w[y].sum() + wc[~y].sum() / w[~y].sum()))
-
-
-def _check_llr(llr: np.ndarray, labels: np.ndarray, weights: np.ndarray | None) -> tuple[np.ndarray, ...]:
-    v = np.asarray(llr, np.float64)
-    y = np.asarray(labels, bool)
-    w = np.ones_like(v) if weights is None else np.asarray(weights, np.float64)
-    if v.shape != y.shape or w.shape != y.shape or v.ndim != 1:
-        raise ValueError(f"llr, labels and weights must be 1-D of one length, got {v.shape}, {y.shape}, {w.shape}")
-    if w[y].sum() <= 0 or w[~y].sum() <= 0:
-        raise ValueError("the measure needs genuine and impostor pairs (both classes with positive weight)")
-    return v, y, w
 
 
 def cllr_min(
@@ -355,27 +356,16 @@ def score_runs(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, int]
     return run[inv], int(run[-1]) + 1 if ux.size else 0
 
 
-def _p_check(p: np.ndarray, labels: np.ndarray, weights: np.ndarray | None) -> tuple[np.ndarray, ...]:
-    q = np.asarray(p, np.float64)
-    y = np.asarray(labels, bool)
-    w = np.ones_like(q) if weights is None else np.asarray(weights, np.float64)
-    if q.shape != y.shape or w.shape != y.shape or q.ndim != 1:
-        raise ValueError(f"p, labels and weights must be 1-D of one length, got {q.shape}, {y.shape}, {w.shape}")
-    if w.sum() <= 0:
-        raise ValueError("no pair with positive weight")
-    return q, y, w
-
-
 def brier(p: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None) -> float:
     """Mean squared difference between ``p_same`` and the label (0 perfect)."""
-    q, y, w = _p_check(p, labels, weights)
+    q, y, w = _arrays(p, labels, weights, "p", both_classes=False)
     return float((w * (q - y) ** 2).sum() / w.sum())
 
 
 def log_loss(p: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None, eps: float = 1e-15) -> float:
     """Mean negative natural log of the probability given to the true label (``p`` clipped to
     ``[eps, 1 - eps]``, as scikit-learn does)."""
-    q, y, w = _p_check(p, labels, weights)
+    q, y, w = _arrays(p, labels, weights, "p", both_classes=False)
     q = np.clip(q, eps, 1.0 - eps)
     return float(-(w * np.where(y, np.log(q), np.log1p(-q))).sum() / w.sum())
 
@@ -401,7 +391,7 @@ class Reliability:
 
 def reliability(p: np.ndarray, labels: np.ndarray, n_bins: int = 10, weights: np.ndarray | None = None) -> Reliability:
     """Bin ``p_same`` into ``n_bins`` equal-width bins (the last one closed: p = 1 falls in it)."""
-    q, y, w = _p_check(p, labels, weights)
+    q, y, w = _arrays(p, labels, weights, "p", both_classes=False)
     if n_bins < 1:
         raise ValueError(f"n_bins must be >= 1, got {n_bins}")
     k = np.clip((q * n_bins).astype(np.int64), 0, n_bins - 1)
@@ -421,7 +411,7 @@ def ece(p: np.ndarray, labels: np.ndarray, n_bins: int = 10, weights: np.ndarray
 def tippett(llr: np.ndarray, labels: np.ndarray, n_points: int = 201) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Tippett curves: (LLR grid ``[T]``, fraction of genuine pairs with LLR > t ``[T]``, fraction of
     impostor pairs with LLR > t ``[T]``), the grid spanning the finite LLRs."""
-    v, y, _ = _check_llr(llr, labels, None)
+    v, y, _ = _arrays(llr, labels, None, "llr", both_classes=True)
     fin = v[np.isfinite(v)]
     lo, hi = (float(fin.min()), float(fin.max())) if fin.size else (-1.0, 1.0)
     t = np.linspace(lo - 0.5, hi + 0.5, n_points)
