@@ -262,7 +262,9 @@ def verify(
     from fetoolkit.models.registry import get_model_spec
 
     if sum(x is not None for x in (threshold, run, profile)) > 1:
-        raise ValueError("give one of threshold=, profile= (its threshold at fmr=) or run= (its threshold at far=)")
+        raise ValueError(
+            "give threshold=, profile= (its threshold at fmr=) or run= (its threshold at far=): one, not both"
+        )
     prof = None
     if profile is not None:
         from fetoolkit.decision.profile import load_profile
@@ -283,6 +285,7 @@ def verify(
             crops=_profile_crops(detector, "most_confident", aligned),
             backend=backend,
             allow_mismatch=allow_profile_mismatch,
+            allow_hint="allow_profile_mismatch=True",
         )
         entry = prof.threshold(fmr)
         t, source = (

@@ -68,13 +68,14 @@ class ProfileMismatch(ValueError):
         differences: one line per difference, ``what: profile X, here Y``.
     """
 
-    def __init__(self, path: str, differences: list[str]) -> None:
+    def __init__(self, path: str, differences: list[str], allow_hint: str = "") -> None:
         self.differences = differences
+        how = f" ({allow_hint})" if allow_hint else ""
         super().__init__(
             f"decision profile {path} was made for another set-up; its scores mean something else here: "
             + "; ".join(differences)
-            + ". Make a profile for this set-up (python -m fetoolkit.eval ... writes profile.json), or run anyway "
-            "with allow_profile_mismatch (every answer then says so)"
+            + ". Make a profile for this set-up (python -m fetoolkit.eval ... writes profile.json), "
+            + f"or run anyway{how}: every answer then says so"
         )
 
 
@@ -310,15 +311,18 @@ class DecisionProfile:
         crops: dict[str, Any],
         backend: str | None = None,
         allow_mismatch: bool = False,
+        allow_hint: str = "",
     ) -> tuple[str, ...]:
         """Refuse a set-up the profile was not made for; return the warnings every answer must carry.
+
+        ``allow_hint``: how the caller's user runs anyway (named in the refusal).
 
         Raises:
             ProfileMismatch: a difference in model, weights, detector or pipeline (unless ``allow_mismatch``).
         """
         refuse, notes = self.differences(model=model, weights_sha256=weights_sha256, crops=crops, backend=backend)
         if refuse and not allow_mismatch:
-            raise ProfileMismatch(self.path, refuse)
+            raise ProfileMismatch(self.path, refuse, allow_hint)
         return tuple(f"profile run anyway despite: {r}" for r in refuse) + tuple(notes)
 
     def llr(self, scores: np.ndarray | float) -> np.ndarray:

@@ -1,8 +1,9 @@
 """``python -m fetoolkit.serve model=arcface``: run the embedding service (Hydra main).
 
 Reads ``configs/serve.yaml``; ``PORT``, ``HOST``, ``MODEL_PATH``, ``LOG_LEVEL``,
-``MAX_CONCURRENT_REQUESTS`` and ``ALLOWED_HOSTS`` override it; ``API_KEYS`` / ``API_KEYS_FILE`` turn
-on key checking. Serves until SIGINT / SIGTERM.
+``MAX_CONCURRENT_REQUESTS``, ``ALLOWED_HOSTS``, ``PROFILE_PATH`` and ``PROFILE_ALLOW_MISMATCH`` override
+it; ``API_KEYS`` / ``API_KEYS_FILE`` turn on key checking. A decision profile made for another set-up
+stops the start (exit 2). Serves until SIGINT / SIGTERM.
 """
 
 from __future__ import annotations

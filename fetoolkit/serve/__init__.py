@@ -2,7 +2,8 @@
 
 ``create_app(settings)`` builds the FastAPI app; ``ServeSettings.from_cfg(cfg)`` reads
 ``configs/serve.yaml`` plus the environment (``PORT``, ``HOST``, ``MODEL_PATH``, ``LOG_LEVEL``,
-``MAX_CONCURRENT_REQUESTS``). See the README's "Service" section for the API.
+``MAX_CONCURRENT_REQUESTS``, ``PROFILE_PATH``: a decision profile, :mod:`fetoolkit.serve.decide`).
+See the README's "Service" section for the API.
 """
 
 from fetoolkit.serve.app import create_app

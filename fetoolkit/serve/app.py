@@ -4,7 +4,8 @@ Routes (schema at ``/openapi.json``; the ``/docs`` page with ``server.docs=true`
 
 - ``POST /api/extract-embedding``        one image -> one embedding (or every face's)
 - ``POST /api/extract-embedding/batch``  several images -> one embedding or typed error each
-- ``POST /api/verify``                   two images -> cosine score and decision
+- ``POST /api/verify``                   two images -> cosine score and decision (with a decision
+  profile, ``PROFILE_PATH``: its ``llr``, ``p_same`` and threshold at an FMR target; :mod:`fetoolkit.serve.decide`)
 - ``GET  /api/health``                   status, version, model status
 - ``GET  /metrics``                      Prometheus metrics (:mod:`fetoolkit.serve.observe`)
 
@@ -34,6 +35,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fetoolkit import __version__
 from fetoolkit.serve.bodies import Parsed, parse_body
+from fetoolkit.serve.decide import ServiceProfile, load_service_profile
 from fetoolkit.serve.errors import HTTP_STATUS_TYPES, ErrorType, InvalidInput, RequestTimeout, ServiceError
 from fetoolkit.serve.front import Admission, FrontDoor
 from fetoolkit.serve.observe import Metrics
@@ -70,8 +72,8 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     415: {"model": ErrorResponse, "description": "INVALID_INPUT: a Content-Type this route does not take"},
     422: {
         "model": ErrorResponse,
-        "description": "INVALID_INPUT (body does not fit the schema) or ALIGNMENT_ERROR "
-        "(no face found / image too small to search)",
+        "description": "INVALID_INPUT (body does not fit the schema; verify: an `fmr` the decision profile has no "
+        "threshold for, listed in `details.fmrs`) or ALIGNMENT_ERROR (no face found / image too small to search)",
     },
     500: {"model": ErrorResponse, "description": "MODEL_INFERENCE_ERROR or INTERNAL_ERROR"},
     503: {
@@ -112,7 +114,14 @@ BODIES = {
     "verify": _request_body(
         VerifyRequest,
         {
-            "properties": {"image1": _BINARY, "image2": _BINARY, "aligned": _FLAG, "threshold": {"type": "number"}},
+            "properties": {
+                "image1": _BINARY,
+                "image2": _BINARY,
+                "aligned": _FLAG,
+                "threshold": {"type": "number", "minimum": -1, "maximum": 1},
+                "fmr": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
+                "prior": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
+            },
             "required": ["image1", "image2"],
         },
     ),
@@ -175,9 +184,15 @@ def create_app(settings: ServeSettings, service: EmbeddingService | None = None)
             is built from ``settings`` and loaded when the app starts (before it accepts requests).
 
     Returns:
-        The FastAPI app (wrapped by the front door); ``app.state.service``, ``app.state.admission``
-        and ``app.state.metrics`` expose its parts.
+        The FastAPI app (wrapped by the front door); ``app.state.service``, ``app.state.admission``,
+        ``app.state.metrics`` and ``app.state.profile`` (the decision profile, or None) expose its parts.
+
+    Raises:
+        ValueError: the decision profile (``settings.profile_path``) is missing, damaged, or made for
+            another model, weights, detector or pipeline setting (see :mod:`fetoolkit.serve.decide`):
+            checked here, before the model loads and before anything is served.
     """
+    decider: ServiceProfile | None = load_service_profile(settings)
     svc = service or EmbeddingService(settings)
     pool = ThreadPoolExecutor(max_workers=pool_size(settings), thread_name_prefix="serve")
     admission = Admission(
@@ -188,6 +203,10 @@ def create_app(settings: ServeSettings, service: EmbeddingService | None = None)
     )
     metrics = Metrics(in_flight=lambda: admission.in_flight)
     svc.observe = metrics.stage
+    if decider is not None:
+        metrics.profile(
+            decider.profile_id, str(decider.profile.model.get("name")), decider.fmr, decider.profile.data["scores"]
+        )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -223,6 +242,7 @@ def create_app(settings: ServeSettings, service: EmbeddingService | None = None)
     app.state.settings = settings
     app.state.admission = admission
     app.state.metrics = metrics
+    app.state.profile = decider
 
     async def serve(request: Request, route: str, handler: Callable[[Parsed, Work | None], dict[str, Any]]) -> Response:
         """Parse the (already received) body and do the work in the pool, within the deadline."""
@@ -299,7 +319,8 @@ def create_app(settings: ServeSettings, service: EmbeddingService | None = None)
     @app.get("/api/health", response_model=HealthResponse, responses={503: {"model": HealthResponse}})
     async def health(request: Request) -> JSONResponse:
         """Service status. 200 when the model and the detector are loaded, else 503 (body says why, by kind
-        and reason). With API keys set, the weights' sha256 and the counters are shown only to callers with a key."""
+        and reason). `profile` names the decision profile (null: none). With API keys set, the weights' sha256,
+        the counters and the profile's path are shown only to callers with a key."""
         shown = bool(request.scope.get("fetoolkit.authenticated", True))
         body = HealthResponse(
             status="healthy" if svc.ready else "unhealthy",
@@ -313,6 +334,7 @@ def create_app(settings: ServeSettings, service: EmbeddingService | None = None)
             max_concurrent_requests=settings.max_concurrent_requests,
             verify_threshold=settings.verify_threshold,
             face_select=settings.face_select,
+            profile=None if decider is None else decider.status(details=shown),  # type: ignore[arg-type]
         )
         return JSONResponse(body.model_dump(), status_code=200 if svc.ready else 503)
 
@@ -377,22 +399,42 @@ def create_app(settings: ServeSettings, service: EmbeddingService | None = None)
         return await serve(request, "batch", batch_job)
 
     def verify_job(p: Parsed, work: Work | None) -> dict[str, Any]:
+        if p.threshold is not None and p.fmr is not None:
+            raise InvalidInput("send threshold or fmr, not both: each one sets the decision threshold")
+        if decider is None and (p.fmr is not None or p.prior is not None):
+            raise InvalidInput(
+                "fmr and prior need a decision profile, and this service has none (PROFILE_PATH); "
+                "send threshold (a cosine) instead"
+            )
+        if decider is not None:
+            decider.request_fmr(p.fmr)  # an FMR the profile lacks: answered before any work
         score, f1, f2 = svc.verify(p.images[0], p.images[1], p.aligned, work)
-        t = settings.verify_threshold if p.threshold is None else p.threshold
-        verification = {
-            "score": score,
-            "threshold": t,
-            "threshold_source": "server" if p.threshold is None else "request",
-            "is_same_person": score >= t,
-            "face1": _summary(f1),
-            "face2": _summary(f2),
-        }
+        if decider is not None:
+            decision = decider.verification(score, fmr=p.fmr, prior=p.prior, threshold=p.threshold, aligned=p.aligned)
+        else:
+            t = settings.verify_threshold if p.threshold is None else p.threshold
+            decision = {
+                "threshold": t,
+                "threshold_source": "server" if p.threshold is None else "request",
+                "is_same_person": score >= t,
+                "fmr": None,
+                "llr": None,
+                "p_same": None,
+                "prior": None,
+                "profile_id": None,
+                "warnings": [],
+            }
+        verification = {"score": score, **decision, "face1": _summary(f1), "face2": _summary(f2)}
+        metrics.verification(verification)
         return {"success": True, "verification": verification, "message": None}
 
     @app.post("/api/verify", response_model=VerifyResponse, responses=ERROR_RESPONSES, openapi_extra=BODIES["verify"])
     async def verify(request: Request) -> Response:
         """Two images -> cosine similarity of their face embeddings and the decision at the request's `threshold`
-        (a cosine in [-1, 1]) or the server's `verify.threshold`; the answer names which."""
+        (a cosine in [-1, 1]), else, with a decision profile loaded (PROFILE_PATH), at the profile's threshold for
+        the request's `fmr` or the server's `verify.fmr`, else at the server's `verify.threshold`; the answer names
+        which (`threshold_source`). With a profile the answer also carries the calibrated `llr`, `p_same` (at the
+        request's `prior` or the profile's), the `profile_id` and the profile's `warnings`."""
         return await serve(request, "verify", verify_job)
 
     def openapi() -> dict[str, Any]:

@@ -45,17 +45,31 @@ class Parsed:
         aligned: the images are aligned crops.
         all_faces: embed every face found.
         threshold: verify only: the request's own decision threshold (None: the server's).
+        fmr: verify only: the FMR target of the decision profile's threshold (None: the server's).
+        prior: verify only: the prior of ``p_same`` (None: the profile's).
     """
 
     images: list[ImageInput]
     aligned: bool = False
     all_faces: bool = False
     threshold: float | None = None
+    fmr: float | None = None
+    prior: float | None = None
 
 
 _MODELS: dict[str, type[BaseModel]] = {"extract": ExtractRequest, "verify": VerifyRequest, "batch": BatchRequest}
 _IMAGE_FIELDS = {"extract": ("image",), "verify": ("image1", "image2"), "batch": ("images",)}
-_FLAGS = {"extract": ("aligned", "all_faces"), "verify": ("aligned", "threshold"), "batch": ("aligned", "all_faces")}
+_FLAGS = {
+    "extract": ("aligned", "all_faces"),
+    "verify": ("aligned", "threshold", "fmr", "prior"),
+    "batch": ("aligned", "all_faces"),
+}
+#: Numeric flags (verify): name -> (lowest, highest, whether the bounds are allowed, what it is).
+_NUMBERS = {
+    "threshold": (-1.0, 1.0, True, "a cosine"),
+    "fmr": (0.0, 1.0, False, "a false match rate"),
+    "prior": (0.0, 1.0, False, "a probability"),
+}
 
 
 def parse_body(route: str, content_type: str, body: bytes, query: Mapping[str, str]) -> Parsed:
@@ -110,20 +124,22 @@ def _from_model(route: str, m: Any) -> Parsed:
     if route == "extract":
         return Parsed([m.image], m.aligned, m.all_faces)
     if route == "verify":
-        return Parsed([m.image1, m.image2], m.aligned, threshold=m.threshold)
+        return Parsed([m.image1, m.image2], m.aligned, threshold=m.threshold, fmr=m.fmr, prior=m.prior)
     return Parsed(list(m.images), m.aligned, m.all_faces)
 
 
 def _flag(name: str, value: str) -> Any:
     """A multipart text field or query parameter's flag, strictly spelled."""
     v = value.strip()
-    if name == "threshold":
+    if name in _NUMBERS:
+        lo, hi, closed, what = _NUMBERS[name]
+        span = f"[{lo:g}, {hi:g}]" if closed else f"({lo:g}, {hi:g})"
         try:
             t = float(v)
         except ValueError:
-            raise InvalidInput(f"threshold must be a number in [-1, 1], got {v[:40]!r}") from None
-        if not -1.0 <= t <= 1.0:
-            raise InvalidInput(f"threshold is a cosine, in [-1, 1]; got {t}")
+            raise InvalidInput(f"{name} must be a number in {span}, got {v[:40]!r}") from None
+        if not (lo <= t <= hi if closed else lo < t < hi):
+            raise InvalidInput(f"{name} is {what}, in {span}; got {t}")
         return t
     if v not in ("true", "false"):
         raise InvalidInput(f"{name} must be true or false, got {v[:40]!r}")

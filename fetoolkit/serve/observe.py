@@ -6,7 +6,16 @@
 * ``fetoolkit_in_flight`` (requests admitted to the model and not answered yet);
 * ``fetoolkit_rejected_total{reason}``: ``busy``, ``too_large``, ``body_timeout``, ``unauthorized``,
   ``host``, ``timeout``, ``client_gone``;
-* ``fetoolkit_stage_seconds{stage}``: ``decode``, ``detect`` (detection and alignment), ``embed``.
+* ``fetoolkit_stage_seconds{stage}``: ``decode``, ``detect`` (detection and alignment), ``embed``;
+* drift of the verifications (``/api/verify`` answers): ``fetoolkit_verify_score`` (histogram of the
+  cosines, buckets of 0.05 over [-1, 1]), ``fetoolkit_verify_llr`` (histogram of the decision
+  profile's log likelihood ratios, buckets of 2 over [-30, 30]; with a profile only) and
+  ``fetoolkit_verify_decisions_total{same,source}``. With a profile, ``fetoolkit_profile_info{profile_id,
+  model,fmr}`` (1) and ``fetoolkit_profile_score{label,quantile}`` (the deciles of the profile's dev
+  genuine and impostor scores) sit beside them, so live scores can be compared with the
+  distribution the profile was made on (e.g. ``histogram_quantile(0.5, rate(fetoolkit_verify_score_bucket[1h]))``).
+  These two histograms have no ``_sum`` series: the Prometheus client leaves it out of histograms
+  with negative buckets (a sum of signed values cannot tell a counter reset).
 
 Routes outside the API are counted as ``other``, so random paths cannot grow the label set.
 Every answer carries an ``X-Request-ID`` (the client's, when it is a short token, else a new one).
@@ -17,6 +26,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.types import Scope
@@ -34,6 +44,10 @@ ROUTES = (
 REJECT_REASONS = ("busy", "too_large", "body_timeout", "unauthorized", "host", "timeout", "client_gone")
 STAGES = ("decode", "detect", "embed")
 _LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+#: Upper bounds of the cosine histogram: -1, -0.95, ..., 1 (0.05 apart).
+SCORE_BUCKETS = tuple(round(-1.0 + 0.05 * k, 2) for k in range(41))
+#: Upper bounds of the LLR histogram: -30, -28, ..., 30 (natural log; beyond: the first / +Inf bucket).
+LLR_BUCKETS = tuple(float(v) for v in range(-30, 31, 2))
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
 
@@ -64,6 +78,25 @@ class Metrics:
             self.rejected.labels(reason)
         for stage in STAGES:
             self.stages.labels(stage)
+        self.verify_score = Histogram(
+            "fetoolkit_verify_score", "cosine scores of /api/verify answers", buckets=SCORE_BUCKETS, registry=r
+        )
+        self.verify_llr = Histogram(
+            "fetoolkit_verify_llr",
+            "log likelihood ratios (decision profile) of /api/verify answers",
+            buckets=LLR_BUCKETS,
+            registry=r,
+        )
+        self.decisions = Counter("fetoolkit_verify_decisions", "/api/verify decisions", ("same", "source"), registry=r)
+        self._profile_info = Gauge(
+            "fetoolkit_profile_info", "the decision profile loaded (1)", ("profile_id", "model", "fmr"), registry=r
+        )
+        self._profile_scores = Gauge(
+            "fetoolkit_profile_score",
+            "deciles of the decision profile's dev scores (label genuine | impostor)",
+            ("label", "quantile"),
+            registry=r,
+        )
 
     def request(self, path: str, status: int, seconds: float) -> None:
         """Count one answered request."""
@@ -74,6 +107,21 @@ class Metrics:
     def stage(self, stage: str, seconds: float) -> None:
         """Time one stage of a request's work (called from pool threads)."""
         self.stages.labels(stage).observe(seconds)
+
+    def verification(self, v: dict[str, Any]) -> None:
+        """Record one /api/verify answer (``Verification`` as a dict: ``score``, ``llr``, ...)."""
+        self.verify_score.observe(v["score"])
+        if v.get("llr") is not None:
+            self.verify_llr.observe(v["llr"])
+        self.decisions.labels(str(bool(v["is_same_person"])).lower(), v["threshold_source"]).inc()
+
+    def profile(self, profile_id: str, model: str, fmr: float, scores: dict[str, Any]) -> None:
+        """Export the loaded decision profile: its id and the deciles of its dev scores
+        (``scores``: the profile's ``scores``, ``deciles`` with ``genuine`` and ``impostor``)."""
+        self._profile_info.labels(profile_id, model, f"{fmr:g}").set(1)
+        for label in ("genuine", "impostor"):
+            for q, v in zip(scores.get("deciles") or (), scores.get(label) or ()):
+                self._profile_scores.labels(label, f"{q:.1f}").set(v)
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""

@@ -53,7 +53,26 @@ class VerifyRequest(BaseModel):
         None,
         ge=-1.0,
         le=1.0,
-        description="this request's decision threshold (a cosine); null: the server's verify.threshold",
+        description=(
+            "this request's decision threshold (a cosine); null: the decision profile's threshold at `fmr` "
+            "(with a profile loaded), else the server's verify.threshold"
+        ),
+    )
+    fmr: float | None = Field(
+        None,
+        gt=0.0,
+        lt=1.0,
+        description=(
+            "decide at the decision profile's threshold for this false match rate target (one the profile has: "
+            "/api/health `profile.fmrs`; another is answered 422 listing them); null: the server's verify.fmr. "
+            "Needs a profile (PROFILE_PATH); not together with `threshold`"
+        ),
+    )
+    prior: float | None = Field(
+        None,
+        gt=0.0,
+        lt=1.0,
+        description="prior probability of 'same person' for `p_same`; null: the profile's. Needs a profile",
     )
 
 
@@ -121,8 +140,27 @@ class Verification(BaseModel):
 
     score: float = Field(description="cosine similarity of the two embeddings, in [-1, 1]")
     threshold: float = Field(description="the decision threshold used")
-    threshold_source: str = Field(description="request (the request's own threshold) | server (verify.threshold)")
+    threshold_source: str = Field(
+        description=(
+            "request (the request's own threshold) | profile (the decision profile's threshold at `fmr`) | "
+            "server (verify.threshold, no profile loaded)"
+        )
+    )
     is_same_person: bool = Field(description="score >= threshold")
+    fmr: float | None = Field(None, description="the FMR target of a profile threshold; null otherwise")
+    llr: float | None = Field(
+        None,
+        description="natural-log likelihood ratio of 'same person' by the decision profile's calibration; "
+        "null without a profile",
+    )
+    p_same: float | None = Field(None, description="probability of 'same person' at `prior`; null without a profile")
+    prior: float | None = Field(None, description="the prior of `p_same` (the request's or the profile's)")
+    profile_id: str | None = Field(None, description="the decision profile's id; null without a profile")
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="what the profile does not vouch for here (a profile run despite differences, another "
+        "backend, aligned input)",
+    )
     face1: FaceSummary
     face2: FaceSummary
 
@@ -179,6 +217,19 @@ class ModelStatus(BaseModel):
     )
 
 
+class ProfileStatus(BaseModel):
+    """The decision profile part of /api/health."""
+
+    profile_id: str
+    path: str = Field(description="the profile file (its name only, for callers without a key when keys are set)")
+    model: str | None = Field(description="the registry name of the model the profile was made for")
+    fmr: float = Field(description="the FMR target /api/verify decides at unless a request names one")
+    threshold: float = Field(description="the profile's threshold at `fmr` (a cosine)")
+    fmrs: list[float] = Field(description="the FMR targets the profile has thresholds for (a request's `fmr`)")
+    prior: float = Field(description="the prior of `p_same` unless a request names one")
+    warnings: list[str] = Field(description="what the profile does not vouch for here (in every answer too)")
+
+
 class HealthResponse(BaseModel):
     """Answer of ``/api/health``."""
 
@@ -191,8 +242,9 @@ class HealthResponse(BaseModel):
     rejected_busy: int | None = Field(description="requests refused with SERVER_BUSY since start-up (same)")
     auth_required: bool = Field(False, description="POST routes need an API key (X-API-Key or Authorization: Bearer)")
     max_concurrent_requests: int
-    verify_threshold: float
+    verify_threshold: float = Field(description="verify.threshold: the decision threshold without a profile")
     face_select: str
+    profile: ProfileStatus | None = Field(None, description="the decision profile (PROFILE_PATH); null: none")
 
 
 class ErrorResponse(BaseModel):

@@ -1,7 +1,8 @@
 """Service settings: ``configs/serve.yaml`` (Hydra) with environment variables on top.
 
 Precedence, lowest to highest: ``configs/serve.yaml`` < command-line overrides < environment
-(``PORT``, ``HOST``, ``MODEL_PATH``, ``LOG_LEVEL``, ``MAX_CONCURRENT_REQUESTS``, ``ALLOWED_HOSTS``).
+(``PORT``, ``HOST``, ``MODEL_PATH``, ``LOG_LEVEL``, ``MAX_CONCURRENT_REQUESTS``, ``ALLOWED_HOSTS``,
+``PROFILE_PATH``, ``PROFILE_ALLOW_MISMATCH``).
 An environment variable that replaces a different configured value is logged. API keys come only
 from the environment (``API_KEYS``, comma-separated, or ``API_KEYS_FILE``, one per line) and are
 kept as sha256 digests, never as text.
@@ -63,7 +64,16 @@ class ServeSettings:
             are mapped back and the crop is cut from the full-resolution image); ``None``: full size.
         max_faces: faces embedded at most per image when a request asks for all of them
             (``all_faces``), the best-scored first.
-        verify_threshold: cosine threshold of ``/api/verify`` (same person when score >= it).
+        verify_threshold: cosine threshold of ``/api/verify`` (same person when score >= it) when no
+            decision profile is loaded.
+        profile_path: a decision profile (``profile.json`` of an eval run, or its folder;
+            ``PROFILE_PATH``, config ``verify.profile``): checked against this service's model, weights,
+            detector and pipeline at start-up (:mod:`fetoolkit.serve.decide`); ``/api/verify`` then
+            answers with its ``llr``, ``p_same`` and the decision at its threshold.
+        profile_allow_mismatch: serve with a profile made for another set-up anyway
+            (``PROFILE_ALLOW_MISMATCH=1``); every ``/api/verify`` answer then carries the differences.
+        verify_fmr: the FMR target whose profile threshold ``/api/verify`` decides at (``verify.fmr``);
+            ``None``: 1e-3 when the profile has it, else its finest.
         host, port: where uvicorn listens.
         log_level: root log level (``LOG_LEVEL``).
         access_log: log one line per request (off by default: it costs throughput).
@@ -112,6 +122,9 @@ class ServeSettings:
     detect_max_side: int | None = 640
     max_faces: int = 32
     verify_threshold: float = 0.5
+    profile_path: str | None = None
+    profile_allow_mismatch: bool = False
+    verify_fmr: float | None = None
     host: str = "127.0.0.1"
     port: int = 8002
     log_level: str = "info"
@@ -151,6 +164,8 @@ class ServeSettings:
             raise ValueError(f"log level must be one of {LOG_LEVELS}, got {self.log_level!r}")
         if not -1.0 <= self.verify_threshold <= 1.0:
             raise ValueError(f"verify threshold is a cosine, in [-1, 1]; got {self.verify_threshold}")
+        if self.verify_fmr is not None and not 0.0 < self.verify_fmr < 1.0:
+            raise ValueError(f"verify.fmr is a false match rate, in (0, 1); got {self.verify_fmr}")
         for name in (
             "max_concurrent_requests",
             "max_body_bytes",
@@ -214,6 +229,7 @@ class ServeSettings:
             # faces capped inside the detector (NMS, MTCNN's stages), not after it
             detector = replace(detector, max_faces=int(srv.get("max_faces", 32)))
         hosts = srv.get("allowed_hosts")
+        ver = c["verify"]
         s = cls(
             model=c["model"]["name"],
             weights=c["model"].get("weights"),
@@ -222,7 +238,10 @@ class ServeSettings:
             detector_backend=str(c.get("detector_backend", "onnx")),
             face_select=c["face_select"],
             detect_max_side=None if c.get("detect_max_side") is None else int(c["detect_max_side"]),
-            verify_threshold=float(c["verify"]["threshold"]),
+            verify_threshold=float(ver["threshold"]),
+            profile_path=None if ver.get("profile") is None else str(ver["profile"]),
+            profile_allow_mismatch=bool(ver.get("profile_allow_mismatch", False)),
+            verify_fmr=None if ver.get("fmr") is None else float(ver["fmr"]),
             host=str(srv["host"]),
             port=int(srv["port"]),
             log_level=str(srv["log_level"]).lower(),
@@ -256,8 +275,9 @@ class ServeSettings:
         return s.with_env(os.environ if environ is None else environ)
 
     def with_env(self, environ: Mapping[str, str]) -> ServeSettings:
-        """These settings with ``PORT``, ``HOST``, ``MODEL_PATH``, ``LOG_LEVEL`` and
-        ``MAX_CONCURRENT_REQUESTS`` from ``environ`` applied (empty values are ignored)."""
+        """These settings with ``PORT``, ``HOST``, ``MODEL_PATH``, ``LOG_LEVEL``,
+        ``MAX_CONCURRENT_REQUESTS``, ``PROFILE_PATH`` and ``PROFILE_ALLOW_MISMATCH`` (``1`` / ``0``,
+        ``true`` / ``false``) from ``environ`` applied (empty values are ignored)."""
         changes: dict[str, Any] = {}
         for var, attr, conv in (
             ("PORT", "port", _int_env),
@@ -265,6 +285,8 @@ class ServeSettings:
             ("MODEL_PATH", "weights", str),
             ("LOG_LEVEL", "log_level", _level_env),
             ("MAX_CONCURRENT_REQUESTS", "max_concurrent_requests", _int_env),
+            ("PROFILE_PATH", "profile_path", str),
+            ("PROFILE_ALLOW_MISMATCH", "profile_allow_mismatch", _bool_env),
         ):
             raw = environ.get(var, "").strip()
             if not raw:
@@ -272,7 +294,7 @@ class ServeSettings:
             try:
                 value = conv(raw)
             except ValueError:
-                need = "an integer" if conv is _int_env else "one of " + ", ".join(LOG_LEVELS)
+                need = _ENV_NEEDS.get(conv, "one of " + ", ".join(LOG_LEVELS))
                 raise ValueError(f"environment variable {var}={raw!r} is not valid: {need} is needed") from None
             if value != getattr(self, attr):
                 trial: dict[str, Any] = {attr: value}
@@ -328,6 +350,17 @@ def _opt_int(v: Any) -> int | None:
 
 def _int_env(raw: str) -> int:
     return int(raw)
+
+
+def _bool_env(raw: str) -> bool:
+    v = raw.lower()
+    if v not in _TRUE + _FALSE:
+        raise ValueError(v)
+    return v in _TRUE
+
+
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+_ENV_NEEDS: dict[Any, str] = {_int_env: "an integer", _bool_env: "1 or 0 (true or false)"}
 
 
 def _level_env(raw: str) -> str:
