@@ -114,8 +114,10 @@ def run(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
     pairs = evaluation_pairs(ev)
     deploy = deployment_from_inputs(inputs, pairs, stats)
     summary.update(deploy.summary)
-    cal = calibrate_pairs(pairs, section(cfg, "calibration", CalibrationCfg), stats, inputs.dev)
+    cal, why_not = calibrate_pairs(pairs, section(cfg, "calibration", CalibrationCfg), stats, inputs.dev)
     summary["calibration"] = None if cal is None else cal.summary()
+    if why_not:
+        summary["calibration_reason"] = why_not
     profile = None
     if cal is not None:
         det = None if ev.data.aligned or ev.data.landmarks is not None else detector_settings(detector_cfg(cfg))

@@ -171,8 +171,10 @@ def run_scores(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
         "versions": library_versions(),
         "machine": machine_info(None),
     }
-    cal = calibrate_pairs(main.roc, section(cfg, "calibration", CalibrationCfg), stats, inputs.dev)
+    cal, why_not = calibrate_pairs(main.roc, section(cfg, "calibration", CalibrationCfg), stats, inputs.dev)
     summary["calibration"] = None if cal is None else cal.summary()
+    if why_not:
+        summary["calibration_reason"] = why_not
     profile = None
     if cal is not None:  # a score file names no detector or pipeline: the profile says so (crops null)
         profile = run_profile(summary, main.roc, None)

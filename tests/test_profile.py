@@ -150,3 +150,26 @@ def test_the_verify_command_takes_a_profile(profile_run) -> None:
     assert got["profile_id"] == v.profile_id
     refused = subprocess.run([*cmd, "model=mobilefacenet512"], capture_output=True, text=True, timeout=300)
     assert refused.returncode == 2 and "model: profile arcface_mbf.sirius, here mobilefacenet512" in refused.stderr
+
+
+def test_data_too_small_to_calibrate_keeps_the_run_and_says_why(tmp_path: Path) -> None:
+    """Four subjects cannot fill five subject-disjoint folds: the run's figures stand, results.json
+    says why there is no calibration, and no profile is written."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for a in range(4):
+        for b in range(a, 4):
+            for _ in range(30):
+                same = a == b
+                rows.append((int(same), rng.normal(0.6 if same else 0.1, 0.1), f"p{a}", f"p{b}"))
+    table = pd.DataFrame(rows, columns=["label", "score", "subject1", "subject2"])
+    table.to_csv(tmp_path / "scores.csv", index=False)
+    out = tmp_path / "run"
+    summary = run(_compose(["dataset=scores", f"dataset.path={tmp_path / 'scores.csv'}", "stats.n_boot=0"]), out)
+    assert summary["calibration"] is None and summary["eer"] is not None
+    assert "4 subjects cannot be dealt into 5 subject-disjoint calibration folds" in summary["calibration_reason"]
+    assert not (out / "profile.json").exists() and (out / "results.json").is_file()
+    # three folds of 2, 1 and 1 subjects: the pairs between two folds would be fitted on one subject's
+    # pairs, all genuine: refused with the reason too
+    summary = run(_compose(["dataset=scores", f"dataset.path={tmp_path / 'scores.csv'}", "calibration.folds=3"]), None)
+    assert summary["calibration"] is None and "left no genuine or no impostor pair" in summary["calibration_reason"]

@@ -366,21 +366,22 @@ def calibrate(
 
 def calibrate_pairs(
     pairs: PairScores, cfg: CalibrationCfg, stats: StatsCfg, dev: ScoreSet | None = None
-) -> Calibrated | None:
+) -> tuple[Calibrated | None, str | None]:
     """:func:`calibrate` on a run's scored comparisons, with its dev score set (``threshold.dev`` /
-    ``dataset.dev``) when it has one; None for ``calibration.method=none``."""
+    ``dataset.dev``) when it has one: (the calibration, None), or (None, why not) for
+    ``calibration.method=none`` and for data that cannot be calibrated (too few subjects for the
+    folds, a fold without one class): the run's other figures stand, ``results.json`` says why."""
+    if cfg.method == "none":
+        return None, "calibration.method=none"
     both = (pairs.subject_a, pairs.subject_b) if pairs.has_subjects else None
-    if dev is None:
-        return calibrate(pairs.scores, pairs.labels, cfg, stats, subjects=both)  # type: ignore[arg-type]
-    d = dev.roc
-    dsub = (d.subject_a, d.subject_b) if d.has_subjects else None
-    name = str(dev.meta.get("path") or "the dev set")
-    return calibrate(
-        pairs.scores,
-        pairs.labels,
-        cfg,
-        stats,
-        subjects=both,
-        dev=(d.scores, d.labels, dsub),
-        dev_name=name,  # type: ignore[arg-type]
-    )
+    dev_arg, name = None, "the dev set"
+    if dev is not None:
+        d = dev.roc
+        dev_arg = (d.scores, d.labels, (d.subject_a, d.subject_b) if d.has_subjects else None)
+        name = str(dev.meta.get("path") or name)
+    try:
+        cal = calibrate(pairs.scores, pairs.labels, cfg, stats, subjects=both, dev=dev_arg, dev_name=name)  # type: ignore[arg-type]
+    except ValueError as e:
+        log.warning("no calibration: %s", e)
+        return None, str(e)
+    return cal, None

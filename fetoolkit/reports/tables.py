@@ -365,6 +365,8 @@ def format_summary(s: dict[str, Any]) -> str:
             best = f", TPIR@FPIR={min(tp, key=float)} {pct(tp[min(tp, key=float)])}" if tp else ""
             rows.append((f"1:N {name}", f"rank-1 {pct(v['rank1'])}{best}"))
     c = s.get("calibration")
+    if not c and s.get("calibration_reason"):
+        rows.append(("calibration (LLR)", f"none: {s['calibration_reason']}"))
     if c:
         where = "dev" if str(c["fit_on"]).startswith("dev") else "out-of-fold"
         rows.append(
