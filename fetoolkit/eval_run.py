@@ -19,6 +19,7 @@ callback in ``configs/eval.yaml`` (or later: ``python -m fetoolkit.compare SWEEP
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -114,7 +115,9 @@ def run(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
     pairs = evaluation_pairs(ev)
     deploy = deployment_from_inputs(inputs, pairs, stats)
     summary.update(deploy.summary)
+    t_cal = time.perf_counter()
     cal, why_not = calibrate_pairs(pairs, section(cfg, "calibration", CalibrationCfg), stats, inputs.dev)
+    summary["timing_s"]["calibration"] = round(time.perf_counter() - t_cal, 3)
     summary["calibration"] = None if cal is None else cal.summary()
     if why_not:
         summary["calibration_reason"] = why_not

@@ -14,6 +14,7 @@ work) and :func:`deployment_from_inputs`.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -171,7 +172,9 @@ def run_scores(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
         "versions": library_versions(),
         "machine": machine_info(None),
     }
+    t_cal = time.perf_counter()
     cal, why_not = calibrate_pairs(main.roc, section(cfg, "calibration", CalibrationCfg), stats, inputs.dev)
+    summary["timing_s"] = {**summary["timing_s"], "calibration": round(time.perf_counter() - t_cal, 3)}
     summary["calibration"] = None if cal is None else cal.summary()
     if why_not:
         summary["calibration_reason"] = why_not
