@@ -179,13 +179,13 @@ def test_orl_out_of_fold_calibration_meets_the_bar(orl_pairs) -> None:
 
 def test_the_bootstrap_at_unit_weights_is_the_point_estimate(orl_pairs) -> None:
     """The batched weighted sums of the bootstrap compute the same measures as the metric functions."""
-    from fetoolkit.decision.calibrate import _batch_measures, _measures
+    from fetoolkit.decision.calibrate import _batch_measures, _Design, _measures
 
     s, y, _, _ = orl_pairs
     llr = cm.fit_calibration(s, y, "logistic").llr(s)
     p = cm.llr_to_p(llr, 0.3)
     point = _measures(s, y, llr, p, 10)
-    (batched,) = list(_batch_measures(np.ones((1, s.size)), s, y, llr, p, 10))
+    (batched,) = list(_batch_measures(np.ones((1, s.size)), _Design.of(s, y, llr, p, 10)))
     for k, v in point.items():
         assert batched[k] == pytest.approx(v, rel=1e-9), k
 

@@ -227,29 +227,47 @@ def _measures(s: np.ndarray, y: np.ndarray, llr: np.ndarray, p: np.ndarray, bins
     }
 
 
-def _batch_measures(
-    w: np.ndarray, s: np.ndarray, y: np.ndarray, llr: np.ndarray, p: np.ndarray, bins: int
-) -> Iterator[dict[str, float]]:
+@dataclass(frozen=True)
+class _Design:
+    """What every resample's measures are weighted sums of, built once per bootstrap.
+
+    Attributes:
+        columns: float64 ``[P, 6 + 2 * bins]``: genuine, 1, Cllr cost of a genuine pair, of an
+            impostor pair, squared error, log loss, then per ECE bin the genuine indicator and ``p``.
+        gen_by_run, by_run: sparse ``[P, R]``: each pair's run of :func:`~fetoolkit.metrics.calibration.score_runs`
+            (genuine pairs only, all pairs), for Cllr_min.
+        bins: ECE bins.
+    """
+
+    columns: np.ndarray
+    gen_by_run: sparse.csr_matrix
+    by_run: sparse.csr_matrix
+    bins: int
+
+    @classmethod
+    def of(cls, s: np.ndarray, y: np.ndarray, llr: np.ndarray, p: np.ndarray, bins: int) -> _Design:
+        yf = y.astype(np.float64)
+        n = y.size
+        cost = np.where(y, np.logaddexp(0.0, -llr), np.logaddexp(0.0, llr)) / math.log(2.0)
+        q = np.clip(p, 1e-15, 1.0 - 1e-15)
+        nll = -np.where(y, np.log(q), np.log1p(-q))
+        k = np.clip((p * bins).astype(np.int64), 0, bins - 1)
+        per_bin = np.zeros((n, 2 * bins))  # per bin, count * |frac - mean p| = |sum y - sum p|
+        per_bin[np.arange(n), k] = yf
+        per_bin[np.arange(n), bins + k] = p
+        columns = np.column_stack([yf, np.ones(n), cost * yf, cost * (1.0 - yf), (p - yf) ** 2, nll, per_bin])
+        runs, n_runs = cm.score_runs(s, y)
+        by_run = sparse.csr_matrix((np.ones(n), (np.arange(n), runs)), shape=(n, n_runs))
+        return cls(columns, by_run.multiply(yf[:, None]).tocsr(), by_run, bins)
+
+
+def _batch_measures(w: np.ndarray, d: _Design) -> Iterator[dict[str, float]]:
     """Every measure under each row of pair weights ``w`` (float64 ``[B, P]``), NaN where a class
-    has no weight. The definitions of :mod:`fetoolkit.metrics.calibration` written as weighted sums,
-    so that a batch of resamples is one sparse and one dense matrix product."""
-    yf = y.astype(np.float64)
-    n = y.size
-    cost = np.where(y, np.logaddexp(0.0, -llr), np.logaddexp(0.0, llr)) / math.log(2.0)
-    q = np.clip(p, 1e-15, 1.0 - 1e-15)
-    nll = -np.where(y, np.log(q), np.log1p(-q))
-    k = np.clip((p * bins).astype(np.int64), 0, bins - 1)
-    # columns: genuine, all, cost of genuine, cost of impostor, squared error, log loss, then per
-    # bin the genuine count and the sum of p (per bin, count * |frac - mean p| = |sum y - sum p|)
-    cols = np.column_stack([yf, np.ones(n), cost * yf, cost * (1.0 - yf), (p - yf) ** 2, nll])
-    per_bin = np.zeros((n, 2 * bins))
-    per_bin[np.arange(n), k] = yf
-    per_bin[np.arange(n), bins + k] = p
-    sums = w @ np.column_stack([cols, per_bin])
-    runs, n_runs = cm.score_runs(s, y)
-    by_run = sparse.csr_matrix((np.ones(n), (np.arange(n), runs)), shape=(n, n_runs))
-    gen_run = w @ by_run.multiply(yf[:, None]).tocsr()
-    all_run = w @ by_run
+    has no weight: the definitions of :mod:`fetoolkit.metrics.calibration` as weighted sums, so that
+    a batch of resamples is one dense and two sparse matrix products."""
+    sums = w @ d.columns
+    gen_run, all_run = w @ d.gen_by_run, w @ d.by_run
+    b = d.bins
     for r in range(w.shape[0]):
         wg, tot = sums[r, 0], sums[r, 1]
         if wg <= 0 or tot - wg <= 0:
@@ -258,7 +276,7 @@ def _batch_measures(
         yield {
             "cllr": 0.5 * (sums[r, 2] / wg + sums[r, 3] / (tot - wg)),
             "cllr_min": cm.cllr_min_runs(gen_run[r], all_run[r] - gen_run[r]),
-            "ece": float(np.abs(sums[r, 6 : 6 + bins] - sums[r, 6 + bins :]).sum() / tot),
+            "ece": float(np.abs(sums[r, 6 : 6 + b] - sums[r, 6 + b :]).sum() / tot),
             "brier": sums[r, 4] / tot,
             "log_loss": sums[r, 5] / tot,
         }
@@ -271,6 +289,7 @@ def _bootstrap(
     rng = np.random.default_rng(stats.seed)
     rows: list[dict[str, float]] = []
     gen, imp = np.flatnonzero(y), np.flatnonzero(~y)
+    design = _Design.of(s, y, llr, p, bins)
     done = 0
     while done < stats.n_boot:
         b = min(_BATCH, stats.n_boot - done)
@@ -281,7 +300,7 @@ def _bootstrap(
             for r in range(b):
                 for idx in (gen, imp):
                     weights[r, idx] = np.bincount(rng.integers(0, idx.size, idx.size), minlength=idx.size)
-        rows.extend(_batch_measures(weights.astype(np.float64), s, y, llr, p, bins))
+        rows.extend(_batch_measures(weights.astype(np.float64), design))
         done += b
     intervals, dropped = {}, {}
     for key in rows[0]:
