@@ -1,16 +1,22 @@
 """What the extract job does, as a library: ``run(cfg)`` for ``python -m fetoolkit.extract
 model=arcface dataset=orl store=DIR`` (the job itself is :mod:`fetoolkit.jobs.extract`).
 
-:func:`extract` opens (or creates) the store, checks it was made with these weights and settings,
-computes the shards its manifest does not list with the chosen engine, records each as it is
-written, and appends this run (what it computed, how long it took, on what) to the manifest.
+:func:`extract` takes the store's write lock (a second extract on it fails at once, naming the
+holder), opens (or creates) the store, checks it was made with these weights and settings,
+computes the shards its manifest does not list or that fail their check (damaged: named in the
+log) with the chosen engine, records each as it is written, and appends this run (what it
+computed, how long it took, on what CPU and ISA) to the manifest. A resume on another ISA than
+the one the kept shards were computed on is logged and recorded (``isa_differs_from_runs``,
+``isa_mixed``).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import time
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -22,8 +28,10 @@ from fetoolkit.engines.local import run_local
 from fetoolkit.engines.ray_engine import RayCfg, run_ray
 from fetoolkit.extraction import EmbedWorker, ExtractSpec, image_list, items_of
 from fetoolkit.sharing import usable_cores
-from fetoolkit.store import ImageList, open_store
+from fetoolkit.store import ImageList, Store, check_folder, open_store
 from fetoolkit.store_identity import store_identity
+from fetoolkit.store_lock import store_lock
+from fetoolkit.store_verify import describe_isa, isa_of, rows_isas
 from fetoolkit.versions import library_versions
 
 log = logging.getLogger(__name__)
@@ -96,7 +104,8 @@ def extract(
         ``{"store", "n_images", "n_done", "n_failed", "complete", "run"}`` (``run``: this run's manifest entry).
 
     Raises:
-        fetoolkit.store.StoreError: a store made with other weights or settings, or of other images.
+        fetoolkit.store.StoreError: a store made with other weights or settings, or of other images;
+            a store another extract is writing (:class:`fetoolkit.store_lock.StoreBusy`); a failed write.
     """
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
@@ -104,6 +113,42 @@ def extract(
         raise ValueError(f"workers must be >= 1, got {workers}")
     if spec.threads is not None and workers * spec.threads > default_workers():
         log.warning("%d workers x %d threads on %d cores: oversubscribed", workers, spec.threads, default_workers())
+    root = Path(store).expanduser().resolve()
+    check_folder(root)  # before the lock file is made in a folder that is not a store
+    with store_lock(root):
+        return _extract(spec, images, root, shard_size, engine, workers, ray_cfg, progress)
+
+
+def _isa_check(st: Store, isa: dict[str, Any], run_info: dict[str, Any]) -> None:
+    """Log and record (in ``run_info``) the runs whose kept shards were computed on another ISA than ``isa``."""
+    here = json.dumps(isa, sort_keys=True)
+    others = {k: runs for k, runs in rows_isas(st.manifest).items() if k != here}
+    if not others:
+        return
+    runs = sorted(r for rs in others.values() for r in rs)
+    run_info["isa_differs_from_runs"] = runs
+    log.warning(
+        "store %s is resumed on another CPU ISA than the one its kept shards were computed on: this run %s; "
+        "runs %s: %s. Rows of another ISA may differ in the last float bits (more with int8 kernels); the "
+        "store records each run's ISA (manifest.json runs[].isa, isa_mixed)",
+        st.root,
+        describe_isa(isa),
+        runs,
+        "; ".join(describe_isa(json.loads(k)) for k in others),
+    )
+
+
+def _extract(
+    spec: ExtractSpec,
+    images: ImageList,
+    store: Path,
+    shard_size: int,
+    engine: str,
+    workers: int,
+    ray_cfg: RayCfg | None,
+    progress: bool,
+) -> dict[str, Any]:
+    """:func:`extract` inside the store's lock."""
     t_start = time.perf_counter()
     driver = EmbedWorker(spec)  # the identity needs the model's weights and contract; reused by workers=1
     dim, size = driver.embedder.contract.embed_dim, driver.size
@@ -116,6 +161,7 @@ def extract(
         flip=spec.flip,
         threads=spec.threads,
     )
+    machine = machine_info(spec.threads)
     st = open_store(
         store,
         identity,
@@ -123,33 +169,38 @@ def extract(
         shard_size,
         embed_dim=dim,
         flip=spec.flip,
-        about={"versions": library_versions(), "machine": machine_info(spec.threads)},
+        about={"versions": library_versions(), "machine": machine},
     )
     plan = st.plan()
     jobs = [(k, items_of(images, *plan[k])) for k in st.missing()]
     n_todo = sum(len(it.paths) for _, it in jobs)
     log.info(
-        "store %s: %d of %d shards to compute (%d images) with engine=%s, %d workers x %s threads",
+        "store %s: %d of %d shards to compute (%d images%s) with engine=%s, %d workers x %s threads",
         st.root,
         len(jobs),
         len(plan),
         n_todo,
+        f"; {len(st.damaged)} damaged, computed again" if st.damaged else "",
         engine,
         workers,
         spec.threads or "default",
     )
-    run = st.begin_run(
-        {
-            "engine": engine,
-            "workers": workers,
-            "threads": spec.threads,
-            "host": socket.gethostname(),
-            "cpu": machine_info(spec.threads)["cpu"],
-            "n_planned": n_todo,
-            "n_computed": 0,
-            "n_shards_computed": 0,
-        }
-    )
+    run_info: dict[str, Any] = {
+        "engine": engine,
+        "workers": workers,
+        "threads": spec.threads,
+        "host": socket.gethostname(),
+        "cpu": machine["cpu"],
+        "isa": isa_of(machine),
+        "n_planned": n_todo,
+        "n_computed": 0,
+        "n_shards_computed": 0,
+    }
+    if st.damaged:
+        run_info["damaged_recomputed"] = [f for f, _ in st.damaged]
+    if jobs:
+        _isa_check(st, run_info["isa"], run_info)
+    run = st.begin_run(run_info)
     failures: list[str] = []
     bar = tqdm(total=n_todo, desc=f"extract ({engine}, {workers} workers)", unit="img", disable=not progress)
 
@@ -196,6 +247,7 @@ def extract(
     )
     run["n_failed"] = len(failures)
     run["engine_detail"] = report
+    st.manifest["isa_mixed"] = len(rows_isas(st.manifest)) > 1
     st.end_run(run)
     if failures:
         log.warning("%d of %d images computed did not enrol (first: %s)", len(failures), n_todo, failures[0])

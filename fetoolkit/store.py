@@ -23,15 +23,26 @@ does not list. The rows of a shard (:func:`rows_schema`):
 
 Every reader that speaks Parquet reads the shards (pandas, Ray, Spark, DuckDB:
 ``SELECT * FROM 'DIR/shard-*.parquet'``).
+
+Nothing is believed unchecked (:mod:`fetoolkit.store_check`): every shard read, resumed over or
+verified must match its record's size and sha256 and hold finite, unit-norm embeddings; a damaged
+one is named (:class:`DamagedShard`) and computed again by the next extract. The identity must
+match its ``identity_sha256``. A folder whose creation was killed before its manifest was written
+is recognised (created again by the extract, named with the fix by readers), and a failed write
+(a full disk, a file-size limit) names the file. One extract at a time writes a store
+(:mod:`fetoolkit.store_lock`).
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
+import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +53,7 @@ import pyarrow.parquet as pq
 
 from fetoolkit.hub import atomic_path, hash_images, sha256_file
 from fetoolkit.jsonutil import jsonable
+from fetoolkit.store_check import identity_digest, identity_problem, load_shard, rows_problem
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +62,40 @@ FORMAT = "fetoolkit-embedding-store"
 VERSION = 1
 MANIFEST = "manifest.json"
 IMAGES_FILE = "images.parquet"
+#: The write lock's file (:mod:`fetoolkit.store_lock`).
+LOCK_FILE = ".extract.lock"
+#: What the fix of a damaged shard is, in every message naming one.
+RECOMPUTE = "run the extract command that made the store again: it computes the damaged shards again"
 
 
 class StoreError(ValueError):
-    """A store that cannot be used as asked: other weights or settings, another image list, not a store."""
+    """A store that cannot be used as asked: other weights or settings, another image list, not a
+    store, damaged, being written, or a write that failed."""
+
+
+class DamagedShard(StoreError):
+    """A recorded shard whose file fails its check (size, sha256, Parquet, rows)."""
+
+
+@contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """Turn an ``OSError`` of writing ``path`` into a :class:`StoreError` naming the file and the fix."""
+    try:
+        yield
+    except OSError as e:
+        code = e.errno
+        why = os.strerror(code) if code else " ".join(str(e).split())
+        fix = {
+            errno.ENOSPC: "the disk is full: free space on it (or name a store= folder on another disk)",
+            errno.EDQUOT: "the disk quota is used up: free space (or name a store= folder elsewhere)",
+            errno.EFBIG: "a file-size limit (ulimit -f) or the file system stops it: raise the limit, or use "
+            "a smaller shard_size",
+            errno.EACCES: "no permission to write there: name a store= folder you can write",
+            errno.EROFS: "the file system is read-only: name a store= folder you can write",
+        }.get(code or -1, "fix the cause")
+        raise StoreError(
+            f"cannot write {path}: {why}; {fix}, then run the extract again (the shards written so far are kept)"
+        ) from e
 
 
 @dataclass
@@ -170,9 +212,19 @@ def fixed_list_numpy(col: pa.ChunkedArray | pa.Array, dim: int) -> np.ndarray:
 
 
 def write_shard(store: Path, k: int, table: pa.Table) -> dict[str, Any]:
-    """Write shard ``k`` whole (temporary file, then rename); returns its manifest record."""
+    """Write shard ``k`` whole (temporary file, then rename); returns its manifest record.
+
+    Raises:
+        StoreError: its rows fail the reader's checks (a non-finite or non-unit embedding: the
+            model's output, never written), or the write failed (named, with the fix).
+    """
     dst = store / shard_name(k)
-    with atomic_path(dst) as tmp:
+    index = table.column("index").to_numpy()
+    start = int(index[0]) if len(index) else 0
+    problem = rows_problem(table, table.schema, start, start + table.num_rows)
+    if problem:
+        raise StoreError(f"shard {dst.name} computed for store {store} {problem}: not written")
+    with _writing(dst), atomic_path(dst) as tmp:
         pq.write_table(table, tmp, compression="zstd")
     ok = table.column("ok").to_numpy(zero_copy_only=False)
     return {
@@ -186,28 +238,67 @@ def write_shard(store: Path, k: int, table: pa.Table) -> dict[str, Any]:
 
 
 def _write_json(path: Path, obj: dict[str, Any]) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(jsonable(obj), indent=2, allow_nan=False) + "\n")
+    text = json.dumps(jsonable(obj), indent=2, allow_nan=False) + "\n"
+    with _writing(path), atomic_path(path) as tmp:
+        tmp.write_text(text)
 
 
-def read_manifest(store: str | Path) -> dict[str, Any]:
-    """``DIR/manifest.json``.
+def _own_images_file(path: Path) -> bool:
+    """Whether ``path`` is an image list this code wrote (``index``, ``path``, ``image_sha256``)."""
+    try:
+        names = pq.read_schema(path).names
+    except (OSError, pa.ArrowException):
+        return False
+    return names[:3] == ["index", "path", "image_sha256"]
+
+
+def half_created(root: Path) -> bool:
+    """Whether ``root`` is a store whose creation was killed before its manifest was written: no
+    manifest, and nothing but its lock file, temporary files and this code's image list."""
+    if not root.is_dir() or (root / MANIFEST).exists():
+        return False
+    rest = [p for p in root.iterdir() if p.name != LOCK_FILE and not p.name.endswith(".part")]
+    if not rest:
+        return (root / LOCK_FILE).exists()
+    return [p.name for p in rest] == [IMAGES_FILE] and _own_images_file(root / IMAGES_FILE)
+
+
+def read_manifest(store: str | Path, *, check_identity: bool = True) -> dict[str, Any]:
+    """``DIR/manifest.json``, its identity checked against its ``identity_sha256`` (unless not ``check_identity``).
 
     Raises:
-        StoreError: no manifest, an unreadable one, or another format or a newer version.
+        StoreError: no manifest (a half-created store said so, with the fix), an unreadable one,
+            another format or a newer version, an identity that does not match its digest.
     """
-    path = Path(store).expanduser() / MANIFEST
+    root = Path(store).expanduser()
+    path = root / MANIFEST
     if not path.is_file():
-        raise StoreError(
-            f"{Path(store)} is not an embedding store (no {MANIFEST}); make one with python -m fetoolkit.extract"
-        )
+        if half_created(root):
+            raise StoreError(
+                f"{root} is a half-created embedding store (its creation was killed before {MANIFEST} was "
+                "written): run the extract command again to create it, or delete the folder"
+            )
+        if root.is_dir() and any(root.glob("shard-*.parquet")):
+            raise StoreError(
+                f"{root} holds store shards but no {MANIFEST} (lost or removed): without it no shard can be "
+                "checked; restore it, or delete the folder and run the extract again"
+            )
+        raise StoreError(f"{root} is not an embedding store (no {MANIFEST}); make one with python -m fetoolkit.extract")
     try:
         m = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise StoreError(f"{path} cannot be read: {e}") from None
-    if m.get("format") != FORMAT or int(m.get("version", 0)) > VERSION:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise StoreError(
-            f"{path} is not a {FORMAT} of version <= {VERSION} (format {m.get('format')!r}, version {m.get('version')})"
+            f"{path} cannot be read ({e}): the store's manifest is damaged; restore it, or delete {root} and run "
+            "the extract again"
+        ) from None
+    if not isinstance(m, dict) or m.get("format") != FORMAT or int(m.get("version", 0)) > VERSION:
+        got = m if not isinstance(m, dict) else {k: m.get(k) for k in ("format", "version")}
+        raise StoreError(f"{path} is not a {FORMAT} of version <= {VERSION} ({_short(got)})")
+    problem = identity_problem(m) if check_identity else None
+    if problem:
+        raise StoreError(
+            f"{path}: {problem}; its rows cannot be taken for what it says made them: delete {root} and run "
+            "the extract again (or restore the manifest as it was written)"
         )
     return m
 
@@ -226,8 +317,19 @@ def _short(v: Any) -> str:
     return s if len(s) <= 80 else s[:77] + "..."
 
 
-def _digest(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+def check_shard(root: Path, m: dict[str, Any], rec: dict[str, Any]) -> tuple[pa.Table | None, str | None]:
+    """Read and check the shard of manifest record ``rec`` of the store at ``root`` (manifest ``m``):
+    ``(table, None)``, or ``(None, what is wrong)`` (see :func:`fetoolkit.store_check.load_shard`)."""
+    plan = shard_plan(int(m["n_images"]), int(m["shard_size"]))
+    k = rec.get("index")
+    if not isinstance(k, int) or not 0 <= k < len(plan) or rec.get("file") != shard_name(k):
+        return None, f"has a manifest record that is not one of the store's {len(plan)} shards ({_short(rec)})"
+    return load_shard(root / rec["file"], rec, rows_schema(int(m["embed_dim"]), bool(m["flip"])), *plan[k])
+
+
+def damaged_message(root: Path, file: str, problem: str) -> str:
+    """The one line naming a damaged shard, what is wrong and the fix."""
+    return f"store {root}: shard {root / file} {problem}; it is not read: {RECOMPUTE}"
 
 
 class Store:
@@ -236,6 +338,8 @@ class Store:
     def __init__(self, root: Path, manifest: dict[str, Any]) -> None:
         self.root = root
         self.manifest = manifest
+        #: ``(file, problem)`` of the recorded shards :meth:`done` found damaged.
+        self.damaged: list[tuple[str, str]] = []
 
     @property
     def shard_size(self) -> int:
@@ -252,21 +356,26 @@ class Store:
         return shard_plan(self.n_images, self.shard_size)
 
     def done(self) -> dict[int, dict[str, Any]]:
-        """Shard index -> record, for the recorded shards whose file is there with its recorded size."""
+        """Shard index -> record, for the recorded shards that pass every check of
+        :func:`check_shard` (the others are logged, naming them, and listed in :attr:`damaged`)."""
         out = {}
+        self.damaged = []
         for rec in self.manifest["shards"]:
-            f = self.root / rec["file"]
-            if f.is_file() and f.stat().st_size == rec["bytes"]:
+            _, problem = check_shard(self.root, self.manifest, rec)
+            if problem is None:
                 out[int(rec["index"])] = rec
             else:
-                log.warning(
-                    "store %s: recorded shard %s is missing or changed: it is computed again", self.root, f.name
-                )
+                self.damaged.append((str(rec.get("file")), problem))
+                log.warning("store %s: shard %s %s: it is computed again", self.root, rec.get("file"), problem)
         return out
 
     def missing(self) -> list[int]:
-        """Indices of the shards still to compute."""
+        """Indices of the shards still to compute: never written, or damaged (their records are
+        dropped from the manifest, so it never calls a store with a damaged shard complete)."""
         done = self.done()
+        if self.damaged:
+            self.manifest["shards"] = list(done.values())
+            self.save()
         return [k for k in range(len(self.plan())) if k not in done]
 
     def save(self) -> None:
@@ -299,6 +408,22 @@ class Store:
         """Mark ``run`` finished and save."""
         run["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         self.save()
+
+
+def check_folder(root: Path) -> None:
+    """Refuse a ``store=`` folder that is neither a store, a half-created one, nor empty (or missing).
+
+    Raises:
+        StoreError: a non-empty folder that is not a store.
+    """
+    if root.is_file():
+        raise StoreError(f"store= {root} is a file, not a folder: name an empty or new folder")
+    if (root / MANIFEST).exists() or not root.is_dir() or half_created(root):
+        return
+    if any(p for p in root.iterdir() if not p.name.endswith(".part") and p.name != LOCK_FILE):
+        raise StoreError(
+            f"store= {root} is not empty and holds no {MANIFEST}: not a store; name an empty or new folder"
+        )
 
 
 def open_store(
@@ -347,10 +472,9 @@ def open_store(
                 f"store {root} has shard_size={m['shard_size']}: resume it with that value, not {shard_size}"
             )
         return Store(root, m)
-    if root.exists() and any(p for p in root.iterdir() if not p.name.endswith(".part")):
-        raise StoreError(
-            f"store= {root} is not empty and holds no {MANIFEST}: not a store; name an empty or new folder"
-        )
+    check_folder(root)
+    if half_created(root) and (root / IMAGES_FILE).exists():
+        log.warning("store %s: its creation was killed before %s was written: it is created again", root, MANIFEST)
     root.mkdir(parents=True, exist_ok=True)
     _write_images(root / IMAGES_FILE, images)
     manifest: dict[str, Any] = {
@@ -358,7 +482,7 @@ def open_store(
         "version": VERSION,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "identity": identity,
-        "identity_sha256": _digest(jsonable(identity)),
+        "identity_sha256": identity_digest(jsonable(identity)),
         "images": {"file": IMAGES_FILE, "sha256": images.digest(), "source": images.source},
         "n_images": len(images),
         "shard_size": shard_size,
@@ -384,20 +508,28 @@ def _write_images(path: Path, images: ImageList) -> None:
     }
     if images.landmarks is not None:
         cols["landmarks"] = _fixed_list(images.landmarks.reshape(len(images), 10), None)
-    with atomic_path(path) as tmp:
+    with _writing(path), atomic_path(path) as tmp:
         pq.write_table(pa.table(cols), tmp)
 
 
 def read_rows(store: str | Path, columns: Sequence[str] | None = None) -> pa.Table:
-    """Every recorded shard's rows, in image-list order (only shards the manifest lists)."""
+    """Every recorded shard's rows, in image-list order (only shards the manifest lists), each
+    checked by :func:`check_shard`.
+
+    Raises:
+        DamagedShard: a shard that fails its check, named with what is wrong and the fix.
+    """
     root = Path(store).expanduser()
     m = read_manifest(root)
-    tables = [
-        pq.read_table(root / r["file"], columns=list(columns) if columns else None)
-        for r in sorted(m["shards"], key=lambda r: r["index"])
-    ]
+    tables = []
+    for rec in sorted(m["shards"], key=lambda r: r["index"]):
+        table, problem = check_shard(root, m, rec)
+        if table is None:
+            raise DamagedShard(damaged_message(root, str(rec.get("file")), str(problem)))
+        tables.append(table.select(list(columns)) if columns else table)
     if not tables:
-        return rows_schema(int(m["embed_dim"]), bool(m["flip"])).empty_table()
+        empty = rows_schema(int(m["embed_dim"]), bool(m["flip"])).empty_table()
+        return empty.select(list(columns)) if columns else empty
     return pa.concat_tables(tables)
 
 
@@ -409,11 +541,18 @@ def store_size_bytes(store: str | Path) -> int:
 __all__ = [
     "FORMAT",
     "IMAGES_FILE",
+    "LOCK_FILE",
     "MANIFEST",
+    "RECOMPUTE",
+    "DamagedShard",
     "VERSION",
     "ImageList",
     "Store",
     "StoreError",
+    "check_folder",
+    "check_shard",
+    "damaged_message",
+    "half_created",
     "fixed_list_numpy",
     "hash_images",
     "identity_differences",

@@ -6,10 +6,16 @@ by path and sha256 (by sha256 alone when the images moved: counted) and returns 
 :class:`fetoolkit.pipeline.EmbeddedSet` ``embed_dataset`` would have computed. The raw features are
 ``embedding * raw_norm``; the normalised ones are the stored embeddings themselves (so pair scores
 equal those of the run that made the store, to the bit when its threads were the eval's).
+
+Every shard read is checked first (size, sha256, Parquet, finite unit-norm embeddings:
+:func:`fetoolkit.store.read_rows`), and the identity against its digest: a damaged store is
+refused naming the file, never read. Rows computed on several CPU ISAs are reported (a warning and
+``isa_mixed`` in the ``embeddings_source`` record).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Sequence
@@ -20,15 +26,29 @@ import numpy as np
 
 from fetoolkit.jsonutil import jsonable
 from fetoolkit.pipeline import EmbeddedSet
-from fetoolkit.store import StoreError, fixed_list_numpy, hash_images, identity_differences, read_manifest, read_rows
+from fetoolkit.store import (
+    MANIFEST,
+    StoreError,
+    fixed_list_numpy,
+    half_created,
+    hash_images,
+    identity_differences,
+    read_manifest,
+    read_rows,
+)
 from fetoolkit.store_identity import READ_KEYS
+from fetoolkit.store_verify import describe_isa, rows_isas, run_isa
 
 log = logging.getLogger(__name__)
 
 
 def is_store(path: str | Path | None) -> bool:
-    """Whether ``path`` is a folder holding a store manifest."""
-    return path is not None and (Path(path).expanduser() / "manifest.json").is_file()
+    """Whether ``path`` is a folder holding a store manifest, or a half-created store (refused by
+    the reader with the fix, rather than taken for a folder of images)."""
+    if path is None:
+        return False
+    root = Path(path).expanduser()
+    return (root / MANIFEST).is_file() or half_created(root)
 
 
 def check_store(root: str | Path, asked: dict[str, Any], *, need_flip: bool) -> dict[str, Any]:
@@ -55,6 +75,15 @@ def check_store(root: str | Path, asked: dict[str, Any], *, need_flip: bool) -> 
         )
     for soft in identity_differences(have, jsonable(asked), ("threads", "libs")):
         log.warning("store %s: %s (rows may differ from a fresh computation in the last float digits)", root, soft)
+    isas = rows_isas(m)
+    if len(isas) > 1:
+        log.warning(
+            "store %s: its rows were computed on %d CPU ISAs (%s): rows of different ISAs may differ in the last "
+            "float bits (more with int8 kernels)",
+            root,
+            len(isas),
+            "; ".join(f"runs {runs}: {describe_isa(json.loads(k))}" for k, runs in isas.items()),
+        )
     return m
 
 
@@ -171,7 +200,11 @@ def store_embedded(
         "n_images_store": m["n_images"],
         "n_matched_by_content": moved,
         "threads": m["identity"].get("threads"),
-        "runs": [{k: r.get(k) for k in ("run", "engine", "workers", "n_computed", "finished")} for r in m["runs"]],
+        "runs": [
+            {**{k: r.get(k) for k in ("run", "engine", "workers", "n_computed", "finished")}, "isa": run_isa(m, r)}
+            for r in m["runs"]
+        ],
+        "isa_mixed": len(rows_isas(m)) > 1,
     }
     return es, source
 

@@ -36,7 +36,7 @@ from fetoolkit.extraction import (
     set_threads,
     worker_name,
 )
-from fetoolkit.store import rows_table, write_shard
+from fetoolkit.store import StoreError, rows_table, write_shard
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,8 @@ def _worker_main(spec: ExtractSpec, root: str, tasks: Any, results: Any, landmar
             rec, meta = _shard(cropper, embedder, Path(root), k, items, spec.flip)
             results.put(("done", name, rec, meta))
         results.put(("exit", name, peak_rss_mb()))
+    except StoreError as e:  # a write that failed (a full disk, a file-size limit): its one line, named
+        results.put(("store_error", name, str(e)))
     except BaseException:  # the parent stops the run and shows the traceback
         results.put(("error", name, traceback.format_exc()))
 
@@ -175,10 +177,11 @@ def run_local(
 
 
 def _next(results: Any, procs: Sequence[Any]) -> tuple[Any, ...]:
-    """The next worker message; a worker dead without saying why stops the run."""
+    """The next worker message; a worker dead without saying why stops the run, and a worker's
+    :class:`StoreError` is raised here as it was raised there."""
     while True:
         try:
-            return results.get(timeout=1.0)
+            msg = results.get(timeout=1.0)
         except queue.Empty:
             dead = [p for p in procs if p.exitcode not in (None, 0)]
             if dead:
@@ -186,6 +189,10 @@ def _next(results: Any, procs: Sequence[Any]) -> tuple[Any, ...]:
                     f"extract worker pid {dead[0].pid} died (exit code {dead[0].exitcode}; -9: killed, e.g. out of "
                     "memory): the shards written so far are kept, run the command again to resume"
                 ) from None
+            continue
+        if msg[0] == "store_error":
+            raise StoreError(msg[2])
+        return msg
 
 
 def _run_inline(
