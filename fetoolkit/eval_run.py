@@ -11,6 +11,12 @@ Writes into the Hydra run directory:
 * ``profile.json`` -- the decision profile (calibration map, thresholds, what it is valid for;
   :mod:`fetoolkit.decision.profile`), ``reliability.png`` and ``tippett.png`` (the calibration's).
 
+The run folder is the run's alone (:mod:`fetoolkit.run_dir`): claimed before any work, a folder in use
+by another run or holding an earlier run's files is refused (``RunFolderError``, naming the folder,
+the files and the fix), and the files are staged outside it and renamed in. The headline figures
+are logged before anything is written, so a write that fails (``fetoolkit.results.WriteError``,
+naming the file: a full disk, a file-size limit) loses no figure that was computed.
+
 A sweep (``-m model=arcface,mobilefacenet512 backend=torch,onnx``) is collected into
 ``comparison.md``, ``comparison.csv`` and ``roc_overlay.png`` in the sweep folder by the
 callback in ``configs/eval.yaml`` (or later: ``python -m fetoolkit.compare SWEEP_DIR``).
@@ -42,6 +48,7 @@ from fetoolkit.models.factory import create_embedder
 from fetoolkit.models.registry import get_model_spec
 from fetoolkit.pipeline import detector_settings
 from fetoolkit.reports.tables import format_summary
+from fetoolkit.run_dir import claim
 from fetoolkit.score_eval import deployment_from_inputs, deployment_inputs, run_scores
 from fetoolkit.store_read import eval_embedded
 from fetoolkit.templates import TemplateCfg
@@ -58,7 +65,19 @@ def run(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
 
     Returns the summary dict written to ``results.json``. ``dataset=scores`` evaluates a score file
     instead, without a model (:func:`fetoolkit.score_eval.run_scores`).
+
+    Raises:
+        fetoolkit.run_dir.RunFolderError: ``out_dir`` is in use by another run or holds an earlier
+            run's files (checked before any work).
+        fetoolkit.results.WriteError: a report could not be written (named; the figures were logged).
     """
+    if out_dir is None:
+        return _run(cfg, None)
+    with claim(out_dir):
+        return _run(cfg, out_dir)
+
+
+def _run(cfg: DictConfig, out_dir: Path | None) -> dict[str, Any]:
     if cfg.dataset.name == "scores":
         return run_scores(cfg, out_dir)
     inputs = deployment_inputs(cfg)  # group / dev files checked before minutes of embedding
@@ -129,8 +148,9 @@ def run(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
         summary["profile"] = {"file": PROFILE_FILE, "profile_id": profile["profile_id"]}
     if out_dir is not None:
         summary["pairs_file"] = PAIRS_FILE
+    log.info("\n%s", format_summary(summary))  # before writing: a failed write loses no figure
+    if out_dir is not None:
         write_reports(ev, summary, out_dir, deploy, cal, profile)
-    log.info("\n%s", format_summary(summary))
     return summary
 
 

@@ -182,12 +182,13 @@ def run_scores(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
     if cal is not None:  # a score file names no detector or pipeline: the profile says so (crops null)
         profile = run_profile(summary, main.roc, None)
         summary["profile"] = {"file": PROFILE_FILE, "profile_id": profile["profile_id"]}
-    if out_dir is not None:
-        summary["pairs_file"] = PAIRS_FILE
-        _write(main, fig, deploy, summary, out_dir, cal, profile)
     from fetoolkit.reports.tables import format_summary
 
-    log.info("\n%s", format_summary(summary))
+    if out_dir is not None:
+        summary["pairs_file"] = PAIRS_FILE
+    log.info("\n%s", format_summary(summary))  # before writing: a failed write loses no figure
+    if out_dir is not None:
+        _write(main, fig, deploy, summary, out_dir, cal, profile)
     return summary
 
 

@@ -153,6 +153,8 @@ def _zero_bits(b: dict) -> None:
         (lambda b: b.pop("overrides"), "overrides"),
         (lambda b: b["wild_embeddings"][0].__setitem__(0, 5.0), "wild_embeddings"),
         (lambda b: b["tolerances"].update(eer=-1), "tolerances.eer"),
+        (lambda b: b.pop("model"), "model"),
+        (lambda b: b.update(weights_sha256=3), "weights_sha256"),
     ],
 )
 def test_a_broken_baseline_fails_naming_file_and_field(tmp_path: Path, breakage, field: str) -> None:
@@ -176,3 +178,47 @@ def test_gate_refuses_truncated_baseline_before_any_eval(
     assert gate.main(["--baselines", str(tmp_path), "--out", str(tmp_path / "out")]) == 1
     assert not called, "an eval ran before every baseline was validated"
     assert any(str(bad) in r.getMessage() and "not readable JSON" in r.getMessage() for r in caplog.records)
+
+
+# ----------------------------------------------------------------------------------------
+# The gate cannot be fooled by its own update, nor by a baseline of something else (issue 37, finding 4)
+# ----------------------------------------------------------------------------------------
+
+
+def test_update_with_overrides_is_refused_and_the_baseline_kept(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """``--update +perturb=no_align`` would store the no-align figures under the plain overrides
+    (and the real pipeline would then pass as "improved"): refused before any eval, file untouched."""
+    bdir = tmp_path / "baselines"
+    bdir.mkdir()
+    shutil.copy(BASELINE, bdir)
+    before = (bdir / BASELINE.name).read_bytes()
+    args = ["--baselines", str(bdir), "--out", str(tmp_path / "out"), "--update", "--reason", "try"]
+    with pytest.raises(SystemExit) as done:
+        gate.main([*args, "+perturb=no_align"])
+    assert done.value.code == 2
+    err = capsys.readouterr().err
+    assert "--update takes no overrides" in err and "+perturb=no_align" in err
+    assert (bdir / BASELINE.name).read_bytes() == before and not (tmp_path / "out").exists()
+
+
+def test_a_baseline_of_another_model_fails_naming_each_difference(
+    tmp_path: Path, capsys: pytest.CaptureFixture, caplog: pytest.LogCaptureFixture
+) -> None:
+    """mobilefacenet512's baseline with arcface's overrides: the gate runs arcface and must say the
+    baseline measured another model (and weights), not "min cosine nan" or a figure drop."""
+    b = json.loads((gate.BASELINES / "mobilefacenet512-torch-orl.json").read_text())
+    b["overrides"] = ["model=arcface", "backend=torch", "dataset=orl"]
+    bdir = tmp_path / "baselines"
+    bdir.mkdir()
+    (bdir / "mobilefacenet512-torch-orl.json").write_text(json.dumps(b))
+    assert gate.main(["--baselines", str(bdir), "--out", str(tmp_path / "out")]) == 1
+    table = capsys.readouterr().out
+    failed = {line.split()[1]: line for line in table.splitlines() if line.rstrip().endswith("FAIL")}
+    assert set(failed) == {"model", "weights_sha256"}, table
+    assert "mobilefacenet512" in failed["model"] and "arcface_mbf.sirius" in failed["model"]
+    assert b["weights_sha256"] in failed["weights_sha256"]
+    assert "nan" not in table and "wild photos" not in table
+    assert any(
+        "mobilefacenet512-torch-orl model mobilefacenet512 -> arcface_mbf.sirius" in r.getMessage()
+        for r in caplog.records
+    )

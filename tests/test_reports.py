@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import resource
 import shutil
 import subprocess
 import sys
@@ -210,6 +211,38 @@ def test_compare_cli(sweep: Path, tmp_path: Path) -> None:
         timeout=300,
     )
     assert bad.returncode == 2 and "no such folder" in bad.stderr
+
+
+def test_compare_writes_whole_or_leaves_the_earlier_comparison(
+    sweep: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A compare that fails while writing (the disk fills during the ROC overlay) raises naming the
+    file and leaves the earlier comparison exactly as it was: no table of the new runs beside the
+    old plot, no half file, no staging folder (issue 37: compare was not atomic)."""
+    out = tmp_path / "cmp"
+    collect([sweep / "0-arcface-torch"], out)  # the earlier comparison: one run
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert len(pd.read_csv(out / "comparison.csv")) == 1
+
+    def full_disk(curves: object, path: Path, **kwargs: object) -> None:
+        Path(path).write_bytes(b"\x89PNG half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(plots, "plot_roc", full_disk)
+    with pytest.raises(OSError, match=f"could not write {out / 'roc_overlay.png'}: No space left"):
+        collect([sweep], out)  # two runs now
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    proc = subprocess.run(  # the command under a 2 KB file-size limit: one line, exit 2
+        [sys.executable, "-m", "fetoolkit.compare", str(sweep), "--out", str(out / "sub")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (2000, 2000)),
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert f"could not write {out / 'sub'}/" in proc.stderr and "File too large" in proc.stderr
+    assert sorted(p.name for p in (out / "sub").iterdir()) == []
 
 
 def test_probit_and_edge_case_plots(tmp_path: Path) -> None:

@@ -11,6 +11,9 @@ Formats (``dataset.format``, ``auto`` picks by suffix and column count):
   (image or template names);
 * an eval run's own ``pairs.parquet`` (or its folder): its ROC pairs, its k-fold pairs with their
   folds, subjects and image paths; pairs whose images did not enrol are counted and left out.
+  A run folder, or a ``pairs.parquet`` inside one (beside a ``results.json`` or ``summary.md``), is
+  read only when the run finished (:func:`fetoolkit.results.load_results`): an unfinished run's
+  pair table may be partial; a ``pairs.parquet`` copied out of its folder is a plain score file.
 
 A score that is not a finite number is never used: such rows are counted in ``n_missing`` (the
 reports show the count), like failures to enrol.
@@ -120,6 +123,33 @@ class ScoreSet:
     kfold_folds: np.ndarray | None
     n_missing: int
     meta: dict[str, Any]
+
+
+def _finished_run(path: str | Path) -> dict[str, Any] | None:
+    """The ``results.json`` of the run ``path`` is (a folder) or whose pair table it is (a
+    ``pairs.parquet`` beside a ``results.json`` or ``summary.md``), None when ``path`` is no run's.
+
+    Raises:
+        ScoreFileError: the run did not finish (or its results.json is unusable): the folder and why.
+    """
+    from fetoolkit.results import RESULTS_FILE, ResultsError, load_results
+
+    p = Path(path).expanduser()
+    if p.is_dir():
+        if not (p / "pairs.parquet").is_file():
+            return None  # _resolve names the problem
+        folder = p
+    elif p.name == "pairs.parquet" and any((p.parent / f).exists() for f in (RESULTS_FILE, "summary.md")):
+        folder = p.parent
+    else:
+        return None
+    try:
+        return load_results(folder)
+    except ResultsError as e:
+        raise ScoreFileError(
+            f"{folder} is not a finished eval run ({e}): its pair table may be partial or another run's; "
+            "rerun the eval into a fresh folder, or give a score file"
+        ) from None
 
 
 def _resolve(path: str | Path) -> Path:
@@ -295,6 +325,7 @@ def load_scores(path: str | Path, *, fmt: str = "auto", name: str | None = None)
     """
     if fmt not in FORMATS:
         raise ValueError(f"dataset.format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    run = _finished_run(path)  # a run folder, or its pair table: only a finished run's
     path = _resolve(path)
     fmt = sniff_format(path) if fmt == "auto" else fmt
     extra: dict[str, Any] = {}
@@ -323,15 +354,8 @@ def load_scores(path: str | Path, *, fmt: str = "auto", name: str | None = None)
         if folds.max() < 1:
             log.warning("%s: the fold column holds one fold: no k-fold accuracy (it needs at least 2)", path)
             kfold = folds = None
-    results_json = path.parent / "results.json"
-    if extra.get("pairs_table") and results_json.is_file():
-        import json
-
-        try:
-            r = json.loads(results_json.read_text())
-            extra["run"] = {k: r.get(k) for k in ("model", "backend", "dataset", "weights_sha256")}
-        except (OSError, ValueError):
-            extra["run"] = None
+    if run is not None and extra.get("pairs_table"):  # a model run's table: the run names the model
+        extra["run"] = {k: run.get(k) for k in ("model", "backend", "dataset", "weights_sha256")}
     meta = {
         "path": str(path),
         "format": fmt,

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from fetoolkit.reports.compare import __doc__ as _doc
 from fetoolkit.reports.compare import collect
+from fetoolkit.results import WriteError
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +25,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         paths = collect(args.roots, args.out, overlay_all=args.overlay_all)
-    except FileNotFoundError as e:
+    except (FileNotFoundError, WriteError) as e:  # no finished run, or an output that could not be written
         log.error("%s", e)
         return 2
     sys.stdout.write(paths["markdown"].read_text())  # the table is the command's output

@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 from fetoolkit.cli_args import USER_ERRORS, hydra_job, user_error_exit
 from fetoolkit.eval_run import run
 from fetoolkit.evaluate import EnrolmentError
+from fetoolkit.results import WriteError
 
 log = logging.getLogger(__name__)
 
@@ -20,8 +21,8 @@ def main(cfg: DictConfig) -> None:
     out_dir = Path(hydra.core.hydra_config.HydraConfig.get().runtime.output_dir)
     try:
         run(cfg, out_dir)
-    except (*USER_ERRORS, EnrolmentError) as e:  # bad data, paths, weights, folds: one line and the fix
-        user_error_exit(e)
+    except (*USER_ERRORS, EnrolmentError, WriteError) as e:  # bad data, paths, weights, folds, a full disk:
+        user_error_exit(e)  # one line naming the file and the fix (the figures were logged before a write)
     log.info("wrote %s", out_dir / "results.json")
 
 

@@ -16,8 +16,15 @@ current and the baseline decisions is reported with its subject-bootstrap interv
 resampled subjects for both: :func:`fetoolkit.metrics.paired.decision_hter_difference`), for
 information.
 
+Before any figure, each run is checked to be what its baseline measured: the baseline's ``model``,
+``backend``, ``weights_sha256`` and ``dataset`` against the run's, each difference a failed row
+(a baseline of another model fails as such, not as a figure or a wild-photo cosine).
+
 Improvements are reported and pass. ``--update --reason TEXT`` rewrites the baselines from the
-current run and records the reason and date (``make gate-update REASON="..."``).
+current run and records the reason and date (``make gate-update REASON="..."``). It takes no
+overrides: a baseline records its own overrides only, so ``--update +perturb=no_align`` would store
+a perturbed pipeline's figures as the plain one's (and the real pipeline would then show as
+"improved"); it is refused. To gate another set-up, add a baseline whose ``overrides`` name it.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +46,8 @@ from hydra import compose, initialize_config_dir
 
 from fetoolkit.metrics.paired import decision_hter_difference
 from fetoolkit.metrics.significance import mcnemar
+from fetoolkit.results import WriteError
+from fetoolkit.run_dir import RunFolderError
 
 log = logging.getLogger("fetoolkit.gate")
 
@@ -51,6 +61,8 @@ FIGURES: dict[str, tuple[int, float]] = {
     "eer": (-1, 0.003),
     "tar_at_far_1e-3": (+1, 0.01),
 }
+#: what a baseline measured, checked against each run before its figures (the summary's keys).
+IDENTITY = ("model", "backend", "weights_sha256", "dataset")
 DEFAULT_ALPHA = 0.01
 DEFAULT_MIN_WILD_COSINE = 0.99
 
@@ -85,7 +97,8 @@ class BaselineError(ValueError):
 def validate_baseline(path: Path) -> dict[str, Any]:
     """Read one baseline and check everything the gate will rely on; returns it.
 
-    Checked: valid JSON; ``name`` and ``overrides``; every gated figure present and in [0, 1]
+    Checked: valid JSON; ``name`` and ``overrides``; ``model``, ``backend``, ``dataset`` and
+    ``weights_sha256`` (null for a model without weights); every gated figure present and in [0, 1]
     (or null); ``decisions``: a threshold in [-1, 1], ``n`` > 0, the bits decode to ``ceil(n/8)``
     bytes whose sha256 is the stored one (so zeroed or edited bits are caught); the wild-photo
     embeddings finite and unit-norm; tolerances non-negative.
@@ -107,6 +120,12 @@ def validate_baseline(path: Path) -> dict[str, Any]:
         raise bad("name", "missing or not a string")
     if not isinstance(b.get("overrides"), list) or not all(isinstance(o, str) for o in b["overrides"]):
         raise bad("overrides", "missing or not a list of strings")
+    for key in IDENTITY:
+        v = b.get(key)
+        if key == "weights_sha256" and v is None:
+            continue  # a model without a weights file
+        if not isinstance(v, str) or not v:
+            raise bad(key, "missing or not a string (what the baseline measured is checked against each run)")
     figures = b.get("figures")
     if not isinstance(figures, dict):
         raise bad("figures", "missing")
@@ -213,6 +232,17 @@ def evaluate_gate(overrides: list[str], out_dir: Path) -> tuple[dict[str, Any], 
     return summary, cfg
 
 
+def identity_rows(baseline: dict[str, Any], summary: dict[str, Any]) -> list[Row]:
+    """One failed row per :data:`IDENTITY` key where the run is not what the baseline measured
+    (its figures would then be compared with another model's, backend's or data set's); [] when all agree."""
+    rows = []
+    for key in IDENTITY:
+        base, cur = baseline.get(key), summary.get(key)
+        if base != cur:
+            rows.append(Row(baseline["name"], key, str(base), str(cur), "the baseline's", "FAIL"))
+    return rows
+
+
 def check(
     baseline: dict[str, Any],
     summary: dict[str, Any],
@@ -283,18 +313,14 @@ def check(
         )
 
     base_wild = np.asarray(baseline["wild_embeddings"], np.float32)
-    min_cos = float(np.min(np.sum(base_wild * wild, axis=1))) if base_wild.shape == wild.shape else float("nan")
     limit = float(tol.get("min_wild_cosine", DEFAULT_MIN_WILD_COSINE))
-    rows.append(
-        Row(
-            name,
-            "wild photos: min cosine to baseline",
-            "1.0000",
-            f"{min_cos:.4f}",
-            f">= {limit}",
-            "ok" if min_cos >= limit else "FAIL",
-        )
-    )
+    check_name = "wild photos: min cosine to baseline"
+    if base_wild.shape != wild.shape:
+        shapes = f"embeddings {wild.shape}, baseline {base_wild.shape}"
+        rows.append(Row(name, check_name, "1.0000", shapes, f">= {limit}", "FAIL"))
+        return rows
+    min_cos = float(np.min(np.sum(base_wild * wild, axis=1)))
+    rows.append(Row(name, check_name, "1.0000", f"{min_cos:.4f}", f">= {limit}", "ok" if min_cos >= limit else "FAIL"))
     return rows
 
 
@@ -357,6 +383,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.update and not args.reason.strip():
         parser.error('--update needs --reason "why the baselines change"')
+    if args.update and args.overrides:
+        parser.error(
+            f"--update takes no overrides (got {' '.join(args.overrides)}): a baseline records its own overrides "
+            "only, so these would be stored as the plain pipeline's figures; to gate another set-up, add a "
+            "baseline whose overrides name it"
+        )
     files = sorted(args.baselines.glob("*.json"))
     if not files:
         parser.error(f"no baselines in {args.baselines}")
@@ -371,7 +403,14 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[Row] = []
     for path, baseline in baselines.items():
         name = baseline["name"]
-        summary, cfg = evaluate_gate([*baseline["overrides"], *args.overrides], out_root / name)
+        try:
+            summary, cfg = evaluate_gate([*baseline["overrides"], *args.overrides], out_root / name)
+        except (RunFolderError, WriteError) as e:  # --out holding an earlier gate's runs, a full disk
+            log.error("GATE FAILED: %s", e)
+            return 2
+        if not args.update and (wrong := identity_rows(baseline, summary)):
+            rows.extend(wrong)  # another model's (backend's, data set's) figures would be compared: no figure rows
+            continue
         accepted, labels = roc_decisions(
             out_root / name,
             summary,
@@ -380,7 +419,9 @@ def main(argv: list[str] | None = None) -> int:
         wild = wild_embeddings(cfg)
         if args.update:
             new = make_baseline(name, baseline["overrides"], summary, accepted, wild, baseline, args.reason.strip())
-            path.write_text(json.dumps(new, indent=1) + "\n")
+            tmp = path.with_name(f".{path.name}.part")
+            tmp.write_text(json.dumps(new, indent=1) + "\n")
+            os.replace(tmp, path)  # a baseline is never half written
             log.info("updated %s", path)
             continue
         rows.extend(check(baseline, summary, accepted, labels, wild, roc_subjects(out_root / name, summary)))

@@ -17,12 +17,21 @@ resamples for both runs where the pairs' subjects are known, see
 :func:`fetoolkit.metrics.paired.paired_difference_ci`) and the exact McNemar test of the accept /
 reject decisions at each run's own EER threshold and at each run's own FAR=1e-3 threshold. Those rows
 are in ``comparison_paired.csv`` too.
+
+Only finished runs are listed (each through :func:`fetoolkit.results.load_results`; the ones left out
+are named with the reason), and nothing in a hidden folder (a run's staging folder, ``.hydra``).
+The outputs are written whole: into a hidden staging folder, then renamed over the earlier ones,
+``comparison.md`` last, so a failed or killed compare leaves the earlier comparison as it was,
+never half a file (a failed write raises :class:`fetoolkit.results.WriteError`, naming the file).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
+import shutil
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,18 +40,21 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from fetoolkit.reports.tables import model_label
-from fetoolkit.results import ResultsError, load_results
+from fetoolkit.results import ResultsError, StagePath, WriteError, load_results, written_file
 
 log = logging.getLogger(__name__)
 
 
 def find_runs(roots: Sequence[str | Path]) -> list[Path]:
-    """Folders holding a ``results.json``, below (or equal to) ``roots``, sorted."""
+    """Folders holding a ``results.json``, below (or equal to) ``roots``, sorted; none inside a hidden
+    folder below a root (a staging folder left by a killed run, Hydra's ``.hydra``)."""
     runs: set[Path] = set()
     for root in map(Path, roots):
         if not root.exists():
             raise FileNotFoundError(f"no such folder: {root}")
-        runs.update(p.parent for p in root.rglob("results.json"))
+        for p in root.rglob("results.json"):
+            if not any(part.startswith(".") for part in p.relative_to(root).parts[:-1]):
+                runs.add(p.parent)
     return sorted(runs)
 
 
@@ -64,6 +76,7 @@ def collect(
 
     Raises:
         FileNotFoundError: a root is missing or holds no ``results.json``.
+        WriteError: an output could not be written (named); the earlier outputs are left as they were.
     """
     import pandas as pd
 
@@ -108,7 +121,6 @@ def collect(
         "paired_csv": out / "comparison_paired.csv",
         "roc": out / "roc_overlay.png",
     }
-    df.to_csv(paths["csv"], index=False)
     names = {run: name for run, (name, _) in zip(runs, results)}
     by_dataset: dict[str, list[Path]] = {}
     for run, s in runs.items():
@@ -135,17 +147,39 @@ def collect(
             rows = paired_against_reference([(names[r], r, runs[r]) for r in group])
             paired_rows += rows
             lines += ["", *paired_markdown(rows)]
-    pd.DataFrame(paired_rows, columns=list(PAIRED_COLUMNS)).to_csv(paths["paired_csv"], index=False)
-    paths["markdown"].write_text("\n".join(lines) + "\n")
-    if len(curves) == 1 or (curves and overlay_all):
-        every = {k: v for part in curves.values() for k, v in part.items()}
-        plots.plot_roc(every, paths["roc"], title=f"ROC, {len(every)} runs")
-    elif curves:  # one overlay per data set: curves of other pairs are not comparable point by point
+    one_overlay = len(curves) == 1 or bool(curves and overlay_all)
+    if curves and not one_overlay:  # one overlay per data set: curves of other pairs are not comparable point by point
         del paths["roc"]
-        for dataset, part in sorted(curves.items()):
+        for dataset in sorted(curves):
             safe = re.sub(r"[^\w.-]+", "_", dataset)
             paths[f"roc_{dataset}"] = out / f"roc_overlay_{safe}.png"
-            plots.plot_roc(part, paths[f"roc_{dataset}"], title=f"ROC on {dataset}, {len(part)} runs")
+    stage = StagePath(tempfile.mkdtemp(dir=out, prefix=".comparison.writing-"))
+    try:
+        try:
+            df.to_csv(stage / paths["csv"].name, index=False)
+            pd.DataFrame(paired_rows, columns=list(PAIRED_COLUMNS)).to_csv(
+                stage / paths["paired_csv"].name, index=False
+            )
+            if one_overlay:
+                every = {k: v for part in curves.values() for k, v in part.items()}
+                plots.plot_roc(every, stage / paths["roc"].name, title=f"ROC, {len(every)} runs")
+            for dataset, part in sorted(curves.items()):
+                if not one_overlay:
+                    dest = stage / paths[f"roc_{dataset}"].name
+                    plots.plot_roc(part, dest, title=f"ROC on {dataset}, {len(part)} runs")
+            (stage / paths["markdown"].name).write_text("\n".join(lines) + "\n")
+        except OSError as e:
+            kept = f" (the earlier comparison in {out} was left as it was)"
+            raise WriteError(written_file(e, stage, out), e, kept) from e
+        for key in sorted(paths, key=lambda k: k == "markdown"):  # comparison.md, the command's output, last
+            if not (stage / paths[key].name).exists():
+                continue  # no ROC overlay without pair tables
+            try:
+                os.replace(stage / paths[key].name, paths[key])
+            except OSError as e:
+                raise WriteError(paths[key], e) from e
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
     log.info("compared %d runs: %s", len(df), ", ".join(str(p) for p in paths.values()))
     return paths
 
@@ -162,7 +196,7 @@ class CompareCallback(Callback):
         sweep = Path(config.hydra.sweep.dir)
         try:
             paths = collect([sweep])
-        except FileNotFoundError as e:
+        except (FileNotFoundError, WriteError) as e:
             log.warning("no comparison written: %s", e)
             return
         log.info("comparison table: %s", paths["markdown"])
