@@ -169,10 +169,8 @@ def claim(out_dir: str | Path) -> Iterator[Path]:
     try:
         found = earlier_files(folder)
         if found:
-            from fetoolkit.results import RESULTS_FILE, incomplete_reason
-
-            finished = RESULTS_FILE in found and incomplete_reason(folder) is None
-            what = "a finished run (results.json)" if finished else "files of an earlier run"
+            # results.json: fetoolkit.results.RESULTS_FILE (that module imports this one, not the reverse)
+            what = "an earlier run (results.json)" if "results.json" in found else "files of an earlier run"
             shown = ", ".join(found[:8]) + (f" and {len(found) - 8} more" if len(found) > 8 else "")
             raise RunFolderError(
                 f"{folder} already holds {what}: {shown}; a run never writes beside or over another's files: "
