@@ -658,6 +658,22 @@ def test_model_load_failure_is_reported(tmp_path: Path) -> None:
         srv.stop()
 
 
+def test_a_model_path_that_is_not_a_weights_file_reports_the_real_cause(tmp_path: Path) -> None:
+    """Issue 37: a MODEL_PATH that exists but is no model (a text file named .tflite) is exported in a
+    child process; /api/health must give that child's reason (not a readable TFLite file, and the
+    fix), not "the ONNX export ... failed with exit code 1: Traceback (most recent call last):"."""
+    bogus = tmp_path / "model.tflite"
+    bogus.write_text("this is not a model\n")
+    srv = start_server(tmp_path / "run", {"MODEL_PATH": str(bogus)}, want_status=503)
+    try:
+        with httpx.Client(base_url=srv.url, timeout=30.0) as c:
+            error = c.get("/api/health").json()["model_status"]["error"]
+        assert "not a readable TFLite file" in error and "model.weights" in error, error
+        assert "Traceback" not in error and "exit code" not in error and str(tmp_path) not in error, error
+    finally:
+        srv.stop()
+
+
 # ----------------------------------------------------------------------------- pure pieces
 def test_settings_env_overrides_config() -> None:
     from hydra import compose, initialize_config_dir

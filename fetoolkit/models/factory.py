@@ -213,6 +213,18 @@ def model_named_by(weights: str | os.PathLike[str] | None) -> str:
     return named
 
 
+def _child_error(stderr: str) -> str:
+    """The cause a failed child process printed: its ``error: ...`` line (a user error), else the last
+    line of its traceback (the exception), else the end of its stderr."""
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    said = [ln for ln in lines if ln.startswith("error: ")]
+    if said:
+        return said[-1].removeprefix("error: ")
+    if any(ln.startswith("Traceback") for ln in lines):
+        return lines[-1]
+    return stderr.strip()[-2000:] or "no output"
+
+
 def exported_onnx(spec: ModelSpec, path: Path, sha256: str, *, in_subprocess: bool = False) -> Path:
     """Our ONNX export of the weights in ``path`` (sha256 ``sha256``), made once and cached.
 
@@ -230,9 +242,11 @@ def exported_onnx(spec: ModelSpec, path: Path, sha256: str, *, in_subprocess: bo
         log.info("exporting %s to ONNX in a child process: %s", spec.name, " ".join(cmd))
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if done.returncode != 0 or verified_derived(onnx_path, sha256) is None:
+            cause = _child_error(done.stderr)
+            if done.returncode == 2:  # a user error (the weights): its own message, the fix named
+                raise ValueError(cause)
             raise RuntimeError(
-                f"{spec.name}: the ONNX export ({' '.join(cmd)}) failed with exit code "
-                f"{done.returncode}: {done.stderr.strip()[-2000:]}"
+                f"{spec.name}: the ONNX export ({' '.join(cmd)}) failed with exit code {done.returncode}: {cause}"
             )
         return onnx_path
     from fetoolkit.backends.export import export_onnx
