@@ -96,6 +96,7 @@ def run(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
         ),
         identification=section(cfg, "identification", IdentificationCfg),
         embedded=embedded,
+        nonfinite_scores=str(cfg.get("nonfinite_scores") or "errors"),
     )
     summary = {
         "model": embedder.name,
