@@ -233,6 +233,16 @@ def test_one_impostor_pair_listed_21_times_counts_once(tmp_path: Path) -> None:
     kept = load_scores(tmp_path / "x21.txt", duplicate_pairs="keep")
     assert len(kept.roc) == 49
     assert vm.eer(kept.roc.scores, kept.roc.labels).eer > vm.eer(once.roc.scores, once.roc.labels).eer
+    from fetoolkit.reports.tables import format_summary
+    from fetoolkit.score_eval import run_scores
+
+    cfg = _compose(
+        ["dataset=scores", f"dataset.path={tmp_path / 'x21.txt'}", "stats.n_boot=0", "calibration.method=none"]
+    )
+    summary = run_scores(cfg, tmp_path / "run")
+    assert summary["data"]["duplicate_pairs"]["n_extra"] == 20 and summary["n_comparisons"] == 29
+    for text in (format_summary(summary), *((tmp_path / "run" / f).read_text() for f in ("summary.md", "report.md"))):
+        assert "1 pairs listed more than once (20 extra rows" in text and "c0 & c5_x at x21.txt:29" in text, text
 
 
 def test_reversed_pairs_in_bob5_csv_and_parquet_score_files(tmp_path: Path) -> None:
