@@ -86,12 +86,24 @@ def test_identity_folder_lists_nested_root_special_unreadable_and_undecodable_fi
         from_identities(ds, n_folds=2, seed=0, roc_pairs="all", strict=True)
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads a file whatever its mode")
-def test_an_unreadable_file_is_listed(orl, tmp_path: Path) -> None:
+def test_an_unreadable_file_is_listed(orl, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file without read permission (root reads any file, so there the open is made to fail as it would)."""
+    from fetoolkit.data import sources
+
     root = _faces(orl, tmp_path / "faces")
-    (root / "p1" / "0.pgm").chmod(0)
+    locked = root / "p1" / "0.pgm"
+    locked.chmod(0)
+    if os.geteuid() == 0:
+
+        def refuse(path, *args, **kwargs):
+            if Path(path) == locked:
+                raise PermissionError(13, "Permission denied", str(path))
+            return open(path, *args, **kwargs)
+
+        monkeypatch.setattr(sources, "open", refuse, raising=False)
     ds = load_identity_folder(root)
-    assert [Path(d["path"]).name for d in ds.skipped] == ["0.pgm"] and "unreadable" in ds.skipped[0]["reason"]
+    assert [Path(d["path"]).name for d in ds.skipped] == ["0.pgm"]
+    assert ds.skipped[0]["reason"] == "unreadable (Permission denied)" and locked not in ds.paths
 
 
 def test_a_non_utf8_file_name_does_not_fail_after_the_computation(orl, tmp_path: Path) -> None:

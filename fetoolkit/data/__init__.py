@@ -134,7 +134,9 @@ def hygiene(ds: IdentityDataset) -> dict[str, list[dict[str, str]]]:
     names = ds.names or [str(i) for i in range(int(ds.identities.max()) + 1)]
     duplicates = _identity_duplicates(ds.paths, hash_images(ds.paths), ds.identities, names)
     counts = np.bincount(ds.identities)
-    firsts = np.unique(ds.identities, return_index=True)[1]
+    firsts = np.zeros(len(counts), np.int64)  # each identity's first image (one pass: 50,000 identities are quick)
+    present, first_index = np.unique(ds.identities, return_index=True)
+    firsts[present] = first_index
     single = [
         {
             "path": str(ds.paths[int(firsts[i])]),

@@ -119,6 +119,7 @@ class PairBudget:
         kfold_pairs: at most this many k-fold pairs (every genuine pair of each fold, as many impostors).
         kfold_enumerated: pairs :func:`kfold_pairs` enumerates within its folds to sample the impostors.
         n_folds: the folds the data allows of those asked.
+        max_folds: the most folds the identities allow (see :func:`fit_folds`).
     """
 
     n_images: int
@@ -126,6 +127,7 @@ class PairBudget:
     kfold_pairs: int
     kfold_enumerated: int
     n_folds: int
+    max_folds: int
 
 
 def pair_budget(identities: np.ndarray, n_folds: int = 10, seed: int = 0) -> PairBudget:
@@ -147,6 +149,7 @@ def pair_budget(identities: np.ndarray, n_folds: int = 10, seed: int = 0) -> Pai
         int(2 * fold_genuine.sum()),
         int((members * (members - 1) // 2).sum()),
         len(groups),
+        min(len(subjects) // 2, int((counts >= 2).sum())),
     )
 
 
@@ -160,10 +163,15 @@ def check_budget(budget: PairBudget, roc_pairs: str, max_pairs: int = MAX_PAIRS,
     b = budget
     kfold = max(b.kfold_pairs, b.kfold_enumerated)
     folds_needed = max(b.n_folds + 1, int(np.ceil(b.n_images**2 / (2 * max_pairs))))
+    more_folds = (
+        f"set dataset.n_folds={folds_needed} or more (smaller folds), "
+        if folds_needed <= b.max_folds and b.kfold_pairs <= max_pairs
+        else ""
+    )
     fix_kfold = (
         f"the k-fold protocol enumerates {b.kfold_enumerated:,} pairs within its {b.n_folds} folds (and keeps up to "
-        f"{b.kfold_pairs:,}), also more than dataset.max_pairs={max_pairs:,}: set dataset.n_folds={folds_needed} or "
-        "more (smaller folds), use fewer images, or raise dataset.max_pairs (about 25 bytes a pair, more while scoring)"
+        f"{b.kfold_pairs:,}), also more than dataset.max_pairs={max_pairs:,}: {more_folds}use fewer images, or raise "
+        "dataset.max_pairs (about 25 bytes a pair, more while scoring)"
     )
     if roc_pairs == "all" and b.all_pairs > max_pairs:
         fit = (
