@@ -116,6 +116,7 @@ def _run(cfg: DictConfig, out_dir: Path | None) -> dict[str, Any]:
         ),
         identification=section(cfg, "identification", IdentificationCfg),
         embedded=embedded,
+        nonfinite_scores=str(cfg.get("nonfinite_scores") or "errors"),
     )
     summary = {
         "model": embedder.name,

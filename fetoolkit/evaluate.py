@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from fetoolkit.cache import EmbeddingCache
-from fetoolkit.data import EvalData, PairProtocol
+from fetoolkit.data import EvalData, PairProtocol, nonfinite
 from fetoolkit.detect.base import DetectorCfg, FaceDetector
 from fetoolkit.detect.registry import AnyDetectorCfg, build_detector
 from fetoolkit.figures import StatsCfg, verification_figures
@@ -188,6 +188,7 @@ def evaluate(
     templates: TemplateCfg | None = None,
     identification: IdentificationCfg | None = None,
     embedded: EmbeddedSet | None = None,
+    nonfinite_scores: str = "errors",
 ) -> Evaluation:
     """Detect, align, embed and score every pair of ``data``; compute the figures.
 
@@ -207,9 +208,12 @@ def evaluate(
         identification: 1:N settings (IJB's own 1:N files are used whenever they exist).
         embedded: the data set's embeddings, read already (an embedding store,
             :func:`fetoolkit.store_read.store_embedded`): nothing is detected or embedded.
+        nonfinite_scores: ``errors`` (a pair whose score is not a finite number -- an embedding of
+            NaN or inf -- counts as an error: :mod:`fetoolkit.data.nonfinite`) or ``refuse``.
     """
     if fte_policy not in FTE_POLICIES:
         raise ValueError(f"fte_policy must be one of {FTE_POLICIES}, got {fte_policy!r}")
+    nonfinite.check_policy(nonfinite_scores)
     pipeline = pipeline or PipelineCfg()
     stats = stats or StatsCfg()
     quality = quality or QualityCfg()
@@ -259,6 +263,10 @@ def evaluate(
         kfold = _consecutive_folds(kfold, len(np.unique(data.kfold.folds)))
         ks = pair_scores(emb, kfold)
     rs = pair_scores(emb, roc) if data.templates is None else template_pair_scores(emb, roc.idx_a, roc.idx_b)
+    rs, nf = _nonfinite(rs, roc, data, nonfinite_scores, "ROC")
+    if kfold is not None:
+        ks, nf_kfold = _nonfinite(ks, kfold, data, nonfinite_scores, "k-fold")
+        nf["kfold"] = {k: nf_kfold[k] for k in ("n_genuine", "n_impostor", "examples")}
     # One verification_report: one sort of the ROC scores and one of the k-fold scores (at 10
     # million pairs each costs seconds; see fetoolkit.bench_metrics).
     ids = data.identities if data.templates is None else None  # IJB's 1:1 lists name no subjects
@@ -295,6 +303,7 @@ def evaluate(
         "n_genuine": roc.n_genuine,
         "n_impostor": roc.n_impostor,
         "comparison": _comparison_block(data, unit_ok, flip_test, templates),
+        "nonfinite_scores": nf,
         **fig.to_dict(),
         **({"identification": ident.summary} if ident is not None else {}),
         "quality": qsum,
@@ -311,6 +320,22 @@ def evaluate(
         "data": data.meta,
     }
     return Evaluation(summary, data, es, emb, rs, roc, ks, kfold, fig.report, erc, qualities, ident)
+
+
+def _nonfinite(
+    scores: np.ndarray, pairs: PairProtocol, data: EvalData, policy: str, what: str
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """A model's scores with the non-finite ones counted as errors (:func:`fetoolkit.data.nonfinite.as_errors`)."""
+    names = (
+        [f"template {t}" for t in data.templates.ids] if data.templates is not None else [str(p) for p in data.paths]
+    )
+    return nonfinite.as_errors(
+        scores,
+        pairs.labels,
+        policy=policy,
+        source=f"{data.name} {what} pairs",
+        describe=lambda k: f"{names[pairs.idx_a[k]]} & {names[pairs.idx_b[k]]}",
+    )
 
 
 def _comparison_block(data: EvalData, ok: np.ndarray, flip_test: bool, templates: TemplateCfg) -> dict[str, Any]:
@@ -402,9 +427,15 @@ def _identification(
 def _quality(
     es: EmbeddedSet, roc: PairProtocol, rs: np.ndarray, decades: dict[str, vm.TarAtFar], data: EvalData, cfg: QualityCfg
 ) -> tuple[dict[str, Any], dict[str, qm.ErcCurve], dict[str, np.ndarray]]:
-    """Norm statistics, every quality score's ERC, and the genuine-score spread per subject."""
+    """Norm statistics, every quality score's ERC, and the genuine-score spread per subject.
+
+    An enrolled image whose features are not finite (a model fault; its pairs count as errors) gets
+    the lowest quality of every score: the first rejected."""
     ok = es.ok
-    raw = es.raw[ok]
+    finite = np.isfinite(es.raw[ok]).all(axis=1)
+    if es.raw_flip is not None:
+        finite &= np.isfinite(es.raw_flip[ok]).all(axis=1)
+    raw = es.raw[ok][finite]
     scores: dict[str, np.ndarray] = {
         "norm": qm.quality_norm(raw),
         "magnitude_diversity": qm.quality_magnitude_diversity(raw),
@@ -412,7 +443,12 @@ def _quality(
         "centroid_distance": qm.quality_centroid_distance(raw),
     }
     if es.raw_flip is not None:
-        scores["flip_consistency"] = qm.quality_flip_consistency(raw, es.raw_flip[ok])
+        scores["flip_consistency"] = qm.quality_flip_consistency(raw, es.raw_flip[ok][finite])
+    if not finite.all():
+        for k, v in scores.items():
+            worst = np.full(len(finite), np.min(v, initial=0.0) - 1, np.float32)
+            worst[finite] = v
+            scores[k] = worst
     det = es.det_scores[ok]
     if np.isfinite(det).all():
         scores["detector_confidence"] = det.astype(np.float32)
@@ -423,6 +459,8 @@ def _quality(
         full[k] = q
 
     out: dict[str, Any] = {"default": "norm", "norms": qm.norm_summary(raw).to_dict()}
+    if not finite.all():
+        out["nonfinite_embeddings"] = int((~finite).sum())
     erc: dict[str, qm.ErcCurve] = {}
     far = cfg.erc_far
     t = decades.get(vm.far_key(far)) or vm.tar_at_far(rs, roc.labels, far)

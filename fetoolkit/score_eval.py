@@ -63,7 +63,7 @@ def deployment_inputs(cfg: DictConfig, dev: ScoreSet | None = None) -> Deploymen
     """
     tcfg: ThresholdCfg = section(cfg, "threshold", ThresholdCfg)
     if dev is None and tcfg.dev:
-        dev = load_scores(tcfg.dev, name="dev")
+        dev = load_scores(tcfg.dev, name="dev", **input_rules(cfg))
     gpath = cfg.get("groups")
     return DeploymentInputs(
         tcfg, dev, load_groups(gpath) if gpath else None, section(cfg, "group_report", GroupReportCfg)
@@ -84,18 +84,30 @@ def deployment_from_inputs(inputs: DeploymentInputs, pairs: PairScores, stats: S
     )
 
 
-def _sets(d: DictConfig) -> tuple[ScoreSet, ScoreSet | None]:
+def input_rules(cfg: DictConfig) -> dict[str, str]:
+    """How score files are read by a run: ``duplicate_pairs`` (``dataset.duplicate_pairs``, default
+    ``once``) and ``nonfinite_scores`` (default ``errors``), as :func:`load_scores` keywords."""
+    d = cfg.get("dataset") or {}
+    return {
+        "duplicate_pairs": str(d.get("duplicate_pairs") or "once"),
+        "nonfinite_scores": str(cfg.get("nonfinite_scores") or "errors"),
+    }
+
+
+def _sets(cfg: DictConfig) -> tuple[ScoreSet, ScoreSet | None]:
+    d = cfg.dataset
     fmt = d.get("format") or "auto"
+    rules = input_rules(cfg)
     if d.get("dev") or d.get("eval"):
         if not (d.get("dev") and d.get("eval")):
             raise ValueError("dataset=scores: give both dataset.dev=FILE and dataset.eval=FILE (or dataset.path=FILE)")
-        return load_scores(d.eval, fmt=fmt, name="eval"), load_scores(d.dev, fmt=fmt, name="dev")
+        return load_scores(d.eval, fmt=fmt, name="eval", **rules), load_scores(d.dev, fmt=fmt, name="dev", **rules)
     if not d.get("path"):
         raise ValueError(
             "dataset=scores needs dataset.path=FILE (a bob 4/5-column file, a CSV/Parquet with label,score, "
             "or an eval run's pairs.parquet), or dataset.dev=FILE dataset.eval=FILE"
         )
-    return load_scores(d.path, fmt=fmt), None
+    return load_scores(d.path, fmt=fmt, **rules), None
 
 
 def _system(d: DictConfig, main: ScoreSet) -> str:
@@ -106,10 +118,12 @@ def _system(d: DictConfig, main: ScoreSet) -> str:
 
 
 def pair_table(main: ScoreSet) -> pd.DataFrame:
-    """The comparisons evaluated, in the CSV score-file columns (plus ``protocol``)."""
+    """The comparisons evaluated, in the CSV score-file columns (plus ``protocol``); scores as read (a
+    non-finite score stays so: read again, the same rule gives the same figures)."""
 
     def frame(p: PairScores, protocol: str, folds: np.ndarray | None) -> pd.DataFrame:
-        cols: dict[str, Any] = {"protocol": protocol, "label": p.labels, "score": p.scores}
+        score = p.scores if p.scores_read is None else p.scores_read  # as read: a NaN stays NaN
+        cols: dict[str, Any] = {"protocol": protocol, "label": p.labels, "score": score}
         for name, v in (("subject1", p.subject_a), ("subject2", p.subject_b), ("item1", p.item_a), ("item2", p.item_b)):
             if v is not None:
                 cols[name] = v
@@ -134,7 +148,7 @@ def _subjects(p: PairScores) -> tuple[np.ndarray, np.ndarray] | None:
 def run_scores(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
     """Evaluate ``cfg.dataset`` (``name: scores``); write the reports to ``out_dir``. Returns the summary."""
     d = cfg.dataset
-    main, dev = _sets(d)
+    main, dev = _sets(cfg)
     inputs = deployment_inputs(cfg, dev)
     stats: StatsCfg = section(cfg, "stats", StatsCfg)
     k = main.kfold
@@ -149,7 +163,7 @@ def run_scores(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
         kfold_subjects=None if k is None else _subjects(k),
     )
     deploy = deployment_from_inputs(inputs, main.roc, stats)
-    data_meta: dict[str, Any] = {"n_missing": main.n_missing}
+    data_meta: dict[str, Any] = {"n_missing": main.n_missing, "duplicate_pairs": main.meta["duplicate_pairs"]}
     if dev is not None:
         data_meta.update(dev=_source_meta(dev), eval=_source_meta(main))
     else:
@@ -164,6 +178,7 @@ def run_scores(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
         "n_comparisons": len(main.roc),
         "n_genuine": main.roc.n_genuine,
         "n_impostor": main.roc.n_impostor,
+        "nonfinite_scores": main.meta["nonfinite_scores"],
         **fig.to_dict(),
         **deploy.summary,
         "timing_s": fig.report.timing_s,

@@ -199,6 +199,9 @@ def test_pairs_of_one_photo_are_listed_or_refused_in_pair_lists(orl, tmp_path: P
     ]
     (tmp_path / "pairs.csv").write_text("path1,path2,label\n" + "\n".join(rows * 3) + "\n")
     cfg = OmegaConf.create({"name": "csv", "path": str(tmp_path / "pairs.csv"), "n_folds": 2, "strict": False})
+    data = load_eval_data(cfg)  # each row is listed 3 times: counted once (dataset.duplicate_pairs=once)
+    assert data.meta["duplicate_pairs"]["n_extra"] == 8 and len(data.meta["hygiene"]["same_photo_pairs"]) == 2
+    cfg.duplicate_pairs = "keep"
     same = load_eval_data(cfg).meta["hygiene"]["same_photo_pairs"]
     assert len(same) == 6
     assert sum("genuine pair of one photo" in d["reason"] for d in same) == 3

@@ -354,7 +354,7 @@ def test_summary_md_lists_skipped_files(sweep: Path) -> None:
     res["data"]["skipped"] = [{"path": "/x/a/notes.txt", "reason": "not an image format Pillow reads (.txt)"}]
     md = tables.markdown_summary(res)
     assert "## Skipped (not read)" in md and "`/x/a/notes.txt`: not an image format Pillow reads (.txt)" in md
-    assert res["data"]["hygiene"] == {"duplicates": [], "single_image_identities": []}  # a clean ORL subset
+    assert res["data"]["hygiene"] == {"duplicates": [], "identity_case": [], "single_image_identities": []}  # clean
     res["data"]["hygiene"] = {
         "duplicates": [{"path": "/x/b/2.pgm", "reason": "the same file as /x/a/1.pgm (identities a and b)"}],
         "single_image_identities": [{"path": "/x/c/0.pgm", "reason": "the only image of identity c"}],

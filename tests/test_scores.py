@@ -204,10 +204,12 @@ def test_bob4_and_bob5_read_as_published(tmp_path) -> None:
         "bob bob b_2.png 0.7\nbob alice a_1.png nan\n"
     )
     s = load_scores(tmp_path / "s4.txt")
-    assert s.meta["format"] == "bob4" and s.n_missing == 1 and s.kfold is None
-    assert s.roc.labels.tolist() == [True, False, True]
-    assert s.roc.scores.tolist() == [0.9, 0.3, 0.7]
-    assert s.roc.subject_a.tolist() == ["alice", "alice", "bob"] and s.roc.item_b.tolist()[1] == "b_1.png"
+    assert s.meta["format"] == "bob4" and s.n_missing == 0 and s.kfold is None
+    assert s.roc.labels.tolist() == [True, False, True, False]
+    # the nan impostor score is a false match: placed just above every finite score
+    assert s.roc.scores.tolist()[:3] == [0.9, 0.3, 0.7] and s.roc.scores[3] == np.nextafter(0.9, 1)
+    assert s.meta["nonfinite_scores"]["n_impostor"] == 1
+    assert s.roc.subject_a.tolist() == ["alice", "alice", "bob", "bob"] and s.roc.item_b.tolist()[1] == "b_1.png"
     (tmp_path / "s5.txt").write_text("alice m_a alice a_2.png 0.9\nalice m_a bob b_1.png 0.3\n")
     s5 = load_scores(tmp_path / "s5.txt")
     assert s5.meta["format"] == "bob5" and s5.roc.item_a.tolist() == ["m_a", "m_a"]

@@ -9,6 +9,7 @@ images) is read by :mod:`fetoolkit.data.scores` in its own job path.
 from __future__ import annotations
 
 import logging
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from fetoolkit.data.protocols import PairProtocol, all_pairs, kfold_pairs
+from fetoolkit.data.notes import is_utf8_name, log_records, printable_path
+from fetoolkit.data.protocols import MAX_PAIRS, PairProtocol, all_pairs, check_budget, kfold_pairs, pair_budget
+from fetoolkit.data.repeats import check_policy, protocol_repeats
 from fetoolkit.data.sources import IdentityDataset, load_identity_folder, load_orl
 from fetoolkit.hub import hash_images
 from fetoolkit.templates import Templates
@@ -96,24 +99,56 @@ def _identity_duplicates(
     return duplicates
 
 
+def _name_key(name: str) -> str:
+    """What two identity names that mean one person share: the text without case or Unicode form."""
+    return unicodedata.normalize("NFKC", name).casefold()
+
+
+def case_twins(ds: IdentityDataset) -> list[dict[str, str]]:
+    """Identity folders whose names differ only by case or Unicode form (``s1`` / ``S1``), as
+    ``{path, reason}`` records (one per folder after the first of its name): two people by the
+    labels, most likely one (a case-insensitive copy would merge them)."""
+    root = Path(ds.meta.get("root", "."))
+    first: dict[str, str] = {}
+    out = []
+    for name in ds.names:
+        other = first.setdefault(_name_key(name), name)
+        if other != name:
+            out.append(
+                {
+                    "path": str(root / name),
+                    "reason": f"identity folder {name} differs from {other} only by case or Unicode form: counted as "
+                    "two people, so every pair of their photos is an impostor pair; merge or rename the folders "
+                    "(dataset.strict=true refuses this)",
+                }
+            )
+    return out
+
+
 def hygiene(ds: IdentityDataset) -> dict[str, list[dict[str, str]]]:
     """What in an identity data set makes pairs that do not mean what their labels say, as
     ``{path, reason}`` records: the same file (by sha256) under two identities (an impostor pair
-    of one photo) or twice in one (a genuine pair of one photo), and identities with one image
-    (no genuine pair: impostor pairs only)."""
+    of one photo) or twice in one (a genuine pair of one photo), identity names that differ only
+    by case (:func:`case_twins`), and identities with one image (no genuine pair: impostor pairs
+    only). The log gets the first few of each kind and a count."""
     names = ds.names or [str(i) for i in range(int(ds.identities.max()) + 1)]
     duplicates = _identity_duplicates(ds.paths, hash_images(ds.paths), ds.identities, names)
     counts = np.bincount(ds.identities)
+    firsts = np.zeros(len(counts), np.int64)  # each identity's first image (one pass: 50,000 identities are quick)
+    present, first_index = np.unique(ds.identities, return_index=True)
+    firsts[present] = first_index
     single = [
         {
-            "path": str(ds.paths[int(np.flatnonzero(ds.identities == i)[0])]),
+            "path": str(ds.paths[int(firsts[i])]),
             "reason": f"the only image of identity {names[i]}: no genuine pair, in impostor pairs only",
         }
         for i in np.flatnonzero(counts == 1)
     ]
-    for item in duplicates + single:
-        log.warning("data: %s: %s", item["path"], item["reason"])
-    return {"duplicates": duplicates, "single_image_identities": single}
+    twins = case_twins(ds) if ds.names else []
+    report = {"duplicates": duplicates, "identity_case": twins, "single_image_identities": single}
+    for key, items in report.items():
+        log_records(log, items, f"results.json data.hygiene.{key}")
+    return report
 
 
 def pair_hygiene(
@@ -143,34 +178,48 @@ def pair_hygiene(
     if identities is not None:
         labels = list(names) if names is not None else [str(i) for i in range(int(identities.max()) + 1)]
         duplicates = _identity_duplicates(paths, hashes, identities, labels)
-    for item in same + duplicates:
-        log.warning("data: %s: %s", item["path"], item["reason"])
+    log_records(log, same, "results.json data.hygiene.same_photo_pairs")
+    log_records(log, duplicates, "results.json data.hygiene.duplicates")
     return {"duplicates": duplicates, "same_photo_pairs": same}
 
 
 def _strict_check(report: dict[str, list[dict[str, str]]], skipped: Sequence[dict[str, str]], strict: bool) -> None:
-    """``dataset.strict=true``: refuse a data set with any hygiene record or skipped file."""
+    """``dataset.strict=true``: refuse a data set with any hygiene record (but identities of one
+    image), identity names that differ only by case, or skipped file."""
     found = [x for key in ("duplicates", "same_photo_pairs") for x in report.get(key, [])]
-    if strict and (found or skipped):
-        first = (found + list(skipped))[0]
+    twins = list(report.get("identity_case", []))
+    if strict and (found or twins or skipped):
+        first = (found + twins + list(skipped))[0]
+        case = f", {len(twins)} identity names that differ only by case" if twins else ""
         raise ValueError(
-            f"dataset.strict=true: {len(found)} duplicate images or same-photo pairs and {len(skipped)} skipped files "
-            f"(first: {first['path']}: {first['reason']}); fix the data or set dataset.strict=false to list them"
+            f"dataset.strict=true: {len(found)} duplicate images or same-photo pairs{case} and {len(skipped)} skipped "
+            f"files (first: {first['path']}: {first['reason']}); fix the data or set dataset.strict=false to list them"
         )
 
 
-def from_identities(ds: IdentityDataset, n_folds: int, seed: int, roc_pairs: str, *, strict: bool = False) -> EvalData:
+def from_identities(
+    ds: IdentityDataset,
+    n_folds: int,
+    seed: int,
+    roc_pairs: str,
+    *,
+    strict: bool = False,
+    max_pairs: int = MAX_PAIRS,
+) -> EvalData:
     """Protocols generated from identity labels (ORL, identity folders).
 
-    ``strict``: refuse a data set with duplicate images or skipped files (see :func:`hygiene`) instead
-    of listing them in ``results.json`` (``data.hygiene``, ``data.skipped``) and ``summary.md``.
+    ``strict``: refuse a data set with duplicate images, identity names that differ only by case or
+    skipped files (see :func:`hygiene`) instead of listing them in ``results.json`` (``data.hygiene``,
+    ``data.skipped``) and ``summary.md``. ``max_pairs`` (``dataset.max_pairs``): the most pairs a
+    protocol may hold or enumerate, checked from the identity counts before anything is read or made.
     """
     if roc_pairs not in ("all", "kfold"):
         raise ValueError(f"dataset.roc_pairs must be 'all' or 'kfold', got {roc_pairs!r}")
+    check_budget(pair_budget(ds.identities, n_folds, seed), roc_pairs, max_pairs, f"dataset {ds.name}")
     report = hygiene(ds)
     _strict_check(report, ds.skipped, strict)
     kfold = kfold_pairs(ds.identities, n_folds=n_folds, seed=seed)
-    roc = all_pairs(ds.identities) if roc_pairs == "all" else kfold
+    roc = all_pairs(ds.identities, max_pairs) if roc_pairs == "all" else kfold
     return EvalData(
         ds.name,
         ds.paths,
@@ -195,34 +244,62 @@ def _required(cfg: Any, key: str, what: str) -> Any:
     return value
 
 
+def _utf8_paths(paths: Sequence[Path], what: str) -> None:
+    """Refuse, before any work, an image path whose name is not valid UTF-8: results.json, pairs.parquet
+    and summary.md record every path as UTF-8 text, and would fail after all the computation."""
+    bad = [p for p in paths if not is_utf8_name(p)]
+    if bad:
+        raise ValueError(
+            f"{what}: {len(bad)} image paths are not valid UTF-8 (first: {printable_path(bad[0])}); results.json, "
+            "pairs.parquet and summary.md record every path as UTF-8 text: rename the files or folders "
+            "(e.g. convmv -f latin1 -t utf-8 -r --notest DIR)"
+        )
+
+
 def load_eval_data(cfg: Any, seed: int = 0) -> EvalData:
     """Build ``EvalData`` from a ``dataset`` config node (``name`` picks the reader)."""
+    data = _load_eval_data(cfg, seed)
+    _utf8_paths(data.paths, f"dataset {data.name}")
+    return data
+
+
+def _load_eval_data(cfg: Any, seed: int) -> EvalData:
     name = cfg.name
     label = cfg.get("label") or name
     strict = bool(cfg.get("strict", False))
+    dup = check_policy(str(cfg.get("duplicate_pairs") or "once"))
+    max_pairs = int(cfg.get("max_pairs") or MAX_PAIRS)
     if name == "orl":
-        return from_identities(load_orl(cfg.get("root")), cfg.n_folds, seed, cfg.roc_pairs, strict=strict)
+        orl = load_orl(cfg.get("root"))
+        return from_identities(orl, cfg.n_folds, seed, cfg.roc_pairs, strict=strict, max_pairs=max_pairs)
     if name == "folder":
         root = _required(cfg, "root", "a folder with one sub-folder of images per identity")
         ds = load_identity_folder(root, name=label, aligned=bool(cfg.get("aligned", False)))
-        return from_identities(ds, cfg.n_folds, seed, cfg.roc_pairs, strict=strict)
+        return from_identities(ds, cfg.n_folds, seed, cfg.roc_pairs, strict=strict, max_pairs=max_pairs)
     if name == "lfw":
         from fetoolkit.data.lfw import load_lfw
 
         root = _required(cfg, "root", "the folder holding <Name>/<Name>_0001.jpg")
         pairs = _required(cfg, "pairs", "the pairs.txt file")
         s = load_lfw(root, pairs, ext=cfg.get("ext") or "jpg")
-        report = pair_hygiene(s.paths, s.pairs, identities=s.identities, names=s.names)
+        listed, repeats = protocol_repeats(s.pairs, s.paths, policy=dup, source=str(pairs))
+        report = pair_hygiene(s.paths, listed, identities=s.identities, names=s.names)
         _strict_check(report, [], strict)
         return EvalData(
             label,
             s.paths,
             bool(cfg.get("aligned", False)),
-            s.pairs,
-            s.pairs,
+            listed,
+            listed,
             identities=s.identities,
             identity_names=s.names,
-            meta={"root": str(root), "pairs": str(pairs), "protocol": "pairs.txt sets as folds", "hygiene": report},
+            meta={
+                "root": str(root),
+                "pairs": str(pairs),
+                "protocol": "pairs.txt sets as folds",
+                "hygiene": report,
+                "duplicate_pairs": repeats,
+            },
         )
     if name == "bin":
         from fetoolkit.data.binset import load_bin
@@ -230,27 +307,31 @@ def load_eval_data(cfg: Any, seed: int = 0) -> EvalData:
         path = Path(_required(cfg, "path", "an insightface verification file such as lfw.bin"))
         b = load_bin(path, n_folds=int(cfg.get("n_folds") or 10))
         labels = [Path(f"{path.name}#{k}") for k in range(len(b.images))]
-        report = pair_hygiene(labels, b.pairs, images=b.images)
+        listed, repeats = protocol_repeats(b.pairs, labels, policy=dup, source=str(path))
+        report = pair_hygiene(labels, listed, images=b.images)
         _strict_check(report, [], strict)
         return EvalData(
             cfg.get("label") or path.stem,
             labels,
             True,
-            b.pairs,
-            b.pairs,
+            listed,
+            listed,
             images=b.images,
             meta={
                 "path": str(path),
                 "n_encoded": b.n_encoded,
                 "protocol": "consecutive pairs in 10 folds (insightface)",
                 "hygiene": report,
+                "duplicate_pairs": repeats,
             },
         )
     if name == "csv":
         from fetoolkit.data.csvpairs import load_pairs_csv
 
         path = _required(cfg, "path", "a CSV of path1,path2,label")
-        c = load_pairs_csv(path, root=cfg.get("root"), n_folds=int(cfg.get("n_folds") or 10), seed=seed)
+        c = load_pairs_csv(
+            path, root=cfg.get("root"), n_folds=int(cfg.get("n_folds") or 10), seed=seed, duplicate_pairs=dup
+        )
         report = pair_hygiene(c.paths, c.pairs)
         _strict_check(report, [], strict)
         return EvalData(
@@ -259,7 +340,7 @@ def load_eval_data(cfg: Any, seed: int = 0) -> EvalData:
             bool(cfg.get("aligned", False)),
             c.pairs,
             c.pairs,
-            meta={"path": str(path), "protocol": "CSV pairs", "hygiene": report},
+            meta={"path": str(path), "protocol": "CSV pairs", "hygiene": report, "duplicate_pairs": c.repeats},
         )
     if name == "rfw":
         from fetoolkit.data.rfw import load_rfw
@@ -267,17 +348,23 @@ def load_eval_data(cfg: Any, seed: int = 0) -> EvalData:
         root = _required(cfg, "root", "the folder holding txts/<G>/<G>_pairs.txt and data/<G>/")
         groups = list(cfg.get("groups") or []) or None
         paths, ids, names, pairs, image_group = load_rfw(root, groups, ext=cfg.get("ext") or "jpg")
-        report = pair_hygiene(paths, pairs, identities=ids, names=names)
+        listed, repeats = protocol_repeats(pairs, paths, policy=dup, source=str(root))
+        report = pair_hygiene(paths, listed, identities=ids, names=names)
         _strict_check(report, [], strict)
         return EvalData(
             label,
             paths,
             bool(cfg.get("aligned", False)),
-            pairs,
-            pairs,
+            listed,
+            listed,
             identities=ids,
             identity_names=names,
-            meta={"root": str(root), "protocol": "one LFW pair list per group; sets as folds", "hygiene": report},
+            meta={
+                "root": str(root),
+                "protocol": "one LFW pair list per group; sets as folds",
+                "hygiene": report,
+                "duplicate_pairs": repeats,
+            },
             image_groups={"group": image_group},
         )
     if name in ("ijbc", "ijbb"):

@@ -8,18 +8,23 @@
 * ``fold``: integer fold ids. Without it the pairs are split into ``n_folds`` folds at random
   (seeded, stratified by label); such folds are not subject-disjoint -- give the column when
   that matters.
+* A pair listed again (in either order) is counted once by default (``dataset.duplicate_pairs``,
+  :mod:`fetoolkit.data.repeats`), before the folds are drawn.
+* UTF-8 text; a leading byte-order mark is dropped (it would otherwise start the first path).
 """
 
 from __future__ import annotations
 
 import csv
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from fetoolkit.data.protocols import PairProtocol, fit_folds
+from fetoolkit.data.repeats import find_repeats
 from fetoolkit.data.sources import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
@@ -43,11 +48,13 @@ class CsvPairs:
 
     Attributes:
         paths: the distinct image files, ``N`` (first-use order).
-        pairs: pairs of indices into ``paths``.
+        pairs: pairs of indices into ``paths`` (a repeated pair once, unless ``duplicate_pairs="keep"``).
+        repeats: ``results.json`` ``data.duplicate_pairs`` (:func:`fetoolkit.data.repeats.find_repeats`).
     """
 
     paths: list[Path]
     pairs: PairProtocol
+    repeats: dict[str, Any] = field(default_factory=dict)
 
 
 def _names_images(row: list[str]) -> bool:
@@ -64,23 +71,55 @@ def _is_header(rows: list[list[str]]) -> bool:
     return _label(first[2]) is None or (len(rows) > 1 and _names_images(rows[1]))
 
 
-def load_pairs_csv(path: str | Path, *, root: str | Path | None = None, n_folds: int = 10, seed: int = 0) -> CsvPairs:
+def _read_rows(path: Path) -> tuple[list[list[str]], list[int]]:
+    """The non-blank rows of a UTF-8 CSV (byte-order mark dropped) and their line numbers."""
+    rows: list[list[str]] = []
+    lines: list[int] = []
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f)
+            for r in reader:
+                if r and any(c.strip() for c in r):
+                    rows.append(r)
+                    lines.append(reader.line_num)
+    except UnicodeDecodeError as e:
+        raise PairsCsvError(
+            f"{path}: not UTF-8 text ({e.reason} at byte {e.start}, after line {len(lines)}); save it as UTF-8 "
+            "(e.g. iconv -f latin1 -t utf-8)"
+        ) from None
+    return rows, lines
+
+
+def load_pairs_csv(
+    path: str | Path,
+    *,
+    root: str | Path | None = None,
+    n_folds: int = 10,
+    seed: int = 0,
+    duplicate_pairs: str = "once",
+) -> CsvPairs:
     """Read a ``path1,path2,label[,fold]`` CSV.
+
+    Args:
+        path: the CSV.
+        root: relative paths are resolved here (default: the CSV's folder).
+        n_folds: folds drawn when the CSV has no fold column.
+        seed: seed of those folds.
+        duplicate_pairs: ``once`` (a pair listed again, in either order, is counted once) or ``keep``.
 
     Raises:
         FileNotFoundError: no such CSV.
-        PairsCsvError: a row with too few fields, an unknown label, a bad fold id, no pairs or
-            only one class.
+        PairsCsvError: a file that is not UTF-8, a row with too few fields, an unknown label, a bad
+            fold id, no pairs or only one class.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"pairs CSV not found: {path} (set dataset.path=PATH)")
     base = Path(root) if root is not None else path.parent
-    with open(path, newline="") as f:
-        rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
+    rows, lines = _read_rows(path)
     if rows and _is_header(rows):
         log.info("%s: first row %s read as a header", path, rows[0][:3])
-        rows = rows[1:]
+        rows, lines = rows[1:], lines[1:]
     if not rows:
         raise PairsCsvError(f"{path}: no pairs")
     index: dict[Path, int] = {}
@@ -111,6 +150,20 @@ def load_pairs_csv(path: str | Path, *, root: str | Path | None = None, n_folds:
             except ValueError:
                 raise PairsCsvError(f"{path}: pair row {no}: fold {r[3]!r} is not an integer") from None
     labels = np.asarray(lab, bool)
+    found = find_repeats(
+        np.asarray(a, np.int64),
+        np.asarray(b, np.int64),
+        labels,
+        policy=duplicate_pairs,
+        describe=lambda k: f"{paths[a[k]]} & {paths[b[k]]}",
+        row_name=lambda k: f"line {lines[k]}",
+        source=str(path),
+    )
+    if not found.keep.all():
+        keep = found.keep
+        a, b = [x for x, k in zip(a, keep) if k], [x for x, k in zip(b, keep) if k]
+        fold = [x for x, k in zip(fold, keep) if k] if has_fold else fold
+        labels = labels[keep]
     if labels.all() or not labels.any():
         raise PairsCsvError(
             f"{path}: needs both genuine and impostor pairs; got {int(labels.sum())} genuine of {labels.size}"
@@ -134,7 +187,7 @@ def load_pairs_csv(path: str | Path, *, root: str | Path | None = None, n_folds:
     missing = sum(not p.is_file() for p in paths)
     if missing:
         log.warning("%d of %d images named in %s are missing (they will fail to enrol)", missing, len(paths), path)
-    return CsvPairs(paths, PairProtocol(np.asarray(a, np.int64), np.asarray(b, np.int64), labels, f_arr))
+    return CsvPairs(paths, PairProtocol(np.asarray(a, np.int64), np.asarray(b, np.int64), labels, f_arr), found.report)
 
 
 def write_pairs_csv(path: str | Path, rows: list[tuple[str, str, bool]], *, header: bool = True) -> Path:

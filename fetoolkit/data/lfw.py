@@ -52,13 +52,19 @@ def parse_pairs(path: str | Path) -> tuple[list[LfwPair], int, int]:
 
     Raises:
         FileNotFoundError: no such file.
-        PairsFileError: a malformed header or line, or a set that does not hold exactly
-            ``n_per_class`` matched and ``n_per_class`` mismatched pairs.
+        PairsFileError: a file that is not UTF-8, a malformed header or line, or a set that does not
+            hold exactly ``n_per_class`` matched and ``n_per_class`` mismatched pairs.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"LFW pairs file not found: {path} (set dataset.pairs=PATH)")
-    lines = [(k + 1, ln.split()) for k, ln in enumerate(path.read_text().splitlines())]
+    try:  # utf-8-sig: a byte-order mark would otherwise start the header
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise PairsFileError(
+            f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+        ) from None
+    lines = [(k + 1, ln.split()) for k, ln in enumerate(text.splitlines())]
     lines = [(k, t) for k, t in lines if t]
     if not lines:
         raise PairsFileError(f"{path}: empty file")

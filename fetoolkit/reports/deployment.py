@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from fetoolkit.deployment import Deployment
+from fetoolkit.reports.inputs import input_notes
 from fetoolkit.reports.tables import fmt, fmt_ci, model_label
 
 REPORT_MD = "report.md"
@@ -268,7 +269,8 @@ def _caveats(s: dict[str, Any]) -> list[Block]:
     if s.get("fte"):
         items.append(f"{s['fte']} images failed to enrol; their comparisons are left out (counted in results.json).")
     if (s.get("data") or {}).get("n_missing"):
-        items.append(f"{s['data']['n_missing']} score rows had no finite score and were left out.")
+        items.append(f"{s['data']['n_missing']} score rows compare images that did not enrol and were left out.")
+    items += [f"{label[0].upper()}{label[1:]}: {text}." for label, text in input_notes(s)]
     return [Block("h2", "Caveats"), Block("list", items=tuple(items))]
 
 

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from fetoolkit.reports.inputs import input_notes
+
 if TYPE_CHECKING:
     from fetoolkit.evaluate import Evaluation
 
@@ -143,8 +145,9 @@ def markdown_summary(s: dict[str, Any]) -> str:
     else:
         lines.append(
             f"- scores of `{s['model']}` read from a file: {s.get('n_comparisons')} comparisons, "
-            f"{(s.get('data') or {}).get('n_missing', 0)} rows without a finite score left out"
+            f"{(s.get('data') or {}).get('n_missing', 0)} rows of images that did not enrol left out"
         )
+    lines += [f"- **{label}**: {text}" for label, text in input_notes(s)]
     lines.append(
         f"- ROC pairs: {s['n_genuine']} genuine, {s['n_impostor']} impostor; finest measurable FAR "
         f"{s.get('finest_far', float('nan')):.3g}"
@@ -233,6 +236,7 @@ def markdown_summary(s: dict[str, Any]) -> str:
     hygiene = (s.get("data") or {}).get("hygiene") or {}
     for key, title in (
         ("duplicates", "Duplicate images"),
+        ("identity_case", "Identity names that differ only by case"),
         ("same_photo_pairs", "Pairs of one photo"),
         ("single_image_identities", "Identities with one image"),
     ):
@@ -324,6 +328,7 @@ def format_summary(s: dict[str, Any]) -> str:
         ("model / backend", f"{model_label(s)} / {s['backend']}"),
         ("dataset", what),
         ("pairs (ROC)", f"{s['n_genuine']} genuine, {s['n_impostor']} impostor"),
+        *input_notes(s),
     ]
     if s.get("accuracy_mean") is not None:
         sem = "-" if s.get("accuracy_sem") is None else f"{s['accuracy_sem']:.4f}"
