@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -87,3 +88,14 @@ def sirius_tflite() -> Path:
     spec = get_model_spec("arcface")
     assert spec.weights is not None
     return fetch_weights(spec.weights, what=spec.name, key_hint="")
+
+
+@pytest.fixture(scope="module")
+def orl8(tmp_path_factory: pytest.TempPathFactory, orl: IdentityDataset) -> Path:
+    """Images 1-4 of ORL subjects s1..s8 as an identity-folder data set (32 faces)."""
+    root = tmp_path_factory.mktemp("orl8")
+    for p, i in zip(orl.paths, orl.identities):
+        if i < 8 and p.stem in {"1", "2", "3", "4"}:
+            (root / orl.names[i]).mkdir(exist_ok=True)
+            shutil.copy(p, root / orl.names[i] / p.name)
+    return root

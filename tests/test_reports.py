@@ -16,7 +16,6 @@ import pytest
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
-from fetoolkit.data.sources import IdentityDataset
 from fetoolkit.eval_run import run
 from fetoolkit.metrics import verification as vm
 from fetoolkit.reports import plots, tables
@@ -33,18 +32,7 @@ def compose_eval(overrides: list[str]):
 
 
 @pytest.fixture(scope="module")
-def orl_subset(tmp_path_factory: pytest.TempPathFactory, orl: IdentityDataset) -> Path:
-    """Images 1-4 of ORL subjects s1..s8 as an identity-folder data set (32 faces)."""
-    root = tmp_path_factory.mktemp("orl8")
-    for p, i in zip(orl.paths, orl.identities):
-        if i < 8 and p.stem in {"1", "2", "3", "4"}:
-            (root / orl.names[i]).mkdir(exist_ok=True)
-            shutil.copy(p, root / orl.names[i] / p.name)
-    return root
-
-
-@pytest.fixture(scope="module")
-def sweep(tmp_path_factory: pytest.TempPathFactory, orl_subset: Path) -> Path:
+def sweep(tmp_path_factory: pytest.TempPathFactory, orl8: Path) -> Path:
     """Two runs (torch and onnx backends) in one sweep-like folder."""
     out = tmp_path_factory.mktemp("sweep")
     for k, backend in enumerate(("torch", "onnx")):
@@ -54,7 +42,7 @@ def sweep(tmp_path_factory: pytest.TempPathFactory, orl_subset: Path) -> Path:
                     "model=arcface",
                     f"backend={backend}",
                     "dataset=folder",
-                    f"dataset.root={orl_subset}",
+                    f"dataset.root={orl8}",
                     "dataset.n_folds=2",
                     "dataset.label=orl8",
                     "pipeline.progress=false",
@@ -258,7 +246,7 @@ def test_probit_and_edge_case_plots(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_hydra_multirun_two_models_two_backends(orl_subset: Path, tmp_path: Path) -> None:
+def test_hydra_multirun_two_models_two_backends(orl8: Path, tmp_path: Path) -> None:
     """`-m model.name=A,B backend=torch,onnx` writes four runs and the comparison (the callback)."""
     proc = subprocess.run(
         [
@@ -270,7 +258,7 @@ def test_hydra_multirun_two_models_two_backends(orl_subset: Path, tmp_path: Path
             "model.name=arcface_mbf.sirius,mobilefacenet512",
             "backend=torch,onnx",
             "dataset=folder",
-            f"dataset.root={orl_subset}",
+            f"dataset.root={orl8}",
             "dataset.n_folds=2",
             "pipeline.progress=false",
             "stats.n_boot=100",
@@ -307,7 +295,7 @@ def test_results_json_is_written_last_and_marked_complete(sweep: Path) -> None:
 
 
 def test_a_failed_write_leaves_no_finished_looking_run(
-    orl_subset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    orl8: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def full_disk(*args: object, **kwargs: object) -> None:
         raise OSError(28, "No space left on device")
@@ -317,7 +305,7 @@ def test_a_failed_write_leaves_no_finished_looking_run(
         [
             "model=arcface",
             "dataset=folder",
-            f"dataset.root={orl_subset}",
+            f"dataset.root={orl8}",
             "dataset.n_folds=2",
             "pipeline.progress=false",
             "stats.n_boot=0",

@@ -21,7 +21,6 @@ import pytest
 
 from fetoolkit import results
 from fetoolkit.data.scores import ScoreFileError, load_scores
-from fetoolkit.data.sources import IdentityDataset
 from fetoolkit.eval_run import run
 from fetoolkit.onecall import load_run
 from fetoolkit.reports import plots
@@ -31,17 +30,6 @@ from fetoolkit.run_dir import LOCK_FILE, RunFolderError, claim
 from tests.test_eval import compose_eval
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def orl8(tmp_path_factory: pytest.TempPathFactory, orl: IdentityDataset) -> Path:
-    """Images 1-4 of ORL subjects s1..s8 as an identity-folder data set (32 faces)."""
-    root = tmp_path_factory.mktemp("orl8")
-    for p, i in zip(orl.paths, orl.identities):
-        if i < 8 and p.stem in {"1", "2", "3", "4"}:
-            (root / orl.names[i]).mkdir(exist_ok=True)
-            shutil.copy(p, root / orl.names[i] / p.name)
-    return root
 
 
 def _overrides(orl8: Path, *extra: str) -> list[str]:
@@ -131,7 +119,7 @@ def test_a_reused_folder_is_refused_and_left_as_it_was(orl8: Path, finished: Pat
     reused = tmp_path / "finished"
     shutil.copytree(finished, reused)
     before = _snapshot(reused)
-    with pytest.raises(RunFolderError, match=r"already holds a finished run \(results.json\)") as err:
+    with pytest.raises(RunFolderError, match=r"already holds an earlier run \(results.json\)") as err:
         run(compose_eval(_overrides(orl8, "dataset.n_folds=4")), reused)
     assert str(reused.absolute()) in str(err.value) and "pairs.parquet" in str(err.value)
     assert _snapshot(reused) == before
