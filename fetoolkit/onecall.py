@@ -243,14 +243,15 @@ def verify(
 ) -> Verification:
     """Are the faces of two images the same person?
 
-    The decision threshold is, in this order: ``threshold`` when given; a decision profile's
-    threshold at ``fmr`` (``profile``: an eval run's ``profile.json`` or its folder), which also
-    gives the calibrated ``llr`` and ``p_same``; an eval run's threshold at ``far`` (``run``: its
-    folder, see :func:`load_run`); the model's default (its registry record's ``verify_threshold``,
-    measured on ORL). With a profile, ``model``, ``detector`` and ``backend`` default to the
-    profile's, and a profile made for another model, weights, detector or pipeline setting is
-    refused (``allow_profile_mismatch=True`` runs it anyway and says so in ``warnings``).
-    Otherwise they default to ``arcface``, ``yunet`` and ``torch``. Other arguments as :func:`embed`.
+    The decision threshold is one of (give at most one of ``threshold``, ``profile``, ``run``):
+    ``threshold`` itself; a decision profile's threshold at ``fmr`` (``profile``: an eval run's
+    ``profile.json`` or its folder), which also gives the calibrated ``llr`` and ``p_same``; an eval
+    run's threshold at ``far`` (``run``: its folder, see :func:`load_run`); else the model's default
+    (its registry record's ``verify_threshold``, measured on ORL). With a profile, ``model``,
+    ``detector`` and ``backend`` default to the profile's, and a profile made for another model,
+    weights, detector or pipeline setting is refused (``allow_profile_mismatch=True`` runs it anyway
+    and says so in ``warnings``). Otherwise they default to ``arcface``, ``yunet`` and ``torch``.
+    Other arguments as :func:`embed`.
 
     Raises:
         NoFaceError: an image holds no face.
