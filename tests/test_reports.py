@@ -350,3 +350,25 @@ def test_summary_md_lists_skipped_files(sweep: Path) -> None:
     md = tables.markdown_summary(res)
     assert "## Duplicate images" in md and "`/x/b/2.pgm`: the same file as /x/a/1.pgm" in md
     assert "## Identities with one image" in md and "`/x/c/0.pgm`" in md
+
+
+def test_compare_counts_the_nonfinite_scores_of_score_runs(tmp_path: Path) -> None:
+    """Issue 37 (review): a score run keeps its scores as read, so its pairs.parquet can hold +inf and
+    NaN; compare must count them as errors, as the run itself did, not crash on them or drop them."""
+    rng = np.random.default_rng(0)
+    rows = [(1, rng.normal(0.7, 0.1), f"p{a}", f"p{a}") for a in range(20) for _ in range(10)]
+    rows += [(0, rng.normal(0.1, 0.1), f"p{a}", f"p{(a + 1) % 20}") for a in range(20) for _ in range(50)]
+    clean = pd.DataFrame(rows, columns=["label", "score", "subject1", "subject2"])
+    dirty = clean.copy()
+    dirty.loc[dirty.index[dirty.label == 0][0], "score"] = np.inf  # a certain false match
+    dirty.loc[dirty.index[dirty.label == 1][0], "score"] = np.nan  # a certain false non-match
+    summaries = {}
+    for name, table in (("clean", clean), ("dirty", dirty)):
+        table.to_csv(tmp_path / f"{name}.csv", index=False)
+        overrides = ["dataset=scores", f"dataset.path={tmp_path / f'{name}.csv'}", "stats.n_boot=0"]
+        summaries[name] = run(compose_eval(overrides), tmp_path / "sweep" / name)
+    paths = collect([tmp_path / "sweep"])
+    table = pd.read_csv(paths["csv"])
+    eer = dict(zip(table["run"].map(lambda r: Path(r).name), table["eer"]))
+    assert eer["dirty"] == pytest.approx(summaries["dirty"]["eer"]) and eer["dirty"] > eer["clean"]
+    assert paths["roc"].is_file()

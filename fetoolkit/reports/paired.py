@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fetoolkit.data import nonfinite
 from fetoolkit.metrics import verification as vm
 from fetoolkit.metrics.paired import paired_differences
 from fetoolkit.metrics.significance import mcnemar
@@ -95,10 +96,11 @@ def run_pairs(run: Path, s: dict[str, Any]) -> RunPairs | None:
     if "protocol" in df:
         df = df[df["protocol"].astype(str).str.startswith("roc")]
     df = df.reset_index(drop=True)
-    scores = df["score"].to_numpy(np.float64)
-    usable = np.isfinite(scores)
-    if "enrolled" in df:
-        usable &= df["enrolled"].to_numpy(bool)
+    usable = df["enrolled"].to_numpy(bool) if "enrolled" in df else np.ones(len(df), bool)
+    scores = df["score"].to_numpy(np.float64).copy()
+    # a non-finite score of a compared pair counts as an error (fetoolkit.data.nonfinite.RULE), as in
+    # the run's own figures; pairs that did not enrol stay out (usable)
+    scores[usable], _ = nonfinite.as_errors(scores[usable], df["label"].to_numpy(bool)[usable])
     ids = next((c for c in _ID_COLUMNS if set(c) <= set(df.columns)), None)
     digest = None
     if ids is not None:

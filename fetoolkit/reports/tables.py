@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from fetoolkit.data import nonfinite
 from fetoolkit.reports.inputs import input_notes
 
 if TYPE_CHECKING:
@@ -99,12 +100,23 @@ def read_pairs(path: str | Path) -> pd.DataFrame:
     return pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
 
 
-def roc_scores(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """(scores float64 ``[P]``, labels bool ``[P]``) of the enrolled ROC pairs of a pair table (a score
-    run's table has no ``enrolled`` column: its pairs all have a score)."""
+def roc_rows(df: pd.DataFrame) -> np.ndarray:
+    """bool ``[rows]``: the enrolled ROC pairs of a pair table (a score run's table has no ``enrolled``
+    column: every one of its ROC rows is a comparison, a non-finite score included)."""
     sel = df["protocol"].astype(str).str.startswith("roc")
-    sel &= df["enrolled"].astype(bool) if "enrolled" in df else df["score"].notna()
-    return df.loc[sel, "score"].to_numpy(np.float64), df.loc[sel, "label"].to_numpy(bool)
+    if "enrolled" in df:
+        sel &= df["enrolled"].astype(bool)
+    return sel.to_numpy(bool)
+
+
+def roc_scores(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(scores float64 ``[P]``, labels bool ``[P]``) of the enrolled ROC pairs of a pair table, a
+    non-finite score counted as an error by :data:`fetoolkit.data.nonfinite.RULE` (a score run's
+    table keeps its scores as read)."""
+    sel = roc_rows(df)
+    labels = df.loc[sel, "label"].to_numpy(bool)
+    scores, _ = nonfinite.as_errors(df.loc[sel, "score"].to_numpy(np.float64), labels)
+    return scores, labels
 
 
 def fmt(x: Any, digits: int = 4) -> str:
