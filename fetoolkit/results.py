@@ -179,7 +179,11 @@ def write_staged(out_dir: Path, summary: dict[str, Any], write_files: Callable[[
                 (stage / _STAGED_RESULTS).write_text(dumps(summary))
             except OSError as e:
                 raise WriteError(written_file(e, stage, folder), e, note) from e
-            names = sorted(p.name for p in stage.iterdir() if p.name != _STAGED_RESULTS)
+            # summary.md first: a pairs.parquet beside it is known as a run's table (fetoolkit.data.scores'
+            # finished-run check) even when a kill stops the renames halfway; results.json last
+            names = sorted(
+                (p.name for p in stage.iterdir() if p.name != _STAGED_RESULTS), key=lambda n: (n != "summary.md", n)
+            )
             try:
                 for name in [*names, _STAGED_RESULTS]:  # results.json last
                     dest = folder / (RESULTS_FILE if name == _STAGED_RESULTS else name)

@@ -150,7 +150,7 @@ def claim(out_dir: str | Path) -> Iterator[Path]:
         RunFolderError: the folder is in use by another run, holds files of an earlier run (named),
             or cannot be created or written; the message says the fix.
     """
-    folder = Path(out_dir).absolute()
+    folder = Path(os.path.abspath(out_dir))  # as Hydra names it (no ``..``): one folder, one key
     key = _key(folder)
     with _held_guard:
         held = _held.get(key)
@@ -167,7 +167,8 @@ def claim(out_dir: str | Path) -> Iterator[Path]:
         with _held_guard:
             _held[key] = held
     try:
-        found = earlier_files(folder)
+        # only the outermost claim looks: an inner one (the job's, then write_staged's) sees this run's own files
+        found = earlier_files(folder) if held.depth == 1 else []
         if found:
             # results.json: fetoolkit.results.RESULTS_FILE (that module imports this one, not the reverse)
             what = "an earlier run (results.json)" if "results.json" in found else "files of an earlier run"

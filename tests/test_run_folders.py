@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import re
 import resource
 import shutil
@@ -258,3 +259,38 @@ def test_a_file_size_limit_ends_the_eval_with_one_line_and_exit_2(orl8: Path, tm
     assert "EER" in proc.stdout + proc.stderr and "2-fold accuracy" in proc.stdout + proc.stderr
     assert results.incomplete_reason(out) is not None
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["eval.log"]
+
+
+def test_a_run_folder_named_with_dotdot_is_claimed_once(orl8: Path, tmp_path: Path) -> None:
+    """Review: ``hydra.run.dir=a/../x``: Hydra's callback and the eval's own claim name one folder
+    (``os.path.abspath``), so the eval does not refuse its own folder as "in use by another run"."""
+    (tmp_path / "a").mkdir()
+    out = tmp_path / "x"
+    proc = subprocess.run(
+        _eval_cli(*_overrides(orl8, f"hydra.run.dir={tmp_path / 'a' / '..' / 'x'}")),
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (out / "results.json").is_file() and not (out / LOCK_FILE).exists()
+
+
+def test_summary_md_is_renamed_in_first_and_results_json_last(
+    orl8: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review: a kill between two renames must never leave a pairs.parquet without its summary.md
+    beside it (the mark by which dataset=scores knows a run's table and asks for results.json)."""
+    import fetoolkit.results as results_module
+
+    order: list[str] = []
+    real = os.replace
+
+    def spy(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+        order.append(Path(dst).name)
+        real(src, dst)
+
+    monkeypatch.setattr(results_module.os, "replace", spy)
+    run(compose_eval(_overrides(orl8)), tmp_path / "run")
+    assert order[0] == "summary.md" and order[-1] == "results.json" and "pairs.parquet" in order, order
