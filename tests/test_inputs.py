@@ -281,6 +281,14 @@ def test_reversed_pairs_in_bob5_csv_and_parquet_score_files(tmp_path: Path) -> N
         assert len(s.roc) == 4 and s.meta["duplicate_pairs"]["n_reversed"] == 1, name
     df[["label", "score"]].to_csv(tmp_path / "bare.csv", index=False)  # no items: repeats cannot be told
     assert load_scores(tmp_path / "bare.csv").meta["duplicate_pairs"]["checked"] is False
+    # rows whose items are empty cannot be told apart: integer matcher scores of distinct comparisons
+    # with the same subjects are all counted (review of this first version)
+    blank = pd.DataFrame(
+        {"label": [1, 1, 1, 0], "score": [7, 7, 7, 2], "subject1": ["a"] * 4, "subject2": ["a", "a", "a", "b"]}
+    )
+    blank["item1"], blank["item2"] = "", ""
+    blank.to_csv(tmp_path / "blank.csv", index=False)
+    assert len(load_scores(tmp_path / "blank.csv").roc) == 4
 
 
 # ----------------------------------------------------------------------------------------

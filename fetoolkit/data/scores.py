@@ -389,8 +389,11 @@ def _repeats(
     )
     where = _where(df, path)
     item1, item2 = df["item1"].to_numpy(object), df["item2"].to_numpy(object)
+    # a row with an empty item on a side cannot be told from another comparison: never called a repeat
+    named = ~(pd.isna(df["item1"]).to_numpy() | pd.isna(df["item2"]).to_numpy() | (item1 == "") | (item2 == ""))
     reports = []
     for rows in sets:
+        rows = rows[named[rows]]
         if not len(rows):
             continue
         r = repeats.find_repeats(
