@@ -6,13 +6,12 @@ holder), opens (or creates) the store, checks it was made with these weights and
 computes the shards its manifest does not list or that fail their check (damaged: named in the
 log) with the chosen engine, records each as it is written, and appends this run (what it
 computed, how long it took, on what CPU and ISA) to the manifest. A resume on another ISA than
-the one the kept shards were computed on is logged and recorded (``isa_differs_from_runs``,
-``isa_mixed``).
+the one the kept shards were computed on is logged and recorded (``runs[].isa_differs_from_runs``;
+whether the rows are of several ISAs is derived: :func:`fetoolkit.store_verify.isa_mixed`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import socket
 import time
@@ -31,7 +30,7 @@ from fetoolkit.sharing import usable_cores
 from fetoolkit.store import ImageList, Store, check_folder, open_store
 from fetoolkit.store_identity import store_identity
 from fetoolkit.store_lock import store_lock
-from fetoolkit.store_verify import describe_isa, isa_of, rows_isas
+from fetoolkit.store_verify import isa_of, isa_warning
 from fetoolkit.versions import library_versions
 
 log = logging.getLogger(__name__)
@@ -121,21 +120,10 @@ def extract(
 
 def _isa_check(st: Store, isa: dict[str, Any], run_info: dict[str, Any]) -> None:
     """Log and record (in ``run_info``) the runs whose kept shards were computed on another ISA than ``isa``."""
-    here = json.dumps(isa, sort_keys=True)
-    others = {k: runs for k, runs in rows_isas(st.manifest).items() if k != here}
-    if not others:
-        return
-    runs = sorted(r for rs in others.values() for r in rs)
-    run_info["isa_differs_from_runs"] = runs
-    log.warning(
-        "store %s is resumed on another CPU ISA than the one its kept shards were computed on: this run %s; "
-        "runs %s: %s. Rows of another ISA may differ in the last float bits (more with int8 kernels); the "
-        "store records each run's ISA (manifest.json runs[].isa, isa_mixed)",
-        st.root,
-        describe_isa(isa),
-        runs,
-        "; ".join(describe_isa(json.loads(k)) for k in others),
-    )
+    runs, warning = isa_warning(st.root, st.manifest, isa)
+    if warning:
+        run_info["isa_differs_from_runs"] = runs
+        log.warning("%s", warning)
 
 
 def _extract(
@@ -247,7 +235,7 @@ def _extract(
     )
     run["n_failed"] = len(failures)
     run["engine_detail"] = report
-    st.manifest["isa_mixed"] = len(rows_isas(st.manifest)) > 1
+    st.manifest.pop("isa_mixed", None)  # derived (store_verify.isa_mixed), no longer stored: never stale
     st.end_run(run)
     if failures:
         log.warning("%d of %d images computed did not enrol (first: %s)", len(failures), n_todo, failures[0])

@@ -27,14 +27,10 @@ overwrite the record of the run already there.
 from __future__ import annotations
 
 import atexit
-import datetime as dt
-import errno
-import fcntl
 import glob
 import logging
 import os
 import shutil
-import socket
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -44,6 +40,8 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
+
+from fetoolkit.locks import LockHeld, describe_holder, flock_exclusive, write_holder
 
 log = logging.getLogger(__name__)
 
@@ -78,14 +76,6 @@ def _key(folder: Path) -> tuple[Path, int]:
     return folder, threading.get_ident()
 
 
-def _holder(path: Path) -> str:
-    try:
-        text = path.read_text().strip()
-    except OSError:
-        text = ""
-    return text or "another process"
-
-
 def _lock(folder: Path) -> int:
     """Open and lock ``folder/LOCK_FILE``; the locked descriptor."""
     path = folder / LOCK_FILE
@@ -97,18 +87,16 @@ def _lock(folder: Path) -> int:
                 f"cannot write in the run folder {folder} ({e.strerror}): give a writable hydra.run.dir"
             ) from None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            flock_exclusive(fd, path, "a second run given this folder would not be refused")
+        except LockHeld:
             os.close(fd)
             raise RunFolderError(
-                f"{folder} is in use by another run ({_holder(path)}): two runs in one folder would replace "
-                "each other's files; give this one another hydra.run.dir"
+                f"{folder} is in use by another run ({describe_holder(path) or 'another process'}): two runs in "
+                "one folder would replace each other's files; give this one another hydra.run.dir"
             ) from None
-        except OSError as e:  # a file system without locks (some network mounts): say so, go on
-            if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
-                os.close(fd)
-                raise
-            log.warning("%s: cannot lock (%s); a second run given this folder would not be refused", path, e.strerror)
+        except OSError:
+            os.close(fd)
+            raise
         try:
             same = os.path.samestat(os.fstat(fd), os.stat(path))
         except FileNotFoundError:
@@ -116,9 +104,7 @@ def _lock(folder: Path) -> int:
         if same:
             break
         os.close(fd)  # the run before us removed the file between our open and our lock: lock the new one
-    stamp = dt.datetime.now().isoformat(timespec="seconds")
-    os.ftruncate(fd, 0)
-    os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {stamp}\n".encode())
+    write_holder(fd)
     return fd
 
 

@@ -53,7 +53,15 @@ import pyarrow.parquet as pq
 
 from fetoolkit.hub import atomic_path, hash_images, sha256_file
 from fetoolkit.jsonutil import jsonable
-from fetoolkit.store_check import identity_digest, identity_problem, load_shard, rows_problem
+from fetoolkit.store_check import (
+    drop_unusable,
+    identity_digest,
+    identity_problem,
+    load_shard,
+    record_order,
+    record_problem,
+    rows_problem,
+)
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +185,13 @@ def rows_table(rows: dict[str, Any], dim: int, flip: bool) -> pa.Table:
             ``det_score`` float32 ``[B]``, ``n_faces`` int32 ``[B]``, ``landmarks`` float32 ``[B, 5, 2]``.
         dim: embedding length ``D``.
         flip: the mirrored-crop columns are present.
+
+    An enrolled row whose embedding is not finite or has norm 0 is marked not enrolled first, with
+    its reason (:func:`fetoolkit.store_check.drop_unusable`: ``rows["ok"]`` and ``rows["failure"]``
+    are replaced), and logged.
     """
+    for what in drop_unusable(rows, flip):
+        log.warning("%s: did not enrol", what)
     ok = np.asarray(rows["ok"], bool)
     n = len(ok)
     cols: dict[str, pa.Array] = {
@@ -294,6 +308,8 @@ def read_manifest(store: str | Path, *, check_identity: bool = True) -> dict[str
     if not isinstance(m, dict) or m.get("format") != FORMAT or int(m.get("version", 0)) > VERSION:
         got = m if not isinstance(m, dict) else {k: m.get(k) for k in ("format", "version")}
         raise StoreError(f"{path} is not a {FORMAT} of version <= {VERSION} ({_short(got)})")
+    if not isinstance(m.get("shards"), list) or not isinstance(m.get("runs"), list):
+        raise StoreError(f"{path} holds no list of shards and runs: the store's manifest is damaged; restore it")
     problem = identity_problem(m) if check_identity else None
     if problem:
         raise StoreError(
@@ -317,14 +333,25 @@ def _short(v: Any) -> str:
     return s if len(s) <= 80 else s[:77] + "..."
 
 
-def check_shard(root: Path, m: dict[str, Any], rec: dict[str, Any]) -> tuple[pa.Table | None, str | None]:
+def check_shard(
+    root: Path,
+    m: dict[str, Any],
+    rec: dict[str, Any],
+    plan: list[tuple[int, int]] | None = None,
+    *,
+    full: bool = True,
+    columns: Sequence[str] | None = None,
+) -> tuple[pa.Table | None, str | None]:
     """Read and check the shard of manifest record ``rec`` of the store at ``root`` (manifest ``m``):
-    ``(table, None)``, or ``(None, what is wrong)`` (see :func:`fetoolkit.store_check.load_shard`)."""
-    plan = shard_plan(int(m["n_images"]), int(m["shard_size"]))
-    k = rec.get("index")
-    if not isinstance(k, int) or not 0 <= k < len(plan) or rec.get("file") != shard_name(k):
-        return None, f"has a manifest record that is not one of the store's {len(plan)} shards ({_short(rec)})"
-    return load_shard(root / rec["file"], rec, rows_schema(int(m["embed_dim"]), bool(m["flip"])), *plan[k])
+    ``(table, None)``, or ``(None, what is wrong)`` (see :func:`fetoolkit.store_check.load_shard`;
+    ``full``: check the rows too; ``columns``: decode only those). ``plan``: the store's
+    :func:`shard_plan`, when the caller checks many records (made here otherwise)."""
+    plan = plan if plan is not None else shard_plan(int(m["n_images"]), int(m["shard_size"]))
+    problem = record_problem(rec, len(plan))
+    if problem:
+        return None, f"has a manifest record that {problem} ({_short(rec)}) in {root / MANIFEST}"
+    schema = rows_schema(int(m["embed_dim"]), bool(m["flip"]))
+    return load_shard(root / rec["file"], rec, schema, *plan[rec["index"]], full=full, columns=columns)
 
 
 def damaged_message(root: Path, file: str, problem: str) -> str:
@@ -360,13 +387,14 @@ class Store:
         :func:`check_shard` (the others are logged, naming them, and listed in :attr:`damaged`)."""
         out = {}
         self.damaged = []
+        plan = self.plan()
         for rec in self.manifest["shards"]:
-            _, problem = check_shard(self.root, self.manifest, rec)
+            _, problem = check_shard(self.root, self.manifest, rec, plan)
             if problem is None:
                 out[int(rec["index"])] = rec
             else:
-                self.damaged.append((str(rec.get("file")), problem))
-                log.warning("store %s: shard %s %s: it is computed again", self.root, rec.get("file"), problem)
+                self.damaged.append((str(rec.get("file") if isinstance(rec, dict) else rec), problem))
+                log.warning("store %s: shard %s %s: it is computed again", self.root, self.damaged[-1][0], problem)
         return out
 
     def missing(self) -> list[int]:
@@ -380,7 +408,7 @@ class Store:
 
     def save(self) -> None:
         """Rewrite ``manifest.json`` whole (``n_done`` and the counts follow the shard records)."""
-        shards = sorted(self.manifest["shards"], key=lambda r: r["index"])
+        shards = sorted(self.manifest["shards"], key=record_order)
         self.manifest["shards"] = shards
         self.manifest["n_done"] = sum(r["n_rows"] for r in shards)
         self.manifest["n_ok"] = sum(r["n_ok"] for r in shards)
@@ -513,8 +541,9 @@ def _write_images(path: Path, images: ImageList) -> None:
 
 
 def read_rows(store: str | Path, columns: Sequence[str] | None = None) -> pa.Table:
-    """Every recorded shard's rows, in image-list order (only shards the manifest lists), each
-    checked by :func:`check_shard`.
+    """Every recorded shard's rows (``columns``: only those, the others not decoded), in image-list
+    order (only shards the manifest lists), each checked by :func:`check_shard` as a read is (size,
+    sha256, columns, row count: the rows themselves were checked when the shard was written).
 
     Raises:
         DamagedShard: a shard that fails its check, named with what is wrong and the fix.
@@ -522,11 +551,14 @@ def read_rows(store: str | Path, columns: Sequence[str] | None = None) -> pa.Tab
     root = Path(store).expanduser()
     m = read_manifest(root)
     tables = []
-    for rec in sorted(m["shards"], key=lambda r: r["index"]):
-        table, problem = check_shard(root, m, rec)
+    plan = shard_plan(int(m["n_images"]), int(m["shard_size"]))
+    for rec in sorted(m["shards"], key=record_order):
+        table, problem = check_shard(root, m, rec, plan, full=False, columns=columns)
         if table is None:
-            raise DamagedShard(damaged_message(root, str(rec.get("file")), str(problem)))
-        tables.append(table.select(list(columns)) if columns else table)
+            raise DamagedShard(
+                damaged_message(root, str(rec.get("file") if isinstance(rec, dict) else rec), str(problem))
+            )
+        tables.append(table)
     if not tables:
         empty = rows_schema(int(m["embed_dim"]), bool(m["flip"])).empty_table()
         return empty.select(list(columns)) if columns else empty

@@ -6,6 +6,12 @@ and exactly its rows (``index`` ``start .. stop-1``, as many enrolled as recorde
 enrolled row holds a finite embedding of unit norm (and a finite, positive raw norm); the rows
 that did not enrol hold none. :func:`load_shard` returns the table or the problem, in words.
 
+**Where the row checks run**: on every shard before it is written, on every recorded shard a
+resume keeps, and in ``cache verify`` (``full=True``). A plain read (``full=False``) checks the
+size, the sha256, the columns and the row count, and decodes only the columns asked for: the
+sha256 proves the bytes are those whose rows were checked when written, so re-checking every
+embedding in float64 on each read would only repeat that work.
+
 **The unit-norm tolerance** (:data:`NORM_TOL` = 1e-4): the writer stores ``raw / ||raw||`` in
 float32 (:mod:`fetoolkit.extraction`), whose norm is 1 within a few float32 rounding errors:
 ``|norm - 1| <= (log2(D) + 2) * 2**-24`` with numpy's pairwise sums, under 1e-6 for every
@@ -27,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,8 +68,40 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def record_problem(rec: Any, n_shards: int) -> str | None:
+    """What is wrong with a manifest shard record (not an object, or ``index``, ``file``, ``bytes``,
+    ``n_rows``, ``n_ok``, ``sha256`` missing or of the wrong type), or None."""
+    if not isinstance(rec, dict):
+        return "is not an object"
+    k = rec.get("index")
+    if not isinstance(k, int) or isinstance(k, bool) or not 0 <= k < n_shards:
+        return f"has no index of one of the store's {n_shards} shards"
+    if rec.get("file") != f"shard-{k:05d}.parquet":
+        return f"names file {rec.get('file')!r}, not that of shard {k}"
+    for key in ("bytes", "n_rows", "n_ok"):
+        v = rec.get(key)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            return f"has no count {key}"
+    if not isinstance(rec.get("sha256"), str):
+        return "has no sha256"
+    return None
+
+
+def record_order(rec: Any) -> int:
+    """A sort key of manifest shard records that takes malformed ones too (they sort first, then are refused)."""
+    k = rec.get("index") if isinstance(rec, dict) else None
+    return k if isinstance(k, int) and not isinstance(k, bool) else -1
+
+
 def load_shard(
-    path: Path, rec: dict[str, Any], schema: pa.Schema, start: int, stop: int
+    path: Path,
+    rec: dict[str, Any],
+    schema: pa.Schema,
+    start: int,
+    stop: int,
+    *,
+    full: bool = True,
+    columns: Sequence[str] | None = None,
 ) -> tuple[pa.Table | None, str | None]:
     """Read and check one recorded shard.
 
@@ -72,6 +111,9 @@ def load_shard(
         schema: the store's row schema (:func:`fetoolkit.store.rows_schema`).
         start: first image index the shard holds.
         stop: one past its last.
+        full: check every row too (write, resume, verify); else only the size, sha256, columns
+            and row count (a plain read: see the module docstring).
+        columns: decode only these columns (all when None).
 
     Returns:
         ``(table, None)`` for a good shard, ``(None, problem)`` otherwise (``problem`` says what is
@@ -88,11 +130,51 @@ def load_shard(
     if _sha256(data) != rec.get("sha256"):
         return None, "has another sha256 than its manifest record (its bytes changed after it was written)"
     try:
+        if not full:
+            meta = pq.ParquetFile(pa.BufferReader(data))
+            n = meta.metadata.num_rows
+            if not meta.schema_arrow.equals(schema, check_metadata=False):
+                return None, f"has other columns than the store's ({', '.join(meta.schema_arrow.names)})"
+            if n != stop - start:
+                return None, f"holds {n} rows, not the {stop - start} of images {start}..{stop - 1}"
+            return meta.read(columns=list(columns) if columns else None), None
         table = pq.read_table(pa.BufferReader(data))
     except (OSError, pa.ArrowException) as e:  # a damaged zstd page, a bad footer
         return None, f"cannot be decoded as Parquet ({' '.join(str(e).split())})"
     problem = rows_problem(table, schema, start, stop, rec.get("n_ok"))
     return (None, problem) if problem else (table, None)
+
+
+def drop_unusable(rows: dict[str, Any], flip: bool) -> list[str]:
+    """Mark the enrolled rows whose model output cannot be stored as not enrolled, in place.
+
+    An embedding (or the mirrored crop's, with ``flip``) that is not finite, or whose raw norm is
+    not a finite positive number (norm 0: no direction to normalise), is the model's failure on that
+    image, not the shard's: the row gets ``ok`` False and a ``failure`` reason, like a face that did
+    not enrol, so one such image never stops the extract (the row checks before the write stay for
+    everything else).
+
+    Args:
+        rows: a shard's columns (see :func:`fetoolkit.store.rows_table`); ``ok`` and ``failure`` are replaced.
+        flip: the mirrored-crop columns are present.
+
+    Returns:
+        ``"{path}: {reason}"`` of each row marked.
+    """
+    ok = np.array(rows["ok"], bool)
+    failure = list(rows["failure"])
+    marked = []
+    for suffix in ("", "_flip") if flip else ("",):
+        emb = np.asarray(rows[f"embedding{suffix}"], np.float32).reshape(len(ok), -1)
+        raw = np.asarray(rows[f"raw{suffix}_norm"], np.float64)
+        finite = np.isfinite(emb).all(axis=1) & np.isfinite(raw)
+        what = "the model's " + ("mirrored-crop embedding" if suffix else "embedding")
+        for i in np.flatnonzero(ok & ~(finite & (raw > 0))):
+            failure[i] = f"{what} is not finite" if not finite[i] else f"{what} has norm 0"
+            ok[i] = False
+            marked.append(f"{rows['path'][i]}: {failure[i]}")
+    rows["ok"], rows["failure"] = ok, failure
+    return marked
 
 
 def _column(table: pa.Table, name: str) -> np.ndarray:
@@ -148,4 +230,13 @@ def rows_problem(table: pa.Table, schema: pa.Schema, start: int, stop: int, n_ok
     return None
 
 
-__all__ = ["NORM_TOL", "identity_digest", "identity_problem", "load_shard", "rows_problem"]
+__all__ = [
+    "NORM_TOL",
+    "drop_unusable",
+    "identity_digest",
+    "identity_problem",
+    "load_shard",
+    "record_order",
+    "record_problem",
+    "rows_problem",
+]

@@ -11,16 +11,12 @@ holder's. Worker processes (``spawn``-ed) and Ray's do not inherit the descripto
 
 from __future__ import annotations
 
-import fcntl
-import json
 import os
-import socket
-import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from fetoolkit.locks import LockHeld, describe_holder, flock_exclusive, write_holder
 from fetoolkit.store import LOCK_FILE, StoreError
 
 
@@ -28,21 +24,12 @@ class StoreBusy(StoreError):
     """Another process holds the store's write lock."""
 
 
-def _holder(path: Path) -> str:
-    """The lock holder's own description, from the lock file."""
-    try:
-        info = json.loads(path.read_text() or "{}")
-    except (OSError, ValueError):
-        info = {}
-    if not info.get("pid"):
-        return "a process that has not yet written its pid"
-    cmd = " ".join(info.get("argv") or [])
-    return f"pid {info['pid']} on {info.get('host')}, since {info.get('started')}" + (f": {cmd}" if cmd else "")
-
-
 @contextmanager
 def store_lock(root: Path) -> Iterator[Path]:
     """Hold the store's write lock inside the block (the folder is made when missing); yields the lock file.
+
+    On a file system without locks (some network mounts) the extract goes on unlocked, with a
+    warning (see :func:`fetoolkit.locks.flock_exclusive`).
 
     Raises:
         StoreBusy: another process holds it.
@@ -52,21 +39,14 @@ def store_lock(root: Path) -> Iterator[Path]:
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            flock_exclusive(fd, path, "a second extract on this store would not be refused; run one at a time")
+        except LockHeld:
             raise StoreBusy(
-                f"store {root} is being written by another extract ({_holder(path)}; lock {path}): two runs "
-                "would compute the same shards and overwrite each other's records; wait for it to end (or stop "
-                "it), then run this command again: it resumes the store"
+                f"store {root} is being written by another extract ({describe_holder(path)}; lock {path}): two "
+                "runs would compute the same shards and overwrite each other's records; wait for it to end (or "
+                "stop it), then run this command again: it resumes the store"
             ) from None
-        info = {
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "argv": sys.argv,
-        }
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
+        write_holder(fd)
         yield path
     finally:
         os.close(fd)  # releases the lock

@@ -15,7 +15,6 @@ refused naming the file, never read. Rows computed on several CPU ISAs are repor
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Sequence
@@ -37,7 +36,7 @@ from fetoolkit.store import (
     read_rows,
 )
 from fetoolkit.store_identity import READ_KEYS
-from fetoolkit.store_verify import describe_isa, rows_isas, run_isa
+from fetoolkit.store_verify import isa_mixed, isa_warning, run_isa
 
 log = logging.getLogger(__name__)
 
@@ -75,15 +74,9 @@ def check_store(root: str | Path, asked: dict[str, Any], *, need_flip: bool) -> 
         )
     for soft in identity_differences(have, jsonable(asked), ("threads", "libs")):
         log.warning("store %s: %s (rows may differ from a fresh computation in the last float digits)", root, soft)
-    isas = rows_isas(m)
-    if len(isas) > 1:
-        log.warning(
-            "store %s: its rows were computed on %d CPU ISAs (%s): rows of different ISAs may differ in the last "
-            "float bits (more with int8 kernels)",
-            root,
-            len(isas),
-            "; ".join(f"runs {runs}: {describe_isa(json.loads(k))}" for k, runs in isas.items()),
-        )
+    _, warning = isa_warning(Path(root), m)
+    if warning:
+        log.warning("%s", warning)
     return m
 
 
@@ -204,7 +197,7 @@ def store_embedded(
             {**{k: r.get(k) for k in ("run", "engine", "workers", "n_computed", "finished")}, "isa": run_isa(m, r)}
             for r in m["runs"]
         ],
-        "isa_mixed": len(rows_isas(m)) > 1,
+        "isa_mixed": isa_mixed(m),
     }
     return es, source
 

@@ -15,6 +15,7 @@ import errno
 import hashlib
 import json
 import logging
+import os
 import resource
 import shutil
 import signal
@@ -34,6 +35,7 @@ from fetoolkit.extract_run import extract
 from fetoolkit.extraction import image_list
 from fetoolkit.store import StoreError, read_manifest, read_rows
 from fetoolkit.store_read import store_embedded, store_gallery
+from fetoolkit.store_verify import verify_store
 from tests.test_extract import REPO, _cli, _emb, _env, _rows, _spec, compose_eval
 
 SHARD = "shard-00001.parquet"
@@ -87,11 +89,12 @@ def _asked(store: Path) -> dict:
     return _manifest(store)["identity"]
 
 
-def _refused(store: Path, *match: str) -> None:
-    """Every reader of the store (rows, gallery, the eval's reader) refuses it, naming ``match``."""
+def _refused(store: Path, *match: str, gallery: bool = True) -> None:
+    """Every reader of the store (rows, the gallery unless not ``gallery``, the eval's reader) refuses it,
+    naming ``match``."""
     for read in (
         lambda: read_rows(store),
-        lambda: store_gallery(store, _asked(store)),
+        *([lambda: store_gallery(store, _asked(store))] if gallery else []),
         lambda: store_embedded(store, _image_paths(store), _asked(store)),
     ):
         with pytest.raises(StoreError) as err:
@@ -177,7 +180,8 @@ def test_every_random_single_bit_flip_of_a_shard_is_caught(store) -> None:
 
 def test_a_damaged_zstd_page_is_named_and_recomputed(store, made, faces) -> None:
     """A damaged zstd page (recorded as it is, so the sha256 agrees): no raw ZSTD traceback but the
-    store and the shard named, and the extract does not believe the store complete."""
+    store and the shard named by the readers that decode that column (the gallery reads only
+    ``ok`` and ``embedding``), and the extract does not believe the store complete."""
     f = store / SHARD
     data = f.read_bytes()
     start, stop = _column_bytes(f, "path")
@@ -193,7 +197,7 @@ def test_a_damaged_zstd_page_is_named_and_recomputed(store, made, faces) -> None
         pytest.fail("no flip of the path column gives a ZSTD error")
     f.write_bytes(bytes(bad))
     _rerecord(store, SHARD)
-    _refused(store, f"store {store}", str(f), "cannot be decoded", "ZSTD", "run the extract command")
+    _refused(store, f"store {store}", str(f), "cannot be decoded", "ZSTD", "run the extract command", gallery=False)
     _recomputed_equals(store, made, faces, SHARD)
 
 
@@ -203,7 +207,9 @@ def test_a_damaged_zstd_page_is_named_and_recomputed(store, made, faces) -> None
 )
 def test_rows_with_a_wrong_norm_or_non_finite_values_are_refused(store, made, faces, column, value, says) -> None:
     """A shard rewritten with one bad value and recorded so (its sha256 agrees): the row checks
-    (finite, unit norm within 1e-4, a positive raw norm) refuse it, naming the image."""
+    (finite, unit norm within 1e-4, a positive raw norm) of ``cache verify`` and of the next
+    extract refuse it, naming the image, and the extract computes it again. (A plain read checks
+    the sha256 only: it proves the bytes are those whose rows were checked when written.)"""
     f = store / SHARD
     t = pq.read_table(f)
     rows = {c: t.column(c).combine_chunks() for c in t.column_names}
@@ -225,7 +231,8 @@ def test_rows_with_a_wrong_norm_or_non_finite_values_are_refused(store, made, fa
     pq.write_table(pa.table(rows, schema=t.schema), f, compression="zstd")
     _rerecord(store, SHARD)
     path = t.column("path")[j].as_py()
-    _refused(store, str(f), path, says)
+    report = verify_store(store)
+    assert [d[0] for d in report.damaged] == [f] and path in report.damaged[0][1] and says in report.damaged[0][1]
     _recomputed_equals(store, made, faces, SHARD)
 
 
@@ -423,8 +430,10 @@ def test_a_full_disk_names_the_file_and_the_fix(faces, tmp_path, monkeypatch) ->
 
 def test_a_resume_on_another_isa_is_logged_and_recorded(store, faces, monkeypatch, caplog) -> None:
     """A store resumed on a CPU that answers as AVX2-only (the CPUID mask's variable): the log says
-    so, the run records its ISA and the runs it differs from, the manifest ``isa_mixed``, and the
+    so, the run records its ISA and the runs it differs from (``isa_mixed`` derived from them), and the
     eval's reader warns and records it (the base code mixed them without a word)."""
+    from fetoolkit.store_verify import isa_mixed
+
     (store / "shard-00002.parquet").unlink()  # a shard left to compute
     monkeypatch.setenv("FETOOLKIT_CPUID_MASK", "avx2")
     images, _ = image_list(None, str(faces))
@@ -434,9 +443,94 @@ def test_a_resume_on_another_isa_is_logged_and_recorded(store, faces, monkeypatc
     assert "another CPU ISA" in caplog.text and "masked to avx2" in caplog.text
     m = _manifest(store)
     assert m["runs"][-1]["isa"]["isa_masked"] == "avx2" and m["runs"][-1]["isa_differs_from_runs"] == [0]
-    assert m["runs"][0]["isa"]["isa_masked"] is None and m["isa_mixed"] is True
+    assert m["runs"][0]["isa"]["isa_masked"] is None and isa_mixed(m) and "isa_mixed" not in m
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="fetoolkit"):
         _, source = store_embedded(store, images.paths, _asked(store))
     assert "computed on 2 CPU ISAs" in caplog.text and source["isa_mixed"] is True
     assert [r["isa"]["isa_masked"] for r in source["runs"]] == [None, "avx2"]
+
+
+def test_an_embedding_the_model_got_wrong_is_a_failure_to_enrol(made, faces, tmp_path, monkeypatch, caplog) -> None:
+    """The model returns NaN for one face and a zero vector for another: the extract finishes (on
+    the base code every run refused the shard, so the store could never complete); those two images
+    are failures to enrol with the reason, counted and logged; every other row equals the store's."""
+    import fetoolkit.extraction as extraction
+
+    real, calls = extraction.embed_crops, []
+
+    def wrong(faces_, *args, **kwargs):
+        out = real(faces_, *args, **kwargs)
+        if not calls:
+            out[0], out[1] = np.nan, 0.0
+        calls.append(len(out))
+        return out
+
+    monkeypatch.setattr(extraction, "embed_crops", wrong)
+    images, _ = image_list(None, str(faces))
+    with caplog.at_level(logging.WARNING, logger="fetoolkit"):
+        s = extract(_spec(), images, str(tmp_path / "s"), shard_size=8, workers=1, progress=False)
+    a, b = _rows(made), _rows(tmp_path / "s")
+    first = list(np.flatnonzero(a["ok"].to_numpy())[:2])
+    assert s["complete"] and s["n_failed"] == int((~a["ok"]).sum()) + 2 and s["run"]["n_failed"] == s["n_failed"]
+    assert list(b.loc[first, "failure"]) == ["the model's embedding is not finite", "the model's embedding has norm 0"]
+    assert not b.loc[first, "ok"].any() and "the model's embedding is not finite" in caplog.text
+    rest = a.index.difference(first)
+    assert (a.loc[rest, "ok"] == b.loc[rest, "ok"]).all()
+    assert np.array_equal(_emb(a.loc[rest]), _emb(b.loc[rest]), equal_nan=True)
+    assert verify_store(tmp_path / "s").damaged == [] and len(read_rows(tmp_path / "s")) == 41
+
+
+@pytest.mark.parametrize(
+    "edit", [lambda r: r.pop("index"), lambda r: r.update(index=None), lambda r: r.update(n_rows="8")]
+)
+def test_a_malformed_manifest_record_is_named_not_a_traceback(store, made, faces, edit) -> None:
+    """A shard record of valid JSON with its ``index`` missing or null, or a count not a number
+    (the base code: KeyError / TypeError tracebacks): readers refuse it naming the manifest,
+    ``cache verify`` lists it, and the next extract computes that shard again."""
+    m = _manifest(store)
+    edit(m["shards"][1])
+    _write_manifest(store, m)
+    _refused(store, str(store / "manifest.json"), "manifest record", "run the extract command")
+    report = verify_store(store)
+    assert len(report.damaged) == 1 and "manifest record" in report.damaged[0][1]
+    _recomputed_equals(store, made, faces, SHARD)
+
+
+def test_a_plain_read_decodes_only_the_columns_asked_for(store) -> None:
+    """``read_rows(columns)``: those columns only (the others are not decoded); the sha256 still
+    refuses a changed byte in a column not asked for."""
+    t = read_rows(store, ["ok", "embedding"])
+    assert t.column_names == ["ok", "embedding"] and t.num_rows == 41
+    f = store / SHARD
+    start, stop = _column_bytes(f, "landmarks")
+    bad = bytearray(f.read_bytes())
+    bad[(start + stop) // 2] ^= 0x10
+    f.write_bytes(bytes(bad))
+    with pytest.raises(StoreError, match="sha256"):
+        read_rows(store, ["ok", "embedding"])
+
+
+@pytest.mark.parametrize("code", [errno.ENOLCK, errno.EOPNOTSUPP])
+def test_a_file_system_without_locks_is_said_not_a_traceback(tmp_path, monkeypatch, caplog, code) -> None:
+    """NFS / SMB answering ``flock`` with ENOLCK or EOPNOTSUPP (simulated): the store's write lock
+    and a run folder's claim (one helper) go on with one warning naming the lock file (the base
+    code's store lock let the raw OSError out)."""
+    import fcntl
+
+    from fetoolkit.locks import describe_holder
+    from fetoolkit.run_dir import claim
+    from fetoolkit.store_lock import store_lock
+
+    def no_locks(fd, op):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with caplog.at_level(logging.WARNING, logger="fetoolkit"):
+        with store_lock(tmp_path / "store") as lock:
+            assert f"pid {os.getpid()}" in describe_holder(lock)
+        with claim(tmp_path / "run"):
+            pass
+    assert str(tmp_path / "store" / ".extract.lock") in caplog.text and "cannot lock" in caplog.text
+    assert "a second extract on this store would not be refused" in caplog.text
+    assert "a second run given this folder would not be refused" in caplog.text
