@@ -541,9 +541,9 @@ def _write_images(path: Path, images: ImageList) -> None:
 
 
 def read_rows(store: str | Path, columns: Sequence[str] | None = None) -> pa.Table:
-    """Every recorded shard's rows (``columns``: only those, the others not decoded), in image-list
-    order (only shards the manifest lists), each checked by :func:`check_shard` as a read is (size,
-    sha256, columns, row count: the rows themselves were checked when the shard was written).
+    """Every recorded shard's rows (``columns``: only those), in image-list order (only shards the
+    manifest lists), each checked by :func:`check_shard` as a read is (size, sha256, columns, row
+    count; and every row, when an embedding column is read).
 
     Raises:
         DamagedShard: a shard that fails its check, named with what is wrong and the fix.

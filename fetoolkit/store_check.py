@@ -7,10 +7,11 @@ enrolled row holds a finite embedding of unit norm (and a finite, positive raw n
 that did not enrol hold none. :func:`load_shard` returns the table or the problem, in words.
 
 **Where the row checks run**: on every shard before it is written, on every recorded shard a
-resume keeps, and in ``cache verify`` (``full=True``). A plain read (``full=False``) checks the
-size, the sha256, the columns and the row count, and decodes only the columns asked for: the
-sha256 proves the bytes are those whose rows were checked when written, so re-checking every
-embedding in float64 on each read would only repeat that work.
+resume keeps, in ``cache verify`` (``full=True``), and on every read that takes an embedding
+column (the issue's rule: an embedding is checked finite and unit-norm whenever it is read; a
+shard rewritten with a bad row and its record rewritten to match passes the sha256, not this). A
+read of other columns only (``full=False`` and no embedding column asked for: paths, ``ok``)
+checks the size, the sha256, the columns and the row count, and decodes only those columns.
 
 **The unit-norm tolerance** (:data:`NORM_TOL` = 1e-4): the writer stores ``raw / ||raw||`` in
 float32 (:mod:`fetoolkit.extraction`), whose norm is 1 within a few float32 rounding errors:
@@ -111,8 +112,8 @@ def load_shard(
         schema: the store's row schema (:func:`fetoolkit.store.rows_schema`).
         start: first image index the shard holds.
         stop: one past its last.
-        full: check every row too (write, resume, verify); else only the size, sha256, columns
-            and row count (a plain read: see the module docstring).
+        full: check every row too (write, resume, verify); else the rows only when an embedding
+            column is asked for (see the module docstring).
         columns: decode only these columns (all when None).
 
     Returns:
@@ -129,20 +130,23 @@ def load_shard(
         return None, f"is {len(data)} bytes, its manifest record says {rec.get('bytes')} (truncated or replaced)"
     if _sha256(data) != rec.get("sha256"):
         return None, "has another sha256 than its manifest record (its bytes changed after it was written)"
+    wanted = None if columns is None else list(columns)
     try:
-        if not full:
+        if not full and wanted is not None and not {"embedding", "embedding_flip"} & set(wanted):
             meta = pq.ParquetFile(pa.BufferReader(data))
             n = meta.metadata.num_rows
             if not meta.schema_arrow.equals(schema, check_metadata=False):
                 return None, f"has other columns than the store's ({', '.join(meta.schema_arrow.names)})"
             if n != stop - start:
                 return None, f"holds {n} rows, not the {stop - start} of images {start}..{stop - 1}"
-            return meta.read(columns=list(columns) if columns else None), None
+            return meta.read(columns=wanted), None
         table = pq.read_table(pa.BufferReader(data))
     except (OSError, pa.ArrowException) as e:  # a damaged zstd page, a bad footer
         return None, f"cannot be decoded as Parquet ({' '.join(str(e).split())})"
     problem = rows_problem(table, schema, start, stop, rec.get("n_ok"))
-    return (None, problem) if problem else (table, None)
+    if problem:
+        return None, problem
+    return (table if wanted is None else table.select(wanted)), None
 
 
 def drop_unusable(rows: dict[str, Any], flip: bool) -> list[str]:

@@ -33,7 +33,7 @@ from PIL import Image
 from fetoolkit.eval_run import run as eval_run
 from fetoolkit.extract_run import extract
 from fetoolkit.extraction import image_list
-from fetoolkit.store import StoreError, read_manifest, read_rows
+from fetoolkit.store import DamagedShard, StoreError, read_manifest, read_rows
 from fetoolkit.store_read import store_embedded, store_gallery
 from fetoolkit.store_verify import verify_store
 from tests.test_extract import REPO, _cli, _emb, _env, _rows, _spec, compose_eval
@@ -207,9 +207,8 @@ def test_a_damaged_zstd_page_is_named_and_recomputed(store, made, faces) -> None
 )
 def test_rows_with_a_wrong_norm_or_non_finite_values_are_refused(store, made, faces, column, value, says) -> None:
     """A shard rewritten with one bad value and recorded so (its sha256 agrees): the row checks
-    (finite, unit norm within 1e-4, a positive raw norm) of ``cache verify`` and of the next
-    extract refuse it, naming the image, and the extract computes it again. (A plain read checks
-    the sha256 only: it proves the bytes are those whose rows were checked when written.)"""
+    (finite, unit norm within 1e-4, a positive raw norm) of a read of the embeddings, of ``cache
+    verify`` and of the next extract refuse it, naming the image, and the extract computes it again."""
     f = store / SHARD
     t = pq.read_table(f)
     rows = {c: t.column(c).combine_chunks() for c in t.column_names}
@@ -231,6 +230,9 @@ def test_rows_with_a_wrong_norm_or_non_finite_values_are_refused(store, made, fa
     pq.write_table(pa.table(rows, schema=t.schema), f, compression="zstd")
     _rerecord(store, SHARD)
     path = t.column("path")[j].as_py()
+    with pytest.raises(DamagedShard) as err:
+        read_rows(store, ["ok", "embedding"])
+    assert path in str(err.value) and str(f) in str(err.value) and says in str(err.value), str(err.value)
     report = verify_store(store)
     assert [d[0] for d in report.damaged] == [f] and path in report.damaged[0][1] and says in report.damaged[0][1]
     _recomputed_equals(store, made, faces, SHARD)
