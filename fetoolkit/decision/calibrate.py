@@ -39,8 +39,10 @@ log = logging.getLogger(__name__)
 __all__ = ["CALIBRATION_METHODS", "Calibrated", "CalibrationCfg", "calibrate", "calibrate_pairs", "fold_plan"]
 
 CALIBRATION_METHODS = ("auto", *cm.METHODS, "none")
-#: Resamples per batch of the bootstrap (a [batch, P] int64 weight matrix).
+#: Resamples per batch of the bootstrap (a [batch, P] weight matrix): at most 16, and at most
+#: ``_BATCH_CELLS / P`` (about 400 MB of float64 weights whatever the pair count: IJB-C has 15 million).
 _BATCH = 16
+_BATCH_CELLS = 50_000_000
 
 
 @dataclass(frozen=True)
@@ -292,7 +294,7 @@ def _bootstrap(
     design = _Design.of(s, y, llr, p, bins)
     done = 0
     while done < stats.n_boot:
-        b = min(_BATCH, stats.n_boot - done)
+        b = min(_BATCH, max(1, _BATCH_CELLS // s.size), stats.n_boot - done)
         if subj is not None:
             weights = pair_weights(draw_counts(rng, b, subj.n), subj, y)
         else:
