@@ -112,15 +112,15 @@ class ServiceProfile:
         """
         if fmr is None:
             return self.fmr
-        for have in self.profile.fmrs:
-            if math.isclose(have, fmr, rel_tol=1e-9):
-                return have
-        fmrs = self.profile.fmrs
-        raise InvalidInput(
-            f"the decision profile {self.profile_id} has no threshold at FMR {fmr:g}; it has "
-            + ", ".join(f"{f:g}" for f in fmrs),
-            details={"fmrs": fmrs},
-        )
+        try:
+            return float(self.profile.threshold(fmr)["fmr"])
+        except ValueError:  # the profile's own message names its file: not for the client
+            fmrs = self.profile.fmrs
+            raise InvalidInput(
+                f"the decision profile {self.profile_id} has no threshold at FMR {fmr:g}; it has "
+                + ", ".join(f"{f:g}" for f in fmrs),
+                details={"fmrs": fmrs},
+            ) from None
 
     def verification(
         self,
