@@ -25,7 +25,6 @@ callback in ``configs/eval.yaml`` (or later: ``python -m fetoolkit.compare SWEEP
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +38,8 @@ from fetoolkit.config import detector_cfg, hydra_choice, pipeline_cfg, section
 from fetoolkit.cpu import machine_info
 from fetoolkit.data import load_eval_data
 from fetoolkit.data.scores import PairScores
-from fetoolkit.decision.calibrate import Calibrated, CalibrationCfg, calibrate_pairs
-from fetoolkit.decision.profile import PROFILE_FILE, crop_settings, run_profile
+from fetoolkit.decision.calibrate import Calibrated
+from fetoolkit.decision.profile import PROFILE_FILE, crop_settings
 from fetoolkit.deployment import Deployment
 from fetoolkit.evaluate import Evaluation, QualityCfg, StatsCfg, evaluate
 from fetoolkit.identify import IdentificationCfg
@@ -49,7 +48,7 @@ from fetoolkit.models.registry import get_model_spec
 from fetoolkit.pipeline import detector_settings
 from fetoolkit.reports.tables import format_summary
 from fetoolkit.run_dir import claim
-from fetoolkit.score_eval import deployment_from_inputs, deployment_inputs, run_scores
+from fetoolkit.score_eval import decision_sections, deployment_from_inputs, deployment_inputs, run_scores
 from fetoolkit.store_read import eval_embedded
 from fetoolkit.templates import TemplateCfg
 from fetoolkit.versions import library_versions
@@ -135,18 +134,9 @@ def _run(cfg: DictConfig, out_dir: Path | None) -> dict[str, Any]:
     pairs = evaluation_pairs(ev)
     deploy = deployment_from_inputs(inputs, pairs, stats)
     summary.update(deploy.summary)
-    t_cal = time.perf_counter()
-    cal, why_not = calibrate_pairs(pairs, section(cfg, "calibration", CalibrationCfg), stats, inputs.dev)
-    summary["timing_s"]["calibration"] = round(time.perf_counter() - t_cal, 3)
-    summary["calibration"] = None if cal is None else cal.summary()
-    if why_not:
-        summary["calibration_reason"] = why_not
-    profile = None
-    if cal is not None:
-        det = None if ev.data.aligned or ev.data.landmarks is not None else detector_settings(detector_cfg(cfg))
-        crops = crop_settings(det, {**summary["pipeline"], "flip_test": summary["comparison"]["flip_test"]})
-        profile = run_profile(summary, pairs, crops)
-        summary["profile"] = {"file": PROFILE_FILE, "profile_id": profile["profile_id"]}
+    det = None if ev.data.aligned or ev.data.landmarks is not None else detector_settings(detector_cfg(cfg))
+    crops = crop_settings(det, {**summary["pipeline"], "flip_test": summary["comparison"]["flip_test"]})
+    cal, profile = decision_sections(summary, pairs, cfg, stats, inputs.dev, crops)
     if out_dir is not None:
         summary["pairs_file"] = PAIRS_FILE
     log.info("\n%s", format_summary(summary))  # before writing: a failed write loses no figure

@@ -84,6 +84,32 @@ def deployment_from_inputs(inputs: DeploymentInputs, pairs: PairScores, stats: S
     )
 
 
+def decision_sections(
+    summary: dict[str, Any],
+    pairs: PairScores,
+    cfg: DictConfig,
+    stats: StatsCfg,
+    dev: ScoreSet | None,
+    crops: dict[str, Any] | None,
+) -> tuple[Calibrated | None, dict[str, Any] | None]:
+    """The calibration and the decision profile of a run (model or score file), shared like
+    :func:`deployment_from_inputs`: ``summary`` gains ``calibration`` (or ``calibration_reason``),
+    ``profile`` and ``timing_s.calibration``. Returns the calibration and the profile (both None when
+    the data cannot be calibrated). ``crops``: :func:`fetoolkit.decision.profile.crop_settings` of
+    the run (None: a score file, which names none)."""
+    t = time.perf_counter()
+    cal, why_not = calibrate_pairs(pairs, section(cfg, "calibration", CalibrationCfg), stats, dev)
+    summary["timing_s"]["calibration"] = round(time.perf_counter() - t, 3)
+    summary["calibration"] = None if cal is None else cal.summary()
+    if why_not:
+        summary["calibration_reason"] = why_not
+    if cal is None:
+        return None, None
+    profile = run_profile(summary, pairs, crops)
+    summary["profile"] = {"file": PROFILE_FILE, "profile_id": profile["profile_id"]}
+    return cal, profile
+
+
 def input_rules(cfg: DictConfig) -> dict[str, str]:
     """How score files are read by a run: ``duplicate_pairs`` (``dataset.duplicate_pairs``, default
     ``once``) and ``nonfinite_scores`` (default ``errors``), as :func:`load_scores` keywords."""
@@ -187,16 +213,9 @@ def run_scores(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
         "versions": library_versions(),
         "machine": machine_info(None),
     }
-    t_cal = time.perf_counter()
-    cal, why_not = calibrate_pairs(main.roc, section(cfg, "calibration", CalibrationCfg), stats, inputs.dev)
-    summary["timing_s"] = {**summary["timing_s"], "calibration": round(time.perf_counter() - t_cal, 3)}
-    summary["calibration"] = None if cal is None else cal.summary()
-    if why_not:
-        summary["calibration_reason"] = why_not
-    profile = None
-    if cal is not None:  # a score file names no detector or pipeline: the profile says so (crops null)
-        profile = run_profile(summary, main.roc, None)
-        summary["profile"] = {"file": PROFILE_FILE, "profile_id": profile["profile_id"]}
+    summary["timing_s"] = dict(summary["timing_s"])  # the report's own dict stays as it was
+    # a score file names no detector or pipeline: the profile says so (crops null)
+    cal, profile = decision_sections(summary, main.roc, cfg, stats, inputs.dev, crops=None)
     from fetoolkit.reports.tables import format_summary
 
     if out_dir is not None:
